@@ -1,0 +1,8 @@
+"""Contrastive Mutual Information Machine (cMIM) molecular embeddings for scikit-learn."""
+
+from .chem import Standardizer
+from .persistence import list_pretrained
+from .transformer import CMIMTransformer
+
+__all__ = ["CMIMTransformer", "Standardizer", "list_pretrained"]
+__version__ = "0.1.0"

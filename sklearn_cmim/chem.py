@@ -1,0 +1,86 @@
+"""Molecules in, standardised canonical SMILES out (METHOD.md §1, first half).
+
+Every SMILES string or RDKit ``Mol`` that reaches the model goes through :class:`Standardizer`,
+so that the same molecule written two ways gets the same tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from rdkit import Chem, RDLogger
+from rdkit.Chem.MolStandardize import rdMolStandardize
+
+__all__ = ["MoleculeError", "Standardizer", "canonical_smiles"]
+
+# RDKit prints every parse failure to stderr; the package reports them itself, with the index.
+RDLogger.DisableLog("rdApp.*")
+
+
+class MoleculeError(ValueError):
+    """An input item that is not a usable molecule (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """How an input molecule becomes the SMILES string the model reads.
+
+    Parameters
+    ----------
+    largest_fragment : bool, default=True
+        Keep only the largest covalent fragment (drops salts and solvents).
+    neutralize : bool, default=True
+        Neutralise charges where a neutral form exists.
+    isomeric : bool, default=False
+        Keep stereochemistry and isotopes in the SMILES. Off by default because the
+        pretraining corpus (MOSES) has none, so stereo tokens would be unknown to it.
+
+    Examples
+    --------
+    >>> Standardizer()("OC(=O)c1ccccc1.[Na+]")
+    'O=C(O)c1ccccc1'
+    """
+
+    largest_fragment: bool = True
+    neutralize: bool = True
+    isomeric: bool = False
+
+    def __call__(self, molecule: str | Chem.Mol) -> str:
+        """Return the standardised canonical SMILES, or raise :class:`MoleculeError`."""
+        mol = to_mol(molecule)
+        if self.largest_fragment and mol.GetNumAtoms() > 0:
+            mol = rdMolStandardize.LargestFragmentChooser().choose(mol)
+        if self.neutralize:
+            mol = rdMolStandardize.Uncharger().uncharge(mol)
+        smiles = Chem.MolToSmiles(mol, isomericSmiles=self.isomeric, canonical=True)
+        if not smiles:
+            raise MoleculeError("molecule has no atoms")
+        return smiles
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def to_mol(molecule: str | Chem.Mol) -> Chem.Mol:
+    """Parse a SMILES string (or check a ``Mol``), raising :class:`MoleculeError` when unusable."""
+    if isinstance(molecule, Chem.Mol):
+        mol = Chem.Mol(molecule)
+        try:
+            Chem.SanitizeMol(mol)
+        except Exception as error:  # RDKit raises several unrelated types here
+            raise MoleculeError(f"RDKit cannot sanitise this Mol ({error})") from None
+        return mol
+    if not isinstance(molecule, str):
+        raise TypeError(f"expected a SMILES string or an RDKit Mol, got {type(molecule).__name__}")
+    if not molecule.strip():
+        raise MoleculeError("empty SMILES")
+    mol = Chem.MolFromSmiles(molecule)
+    if mol is None:
+        raise MoleculeError("RDKit cannot parse this SMILES")
+    return mol
+
+
+def canonical_smiles(smiles: str) -> str | None:
+    """RDKit canonical SMILES, used to compare molecules; None if unparsable."""
+    mol = Chem.MolFromSmiles(smiles) if smiles else None
+    return None if mol is None else Chem.MolToSmiles(mol)

@@ -1,0 +1,44 @@
+"""Small MoleculeNet regression sets shipped with the package, so examples and tests run offline.
+
+Copied unchanged from the chemprop repository's ``data/`` folder (MoleculeNet, Wu et al. 2018;
+MIT licence). Larger sets are read from a local copy by the benchmarks.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["load_esol", "load_freesolv", "load_lipophilicity"]
+
+DATA_DIR = Path(__file__).parent / "data"
+
+
+def _load(filename: str) -> tuple[list[str], np.ndarray]:
+    with open(DATA_DIR / filename, newline="") as handle:
+        rows = list(csv.reader(handle))[1:]
+    return [r[0] for r in rows], np.array([float(r[1]) for r in rows])
+
+
+def load_esol() -> tuple[list[str], np.ndarray]:
+    """ESOL (Delaney): 1,128 SMILES and their aqueous solubility, log mol/L.
+
+    Examples
+    --------
+    >>> smiles, y = load_esol()
+    >>> len(smiles), y.shape
+    (1128, (1128,))
+    """
+    return _load("delaney.csv")
+
+
+def load_freesolv() -> tuple[list[str], np.ndarray]:
+    """FreeSolv: 642 SMILES and their hydration free energy, kcal/mol."""
+    return _load("freesolv.csv")
+
+
+def load_lipophilicity() -> tuple[list[str], np.ndarray]:
+    """Lipophilicity: 4,200 SMILES and their logD at pH 7.4."""
+    return _load("lipo.csv")

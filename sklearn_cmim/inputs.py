@@ -1,0 +1,126 @@
+"""Turning user input (SMILES strings, RDKit Mols, arrays, pandas) into token id sequences.
+
+One policy for every bad item, applied in ``fit``, ``transform`` and ``score``: with
+``errors="raise"`` the first bad item raises an error naming its index and value; with
+``errors="nan"`` it is marked ``None`` here and becomes a NaN row (or is skipped in ``fit``).
+Molecules longer than ``max_length`` tokens count as bad items: they are never truncated.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from rdkit import Chem
+
+from .chem import MoleculeError, Standardizer
+from .tokenizer import Vocabulary
+
+__all__ = ["EncodedInput", "as_items", "check_n_samples", "encode_items", "encode_smiles",
+           "standardize_items"]
+
+ERRORS = ("raise", "nan")
+
+
+def as_items(X) -> list:
+    """A flat list of the molecules in X (list, tuple, 1-D or (n, 1) array, Series, DataFrame)."""
+    if isinstance(X, (str, bytes, Chem.Mol)):
+        raise TypeError("X must be a sequence of molecules, not a single one: wrap it in a list")
+    if hasattr(X, "to_numpy"):  # pandas Series or one-column DataFrame
+        X = X.to_numpy()
+    if isinstance(X, np.ndarray):
+        if X.ndim == 2 and X.shape[1] == 1:
+            X = X[:, 0]
+        elif X.ndim != 1:
+            raise ValueError(f"X must be 1-D or have one column of molecules, got shape {X.shape}")
+    items = list(X)
+    if not items:
+        raise ValueError("X is empty: at least one molecule is needed")
+    return items
+
+
+def describe(item, limit: int = 80) -> str:
+    text = Chem.MolToSmiles(item) if isinstance(item, Chem.Mol) else repr(item)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def standardize_items(items: list, standardizer: Standardizer, errors: str) -> list[str | None]:
+    """Standardised SMILES per item; ``None`` for bad items when ``errors="nan"``."""
+    if errors not in ERRORS:
+        raise ValueError(f"errors must be one of {ERRORS}, got {errors!r}")
+    out: list[str | None] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, (str, Chem.Mol)):
+            if errors == "raise":
+                raise TypeError(f"X[{index}] = {describe(item)} is neither a SMILES string nor an "
+                                "RDKit Mol (pass errors='nan' to get a NaN row instead)")
+            out.append(None)
+            continue
+        try:
+            out.append(standardizer(item))
+        except MoleculeError as error:
+            if errors == "raise":
+                raise ValueError(f"X[{index}] = {describe(item)} is not a valid molecule: {error} "
+                                 "(pass errors='nan' to get a NaN row instead)") from None
+            out.append(None)
+    return out
+
+
+@dataclass
+class EncodedInput:
+    """Token ids per item (``None`` marks a bad item) and the unseen tokens met on the way."""
+
+    sequences: list[list[int] | None]
+    smiles: list[str | None]
+    unknown: Counter = field(default_factory=Counter)
+
+    @property
+    def valid(self) -> np.ndarray:
+        return np.array([s is not None for s in self.sequences])
+
+    def warn_unknown(self) -> None:
+        """One warning per call, listing the unseen tokens and how often each occurred."""
+        if self.unknown:
+            listed = ", ".join(f"{t!r} x{n}" for t, n in self.unknown.most_common(10))
+            warnings.warn(f"{sum(self.unknown.values())} tokens are not in the model's vocabulary "
+                          f"and were read as <unk>: {listed}", UserWarning, stacklevel=3)
+
+
+def encode_items(items: list, standardizer: Standardizer, vocabulary: Vocabulary,
+                 max_length: int, errors: str) -> EncodedInput:
+    """Standardise, tokenise and length-check every item under the ``errors`` policy."""
+    smiles = standardize_items(items, standardizer, errors)
+    return encode_smiles(smiles, items, vocabulary, max_length, errors)
+
+
+def encode_smiles(smiles: list[str | None], items: list, vocabulary: Vocabulary,
+                  max_length: int, errors: str) -> EncodedInput:
+    """Tokenise and length-check standardised SMILES (``items`` only serve the error messages)."""
+    encoded = EncodedInput([], list(smiles))
+    for index, s in enumerate(smiles):
+        problem = None
+        if s is not None:
+            try:
+                ids = vocabulary.encode(s, encoded.unknown)
+            except ValueError as error:
+                problem = str(error)
+            else:
+                if len(ids) > max_length:
+                    problem = (f"it is {len(ids)} tokens long with <bos>/<eos>, over max_length="
+                               f"{max_length}; long molecules are rejected, never truncated")
+        if problem and errors == "raise":
+            raise ValueError(f"X[{index}] = {describe(items[index])}: {problem}")
+        encoded.sequences.append(None if s is None or problem else ids)
+        if problem:
+            encoded.smiles[index] = None
+    return encoded
+
+
+def check_n_samples(n_samples) -> int:
+    if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
+    return int(n_samples)
+

@@ -1,0 +1,235 @@
+"""The cMIM network: Perceiver encoder -> Gaussian latent -> causal Transformer decoder.
+
+Read top-down: :class:`ModelConfig`, the building blocks, :class:`PerceiverEncoder`,
+:class:`Decoder`, and :class:`CMIMModel`, which ties them together (METHOD.md §2).
+Shapes: B molecules, T tokens, H ``d_model``, K ``n_latents``, D ``latent_dim``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["CMIMModel", "ModelConfig"]
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a :class:`CMIMModel` (saved with every checkpoint)."""
+
+    vocab_size: int
+    d_model: int = 256
+    n_heads: int = 4
+    d_ff: int = 1024
+    n_encoder_layers: int = 2
+    n_decoder_layers: int = 4
+    n_latents: int = 1
+    latent_dim: int = 128
+    max_length: int = 128
+    dropout: float = 0.1
+    min_logvar: float = -6.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Attention(nn.Module):
+    """Multi-head attention; queries from ``x``, keys and values from ``context``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.n_heads = config.n_heads
+        self.query = nn.Linear(config.d_model, config.d_model)
+        self.key_value = nn.Linear(config.d_model, 2 * config.d_model)
+        self.out = nn.Linear(config.d_model, config.d_model)
+        self.dropout = config.dropout
+
+    def forward(self, x, context, key_padding_mask=None, causal=False):
+        b, t, h = x.shape
+        q = self.query(x).view(b, t, self.n_heads, -1).transpose(1, 2)
+        k, v = self.key_value(context).view(b, context.shape[1], 2, self.n_heads, -1).unbind(2)
+        k, v = k.transpose(1, 2), v.transpose(1, 2)
+        mask = None
+        if key_padding_mask is not None:  # True where the key is a real token
+            mask = key_padding_mask[:, None, None, :]
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.out(y.transpose(1, 2).reshape(b, t, h))
+
+
+class FeedForward(nn.Sequential):
+    def __init__(self, config: ModelConfig):
+        super().__init__(
+            nn.Linear(config.d_model, config.d_ff),
+            nn.GELU(),
+            nn.Linear(config.d_ff, config.d_model),
+            nn.Dropout(config.dropout),
+        )
+
+
+class EncoderBlock(nn.Module):
+    """Pre-LN Perceiver block: latents cross-attend to the tokens, then self-attend, then MLP."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.norm_latents = nn.LayerNorm(config.d_model)
+        self.norm_tokens = nn.LayerNorm(config.d_model)
+        self.cross = Attention(config)
+        self.norm_self = nn.LayerNorm(config.d_model)
+        self.self_attn = Attention(config)
+        self.norm_ff = nn.LayerNorm(config.d_model)
+        self.ff = FeedForward(config)
+
+    def forward(self, latents, tokens, token_mask):
+        latents = latents + self.cross(self.norm_latents(latents), self.norm_tokens(tokens), token_mask)
+        x = self.norm_self(latents)
+        latents = latents + self.self_attn(x, x)
+        return latents + self.ff(self.norm_ff(latents))
+
+
+class DecoderBlock(nn.Module):
+    """Pre-LN decoder block: causal self-attention, cross-attention to the latent, MLP."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.norm_self = nn.LayerNorm(config.d_model)
+        self.self_attn = Attention(config)
+        self.norm_cross = nn.LayerNorm(config.d_model)
+        self.cross = Attention(config)
+        self.norm_ff = nn.LayerNorm(config.d_model)
+        self.ff = FeedForward(config)
+
+    def forward(self, x, memory):
+        h = self.norm_self(x)
+        # Causal masking alone suffices: padding sits after the real tokens, so real positions never
+        # see it, and the outputs at padded positions are ignored by the loss and the pooling.
+        x = x + self.self_attn(h, h, causal=True)
+        x = x + self.cross(self.norm_cross(x), memory)
+        return x + self.ff(self.norm_ff(x))
+
+
+class PerceiverEncoder(nn.Module):
+    """K learned latent queries read the token embeddings; output (B, K, H)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.latents = nn.Parameter(torch.randn(config.n_latents, config.d_model) * 0.02)
+        self.blocks = nn.ModuleList(EncoderBlock(config) for _ in range(config.n_encoder_layers))
+        self.norm = nn.LayerNorm(config.d_model)
+
+    def forward(self, tokens, token_mask):
+        latents = self.latents.expand(tokens.shape[0], -1, -1)
+        for block in self.blocks:
+            latents = block(latents, tokens, token_mask)
+        return self.norm(latents)
+
+
+class Decoder(nn.Module):
+    """Causal Transformer over token embeddings, conditioned on z through cross-attention."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.latent_to_memory = nn.Linear(config.latent_dim, config.d_model)
+        self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.n_decoder_layers))
+        self.norm = nn.LayerNorm(config.d_model)
+
+    def forward(self, x, z, all_layers=False):
+        """Hidden states (B, T, H) after the final norm, or a list with one per block if asked."""
+        memory = self.latent_to_memory(z)
+        states = []
+        for block in self.blocks:
+            x = block(x, memory)
+            states.append(x)
+        if all_layers:
+            return [self.norm(s) for s in states]
+        return self.norm(x)
+
+
+class CMIMModel(nn.Module):
+    """Probabilistic auto-encoder over token ids; token embeddings are shared by both halves.
+
+    ``forward`` returns what the losses need; :meth:`encode`, :meth:`decoder_states` and
+    :meth:`generate` serve the embeddings and decoding.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.d_model, padding_idx=0)
+        self.position_embedding = nn.Embedding(config.max_length, config.d_model)
+        self.dropout = nn.Dropout(config.dropout)
+        self.encoder = PerceiverEncoder(config)
+        self.to_posterior = nn.Linear(config.d_model, 2 * config.latent_dim)
+        self.decoder = Decoder(config)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def embed(self, ids):
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        return self.dropout(self.token_embedding(ids) + self.position_embedding(positions))
+
+    def encode(self, ids):
+        """Posterior parameters ``mu, logvar``, each (B, K, D); ``ids`` is <bos> x <eos> + padding."""
+        h = self.encoder(self.embed(ids), ids != 0)
+        mu, logvar = self.to_posterior(h).chunk(2, dim=-1)
+        return mu, logvar.clamp(min=self.config.min_logvar)
+
+    def decoder_states(self, ids, z, all_layers=False):
+        """Teacher-forced decoder hidden states for input ids (B, T) given z (B, K, D)."""
+        return self.decoder(self.embed(ids), z, all_layers=all_layers)
+
+    def logits(self, states):
+        return states @ self.token_embedding.weight.T
+
+    def forward(self, ids):
+        """One training pass: sample z ~ q(z|x) and score the teacher-forced reconstruction.
+
+        Returns ``z, mu, logvar`` (B, K, D) and ``logits`` (B, T-1, V) predicting ``ids[:, 1:]``.
+        """
+        mu, logvar = self.encode(ids)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        logits = self.logits(self.decoder_states(ids[:, :-1], z))
+        return z, mu, logvar, logits
+
+    @torch.no_grad()
+    def generate(self, z, bos_id, eos_id, max_length=None):
+        """Greedy decoding from latents z (B, K, D); returns ids (B, <= max_length) without <bos>."""
+        max_length = max_length or self.config.max_length
+        ids = torch.full((z.shape[0], 1), bos_id, dtype=torch.long, device=z.device)
+        finished = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
+        for _ in range(max_length - 1):
+            next_id = self.logits(self.decoder_states(ids, z)[:, -1]).argmax(-1)
+            next_id = torch.where(finished, torch.full_like(next_id, eos_id), next_id)
+            ids = torch.cat([ids, next_id[:, None]], dim=1)
+            finished |= next_id == eos_id
+            if bool(finished.all()):
+                break
+        return ids[:, 1:]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward), counted as nanoGPT does: 6 per matmul
+        weight the token passes through, plus 12 * layers * H * T for the attention scores."""
+        c = self.config
+        h, f = c.d_model, c.d_ff
+        decoder = c.n_decoder_layers * (4 * h * h + 2 * h * h + 2 * h * f)  # self, cross q/out, MLP
+        encoder = c.n_encoder_layers * 2 * h * h  # token keys/values; the K latents are negligible
+        output = h * c.vocab_size
+        attention = 12.0 * c.n_decoder_layers * h * seq_len
+        return 6.0 * (decoder + encoder + output) + attention
+
+    def extra_repr(self) -> str:
+        return f"parameters={self.num_parameters():,}"

@@ -1,0 +1,131 @@
+"""Pretrained-model directories: ``config.json`` + ``vocab.json`` + ``weights.pt``.
+
+Weights are read with ``torch.load(weights_only=True)``, which refuses pickled code, so loading a
+directory from a stranger cannot run anything. The config carries all that is needed to rebuild
+the model, the vocabulary and the standardiser.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .chem import Standardizer
+from .model import CMIMModel, ModelConfig
+from .tokenizer import Vocabulary
+
+__all__ = ["Pretrained", "list_pretrained", "load_pretrained", "save_pretrained"]
+
+FORMAT_VERSION = 1
+BUNDLED_DIR = Path(__file__).parent / "pretrained"
+CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE = "config.json", "vocab.json", "weights.pt"
+
+
+@dataclass
+class Pretrained:
+    """A model with the vocabulary and standardiser it was trained with."""
+
+    model: CMIMModel
+    vocabulary: Vocabulary
+    standardizer: Standardizer
+    metadata: dict = field(default_factory=dict)
+
+
+def list_pretrained() -> list[str]:
+    """Names of the pretrained models shipped inside the package.
+
+    Examples
+    --------
+    >>> isinstance(list_pretrained(), list)
+    True
+    """
+    if not BUNDLED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / CONFIG_FILE).is_file())
+
+
+def resolve_pretrained(name_or_dir: str | os.PathLike) -> Path:
+    """A bundled model's name, or a directory written by :func:`save_pretrained`."""
+    if str(name_or_dir) in list_pretrained():
+        return BUNDLED_DIR / str(name_or_dir)
+    path = Path(name_or_dir)
+    if not (path / CONFIG_FILE).is_file():
+        bundled = ", ".join(list_pretrained()) or "none"
+        raise FileNotFoundError(
+            f"{str(name_or_dir)!r} is neither a bundled model (bundled: {bundled}) nor a directory "
+            f"holding {CONFIG_FILE}"
+        )
+    return path
+
+
+def weights_to_bytes(model: torch.nn.Module, half: bool = False) -> bytes:
+    state = {k: (v.half() if half and v.is_floating_point() else v).cpu()
+             for k, v in model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def load_weights(source, origin: str) -> dict:
+    """Read a state dict safely (no pickled code), as float32 on the CPU."""
+    try:
+        state = torch.load(source, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(
+            f"cannot load weights from {origin}: the file is corrupt or is not a plain "
+            f"tensor state dict ({type(error).__name__}: {str(error).splitlines()[0]})"
+        ) from None
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+
+
+def build_model(config: dict, state: dict, origin: str) -> CMIMModel:
+    model = CMIMModel(ModelConfig(**config))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"weights in {origin} do not match its config: {error}") from None
+    return model.eval()
+
+
+def save_pretrained(directory: str | os.PathLike, pretrained: Pretrained, half: bool = False) -> Path:
+    """Write a model directory atomically (files go to a temporary folder, then are renamed in)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {
+        "format_version": FORMAT_VERSION,
+        "model": pretrained.model.config.to_dict(),
+        "standardizer": pretrained.standardizer.to_dict(),
+        "metadata": pretrained.metadata,
+    }
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
+        tmp = Path(tmp)
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        (tmp / VOCAB_FILE).write_text(json.dumps(pretrained.vocabulary.to_list()))
+        (tmp / WEIGHTS_FILE).write_bytes(weights_to_bytes(pretrained.model, half=half))
+        for name in (WEIGHTS_FILE, VOCAB_FILE, CONFIG_FILE):  # config last: it marks completeness
+            os.replace(tmp / name, directory / name)
+    return directory
+
+
+def load_pretrained(name_or_dir: str | os.PathLike) -> Pretrained:
+    """Load a bundled model by name or a directory written by :func:`save_pretrained`."""
+    path = resolve_pretrained(name_or_dir)
+    try:
+        config = json.loads((path / CONFIG_FILE).read_text())
+        tokens = json.loads((path / VOCAB_FILE).read_text())
+        model_config = config["model"]
+        standardizer = Standardizer(**config.get("standardizer", {}))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not a valid pretrained-model directory: {error}") from None
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{path} was written by a newer sklearn_cmim (format "
+                         f"{config['format_version']}); upgrade the package to read it")
+    state = load_weights(path / WEIGHTS_FILE, str(path / WEIGHTS_FILE))
+    model = build_model(model_config, state, str(path))
+    return Pretrained(model, Vocabulary(tokens), standardizer, config.get("metadata", {}))

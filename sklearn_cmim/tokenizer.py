@@ -1,0 +1,96 @@
+"""SMILES -> token ids and back (METHOD.md §1, second half).
+
+The regex is MolMIM's: one token per match. The vocabulary is learned from the training corpus;
+tokens it has not seen map to ``<unk>`` and are counted, so callers can warn about them once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+
+__all__ = ["SMILES_REGEX", "Vocabulary", "tokenize"]
+
+SMILES_REGEX = re.compile(
+    r"\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|\/|:|~|@|\?|>|\*|\$|\%[0-9]{2}|[0-9]"
+)
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+
+
+def tokenize(smiles: str) -> list[str]:
+    """Split a SMILES string into tokens; raise ``ValueError`` if a character matches no token.
+
+    Examples
+    --------
+    >>> tokenize("CC(=O)Cl")
+    ['C', 'C', '(', '=', 'O', ')', 'Cl']
+    """
+    tokens = SMILES_REGEX.findall(smiles)
+    if sum(map(len, tokens)) != len(smiles):
+        raise ValueError(f"SMILES {smiles!r} has characters the tokenizer cannot read")
+    return tokens
+
+
+class Vocabulary:
+    """Token <-> id map with the special tokens ``<pad>=0, <bos>=1, <eos>=2, <unk>=3``.
+
+    Parameters
+    ----------
+    tokens : list of str
+        The ordinary tokens, in id order after the four special ones.
+
+    Examples
+    --------
+    >>> vocab = Vocabulary.build(["CCO", "c1ccccc1"])
+    >>> vocab.encode("CCO")
+    [1, 5, 5, 6, 2]
+    >>> vocab.decode(vocab.encode("CCO"))
+    'CCO'
+    """
+
+    pad_id, bos_id, eos_id, unk_id = 0, 1, 2, 3
+
+    def __init__(self, tokens: list[str]):
+        self.tokens = list(SPECIAL_TOKENS) + [t for t in tokens if t not in SPECIAL_TOKENS]
+        self.index = {token: i for i, token in enumerate(self.tokens)}
+
+    @classmethod
+    def build(cls, smiles: Iterable[str]) -> Vocabulary:
+        """Learn the vocabulary of a corpus (sorted, so it does not depend on corpus order).
+
+        Strings the tokenizer cannot read are passed over here; encoding reports them.
+        """
+        seen: set[str] = set()
+        for s in smiles:
+            seen.update(SMILES_REGEX.findall(s))
+        return cls(sorted(seen))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, smiles: str, unknown: Counter | None = None) -> list[int]:
+        """Ids of ``<bos> tokens <eos>``; unseen tokens become ``<unk>`` and are added to ``unknown``."""
+        ids = [self.bos_id]
+        for token in tokenize(smiles):
+            token_id = self.index.get(token, self.unk_id)
+            if token_id == self.unk_id and unknown is not None:
+                unknown[token] += 1
+            ids.append(token_id)
+        ids.append(self.eos_id)
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """SMILES text of ids, stopping at the first ``<eos>`` and skipping the other specials."""
+        out = []
+        for i in ids:
+            if i == self.eos_id:
+                break
+            if i >= len(SPECIAL_TOKENS):
+                out.append(self.tokens[i])
+        return "".join(out)
+
+    def to_list(self) -> list[str]:
+        return list(self.tokens)

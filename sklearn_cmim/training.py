@@ -1,0 +1,139 @@
+"""One optimisation step and the in-memory training loop used by ``CMIMTransformer.fit``.
+
+:func:`train_step` is the unit shared with large-scale pretraining: it runs unchanged on one
+device or under DDP (pass ``gather`` to draw contrastive negatives from the global batch).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from .batching import length_bucketed_batches, pad
+from .device import autocast
+from .losses import total_loss
+
+__all__ = ["NonFiniteLossError", "TrainSettings", "fit_model", "make_optimizer", "train_step"]
+
+
+@dataclass
+class TrainSettings:
+    """Optimisation and loss settings (MolMIM's recipe, scaled down; METHOD.md §6)."""
+
+    max_epochs: int = 10
+    batch_size: int = 64
+    learning_rate: float = 5e-4
+    weight_decay: float = 1e-3
+    warmup_fraction: float = 0.01
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    mim_warmup_steps: int = 1000
+    contrastive_weight: float = 1.0
+    temperature: float = 0.1
+    contrastive_positive: str = "self"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss or gradient; the weights keep their last good values."""
+
+
+def make_optimizer(model: torch.nn.Module, settings: TrainSettings):
+    """AdamW (decay on matrices only) with linear warm-up then cosine decay, stepped per batch."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": settings.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=settings.learning_rate, betas=(0.9, 0.999),
+    )
+
+
+def make_scheduler(optimizer, total_steps: int, settings: TrainSettings):
+    warmup = max(1, math.ceil(settings.warmup_fraction * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * cosine
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_step(model, ids, optimizer, scheduler, step: int, settings: TrainSettings, amp,
+               gather: Callable | None = None) -> dict:
+    """Forward, loss, backward, clip, update; returns the detached loss terms.
+
+    ``gather(z) -> (negatives, offset)`` supplies the contrastive negatives from every rank.
+    Raises :class:`NonFiniteLossError` *before* the update, so a bad step changes no weight.
+    """
+    model.train()
+    with amp:
+        out = model(ids)
+        negatives, offset = (None, 0)
+        if gather is not None and settings.contrastive_weight:
+            negatives, offset = gather(out[0])
+        losses = total_loss(
+            out, ids[:, 1:], step=step, mim_warmup_steps=settings.mim_warmup_steps,
+            contrastive_weight=settings.contrastive_weight, temperature=settings.temperature,
+            contrastive_positive=settings.contrastive_positive, negatives=negatives, offset=offset,
+        )
+    optimizer.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+    if not (torch.isfinite(losses["total"]) and torch.isfinite(grad_norm)):
+        raise NonFiniteLossError(
+            f"non-finite loss ({losses['total'].item()}) or gradient norm ({grad_norm.item()})"
+        )
+    optimizer.step()
+    scheduler.step()
+    return {name: value.detach() for name, value in losses.items()}
+
+
+def fit_model(model, sequences: list[list[int]], settings: TrainSettings, device, precision: str,
+              rng: np.random.Generator, verbose: int = 0) -> list[dict]:
+    """Train ``model`` on id sequences for ``settings.max_epochs``; returns per-epoch history.
+
+    Each history entry holds the mean ``total``, ``rec``, ``mim`` and ``con`` losses of the epoch,
+    its wall time and its throughput in molecules and tokens per second.
+    """
+    lengths = np.array([len(s) for s in sequences])
+    steps_per_epoch = math.ceil(len(sequences) / settings.batch_size)
+    optimizer = make_optimizer(model, settings)
+    scheduler = make_scheduler(optimizer, settings.max_epochs * steps_per_epoch, settings)
+    history, step = [], 0
+    for epoch in range(1, settings.max_epochs + 1):
+        start = time.perf_counter()
+        sums: dict[str, torch.Tensor] = {}
+        batches = length_bucketed_batches(lengths, settings.batch_size, rng)
+        for batch_number, batch in enumerate(batches, 1):
+            ids = pad([sequences[i] for i in batch]).to(device, non_blocking=True)
+            try:
+                losses = train_step(model, ids, optimizer, scheduler, step,
+                                    settings, autocast(device, precision))
+            except NonFiniteLossError as error:
+                raise NonFiniteLossError(f"epoch {epoch}, step {batch_number}: {error}; "
+                                         "the weights keep their last good values") from None
+            step += 1
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + value
+        seconds = time.perf_counter() - start
+        entry = {name: float(value) / len(batches) for name, value in sums.items()}
+        entry.update(epoch=epoch, seconds=seconds, molecules_per_s=len(sequences) / seconds,
+                     tokens_per_s=float(lengths.sum()) / seconds)
+        history.append(entry)
+        if verbose:
+            print(f"epoch {epoch}/{settings.max_epochs}  total {entry['total']:.4f}  "
+                  f"rec {entry['rec']:.4f}  mim {entry['mim']:.4f}  con {entry['con']:.4f}  "
+                  f"{entry['molecules_per_s']:.0f} mol/s  {seconds:.1f} s", file=sys.stderr)
+    return history

@@ -1,0 +1,411 @@
+"""``CMIMTransformer``: cMIM molecular embeddings as a scikit-learn transformer."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from .batching import pad, sorted_batches
+from .chem import Standardizer, canonical_smiles
+from .device import autocast, resolve_device, resolve_precision
+from .embeddings import EmbeddingSpec
+from .inputs import as_items, check_n_samples, encode_items, encode_smiles, standardize_items
+from .model import CMIMModel, ModelConfig
+from .persistence import (
+    Pretrained,
+    build_model,
+    load_pretrained,
+    load_weights,
+    save_pretrained,
+    weights_to_bytes,
+)
+from .tokenizer import Vocabulary
+from .training import TrainSettings, fit_model
+
+__all__ = ["CMIMTransformer"]
+
+
+class CMIMTransformer(TransformerMixin, BaseEstimator):
+    """Learned molecular embeddings from a contrastive Mutual Information Machine (cMIM).
+
+    A probabilistic encoder-decoder over SMILES (Perceiver encoder, Gaussian latent, causal
+    Transformer decoder) trained with the A-MIM loss plus an augmentation-free contrastive term.
+    ``transform`` maps molecules to embeddings, ``inverse_transform`` decodes latent vectors back
+    to SMILES, and ``score`` is the exact reconstruction accuracy.
+
+    Parameters
+    ----------
+    pretrained : str or path, default=None
+        A bundled model name (see :func:`sklearn_cmim.list_pretrained`) or a directory written by
+        :meth:`save_pretrained`. When given, ``fit`` starts from it and the architecture
+        parameters below (``d_model`` ... ``max_length``) and ``standardizer`` are taken from it;
+        with ``max_epochs=0`` ``fit`` only loads it. ``None`` trains from scratch on X.
+    contrastive_weight : float, default=1.0
+        Weight lambda of the contrastive term; ``0.0`` is plain A-MIM (the MIM baseline).
+    temperature : float, default=0.1
+        Contrastive temperature tau.
+    contrastive_positive : {"self", "mean"}, default="self"
+        Positive pair of the contrastive term: the code itself (similarity 1), or the posterior
+        mean of the same molecule (the encoder's noise as the second view).
+    d_model, n_heads, d_ff, n_encoder_layers, n_decoder_layers : int
+        Transformer width, attention heads, feed-forward width and depths.
+    n_latents : int, default=1
+        K, the number of Perceiver latent queries (and latent vectors).
+    latent_dim : int, default=128
+        D, the size of each latent vector; the latent embedding has K x D values.
+    dropout : float, default=0.1
+    max_length : int, default=128
+        Longest molecule in tokens, counting <bos> and <eos>. Longer molecules are bad items
+        (see ``errors``), never silently truncated.
+    max_epochs : int, default=10
+        Passes over X in ``fit``; 0 with ``pretrained`` just loads the model.
+    batch_size : int, default=64
+        Training batch size (also the number of contrastive candidates per step).
+    learning_rate, weight_decay : float
+        AdamW settings; the rate warms up over 1% of the steps, then decays by cosine to 10%.
+    mim_warmup_steps : int, default=1000
+        Steps over which the weight of the MIM latent term ramps from 0 to 1.
+    inference_batch_size : int, default=256
+        Molecules per forward pass in ``transform``, ``inverse_transform`` and ``score``.
+    embedding : {"informative", "latent"}, default="informative"
+        What ``transform`` returns: decoder-state "informative" embeddings, or the latent mean.
+    informative_layers : {"last", "mean"}, default="last"
+        Decoder layers pooled for informative embeddings.
+    informative_pooling : {"mean", "mean_max"}, default="mean"
+        Pooling over the molecule's tokens.
+    informative_with_latent : bool, default=True
+        Put the latent mean in front of the pooled decoder states.
+    standardizer : Standardizer, default=None
+        How molecules are standardised before tokenising; ``None`` means ``Standardizer()``.
+    device : str or torch.device, default=None
+        ``None`` picks cuda, then mps, then cpu. The device used is stored in ``device_``.
+    precision : {"auto", "bf16", "fp32"}, default="auto"
+        "auto" uses bf16 autocast where the hardware runs bf16 natively (recent CPUs and GPUs).
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialisation, batch order and latent sampling.
+    verbose : int, default=0
+        0 is silent; above 0, one line per training epoch on stderr.
+    errors : {"raise", "nan"}, default="raise"
+        Bad items (unparsable SMILES, non-molecules, too long): "raise" raises an error naming
+        the index and value; "nan" gives that item a NaN row (and ``fit`` skips it).
+
+    Attributes
+    ----------
+    model_ : CMIMModel
+        The trained network, in eval mode, on ``device_``.
+    vocabulary_ : Vocabulary
+    standardizer_ : Standardizer
+    device_ : torch.device
+    precision_ : str
+        "bf16" or "fp32", as resolved from ``precision`` on ``device_``.
+    history_ : list of dict
+        Per training epoch: mean ``total``, ``rec``, ``mim``, ``con`` losses, ``seconds``,
+        ``molecules_per_s`` and ``tokens_per_s``. Empty when ``fit`` trained nothing.
+
+    Examples
+    --------
+    >>> from sklearn_cmim import CMIMTransformer
+    >>> smiles = ["CCO", "CCN", "c1ccccc1", "CC(=O)O"]
+    >>> cmim = CMIMTransformer(d_model=32, d_ff=64, n_decoder_layers=1, n_encoder_layers=1,
+    ...                        latent_dim=8, max_epochs=2, random_state=0)
+    >>> cmim.fit_transform(smiles).shape
+    (4, 40)
+    >>> cmim.set_params(embedding="latent").transform(["CCCO"]).shape
+    (1, 8)
+    """
+
+    def __init__(self, *, pretrained=None, contrastive_weight=1.0, temperature=0.1,
+                 contrastive_positive="self", d_model=256, n_heads=4, d_ff=1024,
+                 n_encoder_layers=2, n_decoder_layers=4, n_latents=1, latent_dim=128,
+                 dropout=0.1, max_length=128, max_epochs=10, batch_size=64, learning_rate=5e-4,
+                 weight_decay=1e-3, mim_warmup_steps=1000, inference_batch_size=256,
+                 embedding="informative", informative_layers="last", informative_pooling="mean",
+                 informative_with_latent=True, standardizer=None, device=None, precision="auto",
+                 random_state=None, verbose=0, errors="raise"):
+        self.pretrained = pretrained
+        self.contrastive_weight = contrastive_weight
+        self.temperature = temperature
+        self.contrastive_positive = contrastive_positive
+        self.d_model = d_model
+        self.n_heads = n_heads
+        self.d_ff = d_ff
+        self.n_encoder_layers = n_encoder_layers
+        self.n_decoder_layers = n_decoder_layers
+        self.n_latents = n_latents
+        self.latent_dim = latent_dim
+        self.dropout = dropout
+        self.max_length = max_length
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.mim_warmup_steps = mim_warmup_steps
+        self.inference_batch_size = inference_batch_size
+        self.embedding = embedding
+        self.informative_layers = informative_layers
+        self.informative_pooling = informative_pooling
+        self.informative_with_latent = informative_with_latent
+        self.standardizer = standardizer
+        self.device = device
+        self.precision = precision
+        self.random_state = random_state
+        self.verbose = verbose
+        self.errors = errors
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y=None):
+        """Train the model on the molecules in X (from scratch, or from ``pretrained``).
+
+        Parameters
+        ----------
+        X : sequence of str or rdkit.Chem.Mol
+            SMILES strings or molecules: a list, 1-D array, (n, 1) array or pandas Series.
+        y : ignored
+
+        Returns
+        -------
+        self : CMIMTransformer
+        """
+        self._embedding_spec()  # validate before any work
+        items = as_items(X)
+        device = resolve_device(self.device)
+        precision = resolve_precision(self.precision, device)
+        if self.contrastive_positive not in ("self", "mean"):
+            raise ValueError("contrastive_positive must be 'self' or 'mean', "
+                             f"got {self.contrastive_positive!r}")
+        if self.pretrained is not None:
+            start = load_pretrained(self.pretrained)
+            vocabulary, standardizer = start.vocabulary, start.standardizer
+            encoded = encode_items(items, standardizer, vocabulary,
+                                   start.model.config.max_length, self.errors)
+            encoded.warn_unknown()
+        else:
+            standardizer = self.standardizer or Standardizer()
+            smiles = standardize_items(items, standardizer, self.errors)
+            vocabulary = Vocabulary.build(s for s in smiles if s is not None)
+            encoded = encode_smiles(smiles, items, vocabulary, self.max_length, self.errors)
+        sequences = [s for s in encoded.sequences if s is not None]
+        if not sequences:
+            raise ValueError("none of the molecules in X is usable (see errors='raise' for why)")
+
+        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            if self.pretrained is not None:
+                model = start.model
+            else:
+                model = CMIMModel(self._model_config(len(vocabulary)))
+            model.to(device)
+            history = []
+            if self.max_epochs > 0:
+                history = fit_model(model, sequences, self._train_settings(), device, precision,
+                                    np.random.default_rng(seed), self.verbose)
+        # Attributes are set only now, so an interrupted or failed fit leaves the estimator as it was.
+        self.model_ = model.eval()
+        self.vocabulary_ = vocabulary
+        self.standardizer_ = standardizer
+        self.device_ = device
+        self.precision_ = precision
+        self.history_ = history
+        return self
+
+    def _model_config(self, vocab_size: int) -> ModelConfig:
+        return ModelConfig(
+            vocab_size=vocab_size, d_model=self.d_model, n_heads=self.n_heads, d_ff=self.d_ff,
+            n_encoder_layers=self.n_encoder_layers, n_decoder_layers=self.n_decoder_layers,
+            n_latents=self.n_latents, latent_dim=self.latent_dim, max_length=self.max_length,
+            dropout=self.dropout,
+        )
+
+    def _train_settings(self) -> TrainSettings:
+        return TrainSettings(
+            max_epochs=self.max_epochs, batch_size=self.batch_size,
+            learning_rate=self.learning_rate, weight_decay=self.weight_decay,
+            mim_warmup_steps=self.mim_warmup_steps, contrastive_weight=self.contrastive_weight,
+            temperature=self.temperature, contrastive_positive=self.contrastive_positive,
+        )
+
+    def _embedding_spec(self) -> EmbeddingSpec:
+        return EmbeddingSpec(self.embedding, self.informative_layers, self.informative_pooling,
+                             self.informative_with_latent)
+
+    # ---------------------------------------------------------------- embedding
+    def _encode(self, X):
+        check_is_fitted(self, "model_")
+        encoded = encode_items(as_items(X), self.standardizer_, self.vocabulary_,
+                               self.model_.config.max_length, self.errors)
+        encoded.warn_unknown()
+        return encoded
+
+    def _batches(self, sequences):
+        """Padded id batches of valid sequences (sorted by length) with their positions."""
+        rows = [i for i, s in enumerate(sequences) if s is not None]
+        lengths = [len(sequences[i]) for i in rows]
+        for batch in sorted_batches(lengths, self.inference_batch_size):
+            index = [rows[j] for j in batch]
+            yield index, pad([sequences[i] for i in index]).to(self.device_)
+
+    def transform(self, X):
+        """Embed molecules.
+
+        Parameters
+        ----------
+        X : sequence of str or rdkit.Chem.Mol
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n_samples, n_features), float32
+            NaN rows for bad items when ``errors="nan"``.
+        """
+        spec = self._embedding_spec()
+        encoded = self._encode(X)
+        out = np.full((len(encoded.sequences), self._n_features_out()), np.nan, dtype=np.float32)
+        with torch.inference_mode(), autocast(self.device_, self.precision_):
+            for index, ids in self._batches(encoded.sequences):
+                out[index] = spec(self.model_, ids).cpu().numpy()
+        return out
+
+    def _n_features_out(self) -> int:
+        return len(self.get_feature_names_out())
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the embedding columns: ``latent*``, then ``decoder_mean*``/``decoder_max*``."""
+        check_is_fitted(self, "model_")
+        config = self.model_.config
+        names = self._embedding_spec().feature_names(config.n_latents * config.latent_dim,
+                                                     config.d_model)
+        return np.asarray(names, dtype=object)
+
+    # ----------------------------------------------------------------- decoding
+    def inverse_transform(self, X):
+        """Decode latent vectors to SMILES by greedy decoding.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, K x D) or the informative width
+            Latent means, or informative embeddings that start with them.
+
+        Returns
+        -------
+        smiles : ndarray of str (object), shape (n_samples,)
+            ``None`` for NaN rows when ``errors="nan"``. A decoded string may be an invalid SMILES.
+        """
+        check_is_fitted(self, "model_")
+        Z = np.asarray(X, dtype=np.float32)
+        config = self.model_.config
+        n_latent = config.n_latents * config.latent_dim
+        has_latent = self.embedding == "latent" or self.informative_with_latent
+        if Z.ndim != 2 or Z.shape[1] not in (n_latent, self._n_features_out()) or not has_latent:
+            raise ValueError(f"expected latent vectors of shape (n, {n_latent}) or embeddings "
+                             f"that start with them, got shape {Z.shape}")
+        Z = Z[:, :n_latent]
+        bad = ~np.isfinite(Z).all(axis=1)
+        if bad.any() and self.errors == "raise":
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"X[{row}] holds non-finite values; no molecule decodes from it")
+        return self._decode(Z, bad)
+
+    def _decode(self, Z: np.ndarray, skip: np.ndarray) -> np.ndarray:
+        config = self.model_.config
+        out = np.full(len(Z), None, dtype=object)
+        rows = np.flatnonzero(~skip)
+        z = torch.from_numpy(Z[rows]).view(-1, config.n_latents, config.latent_dim)
+        step = self.inference_batch_size
+        with torch.inference_mode(), autocast(self.device_, self.precision_):
+            for start in range(0, len(rows), step):
+                ids = self.model_.generate(z[start:start + step].to(self.device_),
+                                           self.vocabulary_.bos_id, self.vocabulary_.eos_id)
+                for row, seq in zip(rows[start:start + step], ids.tolist(), strict=True):
+                    out[row] = self.vocabulary_.decode(seq)
+        return out
+
+    def sample(self, n_samples=1, random_state=None):
+        """Decode molecules from latents drawn from the prior N(0, I).
+
+        Returns
+        -------
+        smiles : ndarray of str (object), shape (n_samples,)
+        """
+        check_is_fitted(self, "model_")
+        config = self.model_.config
+        rng = check_random_state(random_state)
+        z = rng.standard_normal((check_n_samples(n_samples), config.n_latents * config.latent_dim))
+        return self._decode(z.astype(np.float32), np.zeros(len(z), dtype=bool))
+
+    def score(self, X, y=None):
+        """Exact reconstruction accuracy: share of molecules whose decoded latent mean gives back
+        the same canonical SMILES (bad items are left out when ``errors="nan"``).
+
+        Returns
+        -------
+        accuracy : float in [0, 1]
+        """
+        encoded = self._encode(X)
+        latent = np.full((len(encoded.sequences), self.model_.config.n_latents
+                          * self.model_.config.latent_dim), np.nan, dtype=np.float32)
+        spec = EmbeddingSpec("latent")
+        with torch.inference_mode(), autocast(self.device_, self.precision_):
+            for index, ids in self._batches(encoded.sequences):
+                latent[index] = spec(self.model_, ids).cpu().numpy()
+        valid = encoded.valid
+        if not valid.any():
+            raise ValueError("none of the molecules in X is usable")
+        decoded = self._decode(latent, ~valid)
+        hits = [canonical_smiles(d) == canonical_smiles(s)
+                for d, s, ok in zip(decoded, encoded.smiles, valid, strict=True) if ok]
+        return float(np.mean(hits))
+
+    # -------------------------------------------------------------- persistence
+    def save_pretrained(self, directory, half=False):
+        """Write config, vocabulary and weights to ``directory`` (loadable by ``pretrained=``).
+
+        Parameters
+        ----------
+        directory : str or path
+        half : bool, default=False
+            Store the weights in float16 (half the size; loaded back as float32).
+
+        Returns
+        -------
+        directory : pathlib.Path
+        """
+        check_is_fitted(self, "model_")
+        metadata = {"contrastive_weight": self.contrastive_weight,
+                    "temperature": self.temperature, "history": self.history_}
+        return save_pretrained(directory, Pretrained(self.model_, self.vocabulary_,
+                                                     self.standardizer_, metadata), half=half)
+
+    def __getstate__(self):
+        # The network travels as a plain tensor state dict (bytes) plus its config, so loading
+        # never unpickles torch objects and works on a machine without the fitting device.
+        state = super().__getstate__()
+        model = state.pop("model_", None)
+        if model is not None:
+            state["_model_config"] = model.config.to_dict()
+            state["_model_weights"] = weights_to_bytes(model)
+        return state
+
+    def __setstate__(self, state):
+        config, weights = state.pop("_model_config", None), state.pop("_model_weights", None)
+        super().__setstate__(state)
+        if config is not None:
+            self.device_ = resolve_device(self.device_)
+            state_dict = load_weights(io.BytesIO(weights), "the pickled estimator")
+            self.model_ = build_model(config, state_dict, "the pickled estimator").to(self.device_)
+            self.precision_ = resolve_precision(self.precision, self.device_)
+
+    # -------------------------------------------------------------------- tags
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        tags.requires_fit = True
+        return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"X_types": ["string"], "requires_fit": True, "preserves_dtype": []}
