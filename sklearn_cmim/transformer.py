@@ -383,7 +383,7 @@ class CMIMTransformer(TransformerMixin, BaseEstimator):
     def __getstate__(self):
         # The network travels as a plain tensor state dict (bytes) plus its config, so loading
         # never unpickles torch objects and works on a machine without the fitting device.
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: the base class may hand back __dict__ itself
         model = state.pop("model_", None)
         if model is not None:
             state["_model_config"] = model.config.to_dict()

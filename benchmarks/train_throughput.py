@@ -1,0 +1,79 @@
+"""Training throughput of CMIMTransformer on this machine, fp32 against bf16 autocast.
+
+Reports molecules/s, tokens/s, achieved model FLOP/s and that as a fraction of a bf16 matmul's
+FLOP/s measured in the same process (the hardware peak).
+
+    python benchmarks/train_throughput.py                 # default config, MOSES molecules
+    python benchmarks/train_throughput.py --molecules 2000 --d-model 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from sklearn_cmim import CMIMTransformer
+from sklearn_cmim.datasets import load_esol
+from sklearn_cmim.flops import matmul_peak_flops
+
+MOSES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "moses" / "train.csv.gz"
+
+
+def load_molecules(n: int) -> tuple[list[str], str]:
+    if MOSES.exists():
+        with gzip.open(MOSES, "rt") as handle:
+            next(handle)
+            return [next(handle).strip() for _ in range(n)], "MOSES train"
+    return load_esol()[0][:n], "bundled ESOL (MOSES not found)"
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--molecules", type=int, default=4096)
+    parser.add_argument("--epochs", type=int, default=2, help="the first epoch is warm-up, not timed")
+    parser.add_argument("--output", type=Path, help="write the results as JSON here")
+    for name in ("d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", "latent_dim",
+                 "batch_size"):
+        parser.add_argument("--" + name.replace("_", "-"), type=int)
+    args = parser.parse_args(argv)
+    params = CMIMTransformer().get_params()
+    architecture = {k: v for k, v in vars(args).items() if v is not None and k in params}
+
+    smiles, source = load_molecules(args.molecules)
+    peak_bf16 = matmul_peak_flops("cpu", torch.bfloat16)
+    peak_fp32 = matmul_peak_flops("cpu", torch.float32)
+    print(f"{len(smiles)} molecules from {source}; {torch.get_num_threads()} threads")
+    print(f"matmul peak: bf16 {peak_bf16 / 1e9:.0f} GFLOP/s, fp32 {peak_fp32 / 1e9:.0f} GFLOP/s")
+    results = {"molecules": len(smiles), "source": source, "threads": torch.get_num_threads(),
+               "peak_bf16_flops": peak_bf16, "peak_fp32_flops": peak_fp32, "runs": {}}
+    for precision in ("fp32", "bf16"):
+        est = CMIMTransformer(**architecture, max_epochs=args.epochs, precision=precision,
+                              random_state=0)
+        start = time.perf_counter()
+        est.fit(smiles)
+        last = est.history_[-1]
+        mean_length = last["tokens_per_s"] / last["molecules_per_s"]
+        flops = est.model_.flops_per_token(round(mean_length)) * last["tokens_per_s"]
+        run = {"molecules_per_s": last["molecules_per_s"], "tokens_per_s": last["tokens_per_s"],
+               "model_flops": flops, "fraction_of_bf16_peak": flops / peak_bf16,
+               "parameters": est.model_.num_parameters(), "wall_s": time.perf_counter() - start}
+        results["runs"][precision] = run
+        print(f"{precision}: {run['molecules_per_s']:.0f} molecules/s, {run['tokens_per_s']:.0f} tokens/s, "
+              f"{flops / 1e9:.1f} GFLOP/s = {100 * run['fraction_of_bf16_peak']:.1f}% of bf16 peak "
+              f"({run['parameters']:,} parameters)")
+    speedup = results["runs"]["bf16"]["tokens_per_s"] / results["runs"]["fp32"]["tokens_per_s"]
+    results["bf16_speedup"] = speedup
+    print(f"bf16 / fp32 training speed: {speedup:.2f}x")
+    if args.output:
+        args.output.write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()

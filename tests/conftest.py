@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny model configs and small molecule sets, all available offline."""
+
+import pytest
+
+from sklearn_cmim import CMIMTransformer
+from sklearn_cmim.datasets import load_esol
+
+# Small enough that a fit over a few dozen molecules takes well under a second.
+TINY = dict(d_model=32, n_heads=2, d_ff=64, n_encoder_layers=1, n_decoder_layers=1, latent_dim=8,
+            max_epochs=2, batch_size=8, random_state=0)
+
+
+@pytest.fixture(scope="session")
+def esol():
+    return load_esol()
+
+
+@pytest.fixture(scope="session")
+def smiles(esol):
+    return esol[0][:24]
+
+
+@pytest.fixture
+def tiny():
+    """A fresh unfitted tiny estimator."""
+    return CMIMTransformer(**TINY)
+
+
+@pytest.fixture(scope="session")
+def fitted(smiles):
+    """A tiny estimator fitted once for the session; tests must not modify it."""
+    return CMIMTransformer(**TINY).fit(smiles)

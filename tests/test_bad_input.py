@@ -1,0 +1,90 @@
+"""Every kind of bad input gets a clear error naming the item, or a NaN row when asked."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from sklearn_cmim import CMIMTransformer
+from tests.conftest import TINY
+
+
+def test_invalid_smiles_raises_naming_index_and_value(fitted):
+    with pytest.raises(ValueError, match=r"X\[2\] = 'C1CC' is not a valid molecule"):
+        fitted.transform(["CCO", "CCN", "C1CC"])
+
+
+def test_errors_nan_gives_a_nan_row_and_leaves_others_unchanged(fitted, smiles):
+    est = CMIMTransformer(**{**TINY, "errors": "nan"}).fit(smiles)
+    good = est.transform(smiles[:3])
+    out = est.transform([smiles[0], "C1CC", smiles[1], None, smiles[2], float("nan")])
+    assert np.isnan(out[[1, 3, 5]]).all()
+    np.testing.assert_allclose(out[[0, 2, 4]], good, rtol=1e-5, atol=1e-5)
+
+
+def test_fit_with_errors_nan_skips_bad_molecules(smiles):
+    est = CMIMTransformer(**{**TINY, "errors": "nan"})
+    clean = CMIMTransformer(**TINY).fit(smiles).transform(smiles)
+    np.testing.assert_array_equal(est.fit(["C1CC", *smiles, "xyz"]).transform(smiles), clean)
+
+
+def test_empty_input_raises(tiny, fitted):
+    with pytest.raises(ValueError, match="empty"):
+        tiny.fit([])
+    with pytest.raises(ValueError, match="empty"):
+        fitted.transform(np.array([], dtype=object))
+
+
+@pytest.mark.parametrize("bad", [5, None, 3.5, b"CCO", ["CCO"]])
+def test_item_that_is_not_a_molecule_raises_type_error_naming_index(fitted, bad):
+    with pytest.raises(TypeError, match=r"X\[1\] = .* is neither a SMILES string nor an RDKit Mol"):
+        fitted.transform(["CCO", bad])
+
+
+def test_single_string_instead_of_a_sequence_is_refused(fitted):
+    with pytest.raises(TypeError, match="not a single one"):
+        fitted.transform("CCO")
+
+
+def test_molecules_over_max_length_are_rejected_not_truncated():
+    long_chain = "C" * 30
+    est = CMIMTransformer(**{**TINY, "max_length": 16}).fit(["CCO", "CCN"])
+    with pytest.raises(ValueError, match=r"X\[1\] = 'CCCC.*32 tokens.*max_length=16"):
+        est.transform(["CC", long_chain])
+    est.set_params(errors="nan")
+    out = est.transform(["CC", long_chain])
+    assert np.isfinite(out[0]).all() and np.isnan(out[1]).all()
+
+
+def test_unseen_tokens_become_unk_with_one_warning(smiles):
+    est = CMIMTransformer(**TINY).fit(["CCO", "CCCN", "OCCO"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = est.transform(["CCBr", "CBr", "CCl"])
+    unk = [w for w in caught if "<unk>" in str(w.message)]
+    assert len(unk) == 1
+    assert "3 tokens" in str(unk[0].message) and "'Br' x2" in str(unk[0].message)
+    assert np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("param, value", [("errors", "ignore"), ("embedding", "mean"),
+                                          ("informative_pooling", "sum"), ("precision", "fp8"),
+                                          ("contrastive_positive", "other")])
+def test_invalid_parameters_raise_clear_errors(smiles, param, value):
+    with pytest.raises(ValueError, match=param if param != "errors" else "errors must be"):
+        CMIMTransformer(**{**TINY, param: value}).fit(smiles)
+
+
+def test_inverse_transform_of_non_finite_rows(fitted):
+    Z = np.zeros((3, 8), dtype=np.float32)
+    Z[1] = np.nan
+    with pytest.raises(ValueError, match=r"X\[1\] holds non-finite values"):
+        fitted.inverse_transform(Z)
+    est = CMIMTransformer(**{**TINY, "errors": "nan"}).fit(["CCO", "CCN"])
+    out = est.inverse_transform(Z)
+    assert out[1] is None and isinstance(out[0], str)
+
+
+def test_inverse_transform_rejects_wrong_width(fitted):
+    with pytest.raises(ValueError, match="shape"):
+        fitted.inverse_transform(np.zeros((2, 5)))

@@ -1,0 +1,70 @@
+import torch
+
+from sklearn_cmim.model import CMIMModel, ModelConfig
+
+
+def tiny_model(**overrides):
+    config = ModelConfig(vocab_size=12, d_model=16, n_heads=2, d_ff=32, n_encoder_layers=1,
+                         n_decoder_layers=2, n_latents=2, latent_dim=4, max_length=20, dropout=0.0)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    torch.manual_seed(0)
+    return CMIMModel(config).eval()
+
+
+def test_shapes_of_a_training_pass():
+    model = tiny_model()
+    ids = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 2, 0, 0]])
+    z, mu, logvar, logits = model(ids)
+    assert z.shape == mu.shape == logvar.shape == (2, 2, 4)
+    assert logits.shape == (2, 4, 12)
+
+
+def test_log_variance_is_clamped():
+    model = tiny_model()
+    with torch.no_grad():
+        model.to_posterior.bias[4:] = -50.0
+    _, logvar = model.encode(torch.tensor([[1, 5, 2]]))
+    assert torch.all(logvar == -6.0)
+
+
+def test_encoder_ignores_padding():
+    model = tiny_model()
+    mu, _ = model.encode(torch.tensor([[1, 5, 6, 2]]))
+    mu_padded, _ = model.encode(torch.tensor([[1, 5, 6, 2, 0, 0, 0]]))
+    torch.testing.assert_close(mu, mu_padded)
+
+
+def test_decoder_is_causal():
+    model = tiny_model()
+    z = torch.randn(1, 2, 4)
+    a = model.decoder_states(torch.tensor([[1, 5, 6, 7]]), z)
+    b = model.decoder_states(torch.tensor([[1, 5, 9, 9]]), z)
+    torch.testing.assert_close(a[:, :2], b[:, :2])
+    assert not torch.allclose(a[:, 2:], b[:, 2:])
+
+
+def test_decoder_depends_on_z():
+    model = tiny_model()
+    ids = torch.tensor([[1, 5, 6]])
+    assert not torch.allclose(model.decoder_states(ids, torch.zeros(1, 2, 4)),
+                              model.decoder_states(ids, torch.ones(1, 2, 4)))
+
+
+def test_embeddings_are_shared_and_tied_to_the_output():
+    model = tiny_model()
+    states = torch.randn(1, 3, 16)
+    torch.testing.assert_close(model.logits(states), states @ model.token_embedding.weight.T)
+
+
+def test_generate_stops_at_eos_and_respects_max_length():
+    model = tiny_model()
+    out = model.generate(torch.randn(3, 2, 4), bos_id=1, eos_id=2, max_length=6)
+    assert out.shape[0] == 3 and out.shape[1] <= 5
+    for row in out.tolist():
+        if 2 in row:
+            assert all(t == 2 for t in row[row.index(2):])
+
+
+def test_flops_per_token_grows_with_depth():
+    assert tiny_model(n_decoder_layers=4).flops_per_token(30) > tiny_model().flops_per_token(30)

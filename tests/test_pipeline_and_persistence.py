@@ -1,0 +1,110 @@
+"""End to end in scikit-learn pipelines, and every way a fitted model is stored and read back."""
+
+import io
+import os
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+
+from sklearn_cmim import CMIMTransformer
+from tests.conftest import TINY
+
+
+@pytest.mark.slow
+def test_grid_search_over_contrastive_weight_then_joblib_round_trip(esol, tmp_path):
+    smiles, y = esol[0][:64], esol[1][:64]
+    pipe = Pipeline([("cmim", CMIMTransformer(**TINY)), ("ridge", Ridge())])
+    search = GridSearchCV(pipe, {"cmim__contrastive_weight": [0.0, 1.0]}, cv=2,
+                          scoring="neg_root_mean_squared_error")
+    search.fit(smiles, y)
+    assert search.best_params_["cmim__contrastive_weight"] in (0.0, 1.0)
+    predictions = search.predict(esol[0][64:96])
+    assert predictions.shape == (32,) and np.isfinite(predictions).all()
+    joblib.dump(search, tmp_path / "search.joblib")
+    restored = joblib.load(tmp_path / "search.joblib")
+    np.testing.assert_array_equal(restored.predict(esol[0][64:96]), predictions)
+
+
+def test_save_pretrained_then_load_without_training(fitted, smiles, tmp_path):
+    path = fitted.save_pretrained(tmp_path / "model")
+    assert sorted(os.listdir(path)) == ["config.json", "vocab.json", "weights.pt"]
+    loaded = CMIMTransformer(pretrained=path, max_epochs=0).fit(smiles[:2])
+    assert loaded.history_ == []
+    np.testing.assert_array_equal(loaded.transform(smiles), fitted.transform(smiles))
+
+
+def test_half_precision_storage_is_close(fitted, smiles, tmp_path):
+    fitted.save_pretrained(tmp_path / "half", half=True)
+    loaded = CMIMTransformer(pretrained=tmp_path / "half", max_epochs=0).fit(smiles[:2])
+    np.testing.assert_allclose(loaded.transform(smiles), fitted.transform(smiles), atol=2e-2)
+
+
+def test_fine_tuning_from_pretrained_uses_its_vocabulary_and_changes_weights(fitted, smiles, tmp_path):
+    fitted.save_pretrained(tmp_path / "model")
+    tuned = CMIMTransformer(pretrained=tmp_path / "model", max_epochs=1, random_state=0,
+                            contrastive_weight=0.0).fit(smiles[:8])
+    assert tuned.vocabulary_.tokens == fitted.vocabulary_.tokens
+    assert len(tuned.history_) == 1
+    assert not np.allclose(tuned.transform(smiles), fitted.transform(smiles))
+
+
+def test_missing_pretrained_directory_gives_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a bundled model"):
+        CMIMTransformer(pretrained=tmp_path / "nothing").fit(["CCO"])
+
+
+def test_corrupt_weights_give_clear_error(fitted, tmp_path):
+    path = fitted.save_pretrained(tmp_path / "model")
+    (path / "weights.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot load weights"):
+        CMIMTransformer(pretrained=path, max_epochs=0).fit(["CCO"])
+
+
+class RunsACommand:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_weights_that_would_run_code_are_refused_and_never_run(fitted, tmp_path):
+    marker = tmp_path / "pwned"
+    payload = RunsACommand()
+    payload.marker = marker
+    path = fitted.save_pretrained(tmp_path / "model")
+    with open(path / "weights.pt", "wb") as handle:
+        torch.save({"weight": payload}, handle)
+    with pytest.raises(ValueError, match="cannot load weights"):
+        CMIMTransformer(pretrained=path, max_epochs=0).fit(["CCO"])
+    assert not marker.exists()
+
+
+def test_pickled_estimator_loads_its_weights_safely(fitted, tmp_path):
+    state = fitted.__getstate__()
+    marker = tmp_path / "pwned"
+    payload = RunsACommand()
+    payload.marker = marker
+    buffer = io.BytesIO()
+    torch.save({"weight": payload}, buffer)
+    state["_model_weights"] = buffer.getvalue()
+    est = CMIMTransformer.__new__(CMIMTransformer)
+    with pytest.raises(ValueError, match="cannot load weights"):
+        est.__setstate__(state)
+    assert not marker.exists()
+
+
+def test_estimator_fitted_on_a_missing_gpu_loads_on_the_cpu(smiles):
+    est = CMIMTransformer(**TINY).fit(smiles)
+    expected = est.transform(smiles)
+    est.device_ = torch.device("cuda")  # as if fitted on a GPU machine
+    blob = pickle.dumps(est)
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; the fallback only happens without one")
+    with pytest.warns(UserWarning, match="not available here; using the CPU"):
+        restored = pickle.loads(blob)
+    assert restored.device_.type == "cpu"
+    np.testing.assert_array_equal(restored.transform(smiles), expected)

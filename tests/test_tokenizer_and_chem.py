@@ -1,0 +1,61 @@
+from collections import Counter
+
+import pytest
+from rdkit import Chem
+
+from sklearn_cmim.chem import MoleculeError, Standardizer, canonical_smiles
+from sklearn_cmim.tokenizer import Vocabulary, tokenize
+
+
+def test_tokenize_splits_multi_character_atoms_and_brackets():
+    assert tokenize("Clc1ccc(Br)cc1[NH3+]") == [
+        "Cl", "c", "1", "c", "c", "c", "(", "Br", ")", "c", "c", "1", "[NH3+]"]
+    assert tokenize("C%12CC%12") == ["C", "%12", "C", "C", "%12"]
+
+
+def test_tokenize_rejects_unreadable_characters():
+    with pytest.raises(ValueError, match="cannot read"):
+        tokenize("CCK")
+
+
+def test_vocabulary_round_trip_and_unknown_tokens():
+    vocab = Vocabulary.build(["CCO", "c1ccccc1"])
+    assert vocab.tokens[:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
+    ids = vocab.encode("c1ccccc1O")
+    assert ids[0] == vocab.bos_id and ids[-1] == vocab.eos_id
+    assert vocab.decode(ids) == "c1ccccc1O"
+    unknown = Counter()
+    ids = vocab.encode("CCBr", unknown)
+    assert ids[3] == vocab.unk_id
+    assert unknown == Counter({"Br": 1})
+
+
+def test_vocabulary_does_not_depend_on_corpus_order():
+    assert Vocabulary.build(["CCO", "CN"]).tokens == Vocabulary.build(["CN", "CCO"]).tokens
+
+
+def test_standardizer_keeps_largest_fragment_and_neutralises():
+    assert Standardizer()("[Na+].[O-]C(=O)c1ccccc1") == "O=C(O)c1ccccc1"
+    assert Standardizer(largest_fragment=False, neutralize=False)("[Na+].[O-]C(=O)C") == "CC(=O)[O-].[Na+]"
+
+
+def test_standardizer_isomeric_switch():
+    smi = "C[C@H](N)C(=O)O"
+    assert "@" not in Standardizer()(smi)
+    assert "@" in Standardizer(isomeric=True)(smi)
+
+
+def test_standardizer_accepts_mols_and_gives_same_smiles_for_same_molecule():
+    std = Standardizer()
+    assert std(Chem.MolFromSmiles("OCC")) == std("CCO") == std("C(O)C")
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "C1CC", "not a smiles", "c1cccc1"])
+def test_standardizer_rejects_bad_smiles(bad):
+    with pytest.raises(MoleculeError):
+        Standardizer()(bad)
+
+
+def test_canonical_smiles():
+    assert canonical_smiles("OCC") == canonical_smiles("CCO")
+    assert canonical_smiles("C1CC") is None

@@ -1,0 +1,104 @@
+"""Training behaviour: failure modes, interruption, and that learning actually happens."""
+
+import numpy as np
+import pytest
+import torch
+
+import sklearn_cmim.training as training
+from sklearn_cmim import CMIMTransformer
+from sklearn_cmim.batching import length_bucketed_batches
+from sklearn_cmim.model import CMIMModel, ModelConfig
+from tests.conftest import TINY
+
+
+def test_loss_goes_down(smiles):
+    est = CMIMTransformer(**{**TINY, "max_epochs": 8, "learning_rate": 3e-3}).fit(smiles)
+    assert est.history_[-1]["rec"] < 0.8 * est.history_[0]["rec"]
+
+
+def test_non_finite_loss_names_epoch_and_step_and_keeps_previous_fit(fitted, smiles, monkeypatch):
+    before = fitted.transform(smiles)
+    real = training.total_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        out = real(*args, **kwargs)
+        if calls["n"] == 5:  # epoch 2, step 2 with 24 molecules in batches of 8
+            out["total"] = out["total"] * float("nan")
+        return out
+
+    monkeypatch.setattr(training, "total_loss", poisoned)
+    est = CMIMTransformer(**TINY)
+    with pytest.raises(FloatingPointError, match="epoch 2, step 2"):
+        est.fit(smiles)
+    assert not hasattr(est, "model_")
+    calls["n"] = 0
+    with pytest.raises(FloatingPointError):
+        fitted.fit(smiles)  # a refit that fails leaves the earlier fit in place
+    np.testing.assert_array_equal(fitted.transform(smiles), before)
+
+
+def test_a_failed_step_changes_no_weight():
+    config = ModelConfig(vocab_size=10, d_model=16, n_heads=2, d_ff=32, n_encoder_layers=1,
+                         n_decoder_layers=1, latent_dim=4, dropout=0.0)
+    model = CMIMModel(config)
+    settings = training.TrainSettings()
+    optimizer = training.make_optimizer(model, settings)
+    scheduler = training.make_scheduler(optimizer, 10, settings)
+    ids = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])
+    training.train_step(model, ids, optimizer, scheduler, 0, settings, torch.autocast("cpu", enabled=False))
+    snapshot = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.to_posterior.bias.fill_(float("inf"))
+        snapshot["to_posterior.bias"].fill_(float("inf"))
+    with pytest.raises(training.NonFiniteLossError):
+        training.train_step(model, ids, optimizer, scheduler, 1, settings,
+                            torch.autocast("cpu", enabled=False))
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, snapshot[name], equal_nan=True)
+
+
+def test_keyboard_interrupt_during_fit_leaves_estimator_as_it_was(fitted, smiles, monkeypatch):
+    before = fitted.transform(smiles)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fitted.fit(smiles)
+    np.testing.assert_array_equal(fitted.transform(smiles), before)
+
+
+def test_length_bucketed_batches_cover_every_index_once_and_group_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 60, size=1000)
+    batches = length_bucketed_batches(lengths, 32, rng, pool=10)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1000))
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    assert spread < 0.25 * np.ptp(lengths)  # far tighter than random batches
+
+
+def test_verbose_prints_one_line_per_epoch(smiles, capsys):
+    CMIMTransformer(**{**TINY, "verbose": 1}).fit(smiles)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("epoch")]
+    assert len(lines) == 2 and "rec" in lines[0] and "mol/s" in lines[0]
+
+
+@pytest.mark.slow
+def test_tiny_model_overfits_32_molecules_to_exact_reconstruction(esol):
+    smiles = esol[0][:32]
+    est = CMIMTransformer(d_model=128, d_ff=256, n_heads=8, n_encoder_layers=1, n_decoder_layers=2,
+                          latent_dim=32, batch_size=8, learning_rate=3e-3, dropout=0.0,
+                          mim_warmup_steps=0, max_epochs=200, random_state=0, embedding="latent")
+    est.fit(smiles)
+    decoded = est.inverse_transform(est.transform(smiles))
+    assert est.score(smiles) == 1.0
+    assert list(decoded) == [est.standardizer_(s) for s in smiles]
+
+
+def test_sample_is_reproducible(fitted):
+    a, b = fitted.sample(4, random_state=0), fitted.sample(4, random_state=0)
+    assert a.shape == (4,) and list(a) == list(b)
