@@ -1,0 +1,166 @@
+"""Training checkpoints: written atomically, read without unpickling code, newest readable wins.
+
+A checkpoint is one ``step-XXXXXXXX.pt`` file holding plain tensors and Python containers only
+(model, optimiser and scheduler state, step, model config, vocabulary, standardiser settings,
+and per rank the random generator states and data position), so ``torch.load(weights_only=True)``
+reads it. A write goes to a temporary file in the same directory, is fsynced and then renamed
+over the final name, so a crash or a full disk mid-write never damages an existing checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+__all__ = ["CheckpointError", "CheckpointSchedule", "CheckpointWarning", "Checkpoints",
+           "capture_rng", "check_writable", "load_checkpoint", "restore_rng"]
+
+NAME = re.compile(r"^step-(\d{8})\.pt$")
+REQUIRED = ("step", "model", "optimizer", "scheduler", "ranks", "config", "vocabulary", "standardizer")
+
+
+class CheckpointError(OSError):
+    """Checkpoints cannot be written, or none of them can be read."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was unreadable and an older one is used instead."""
+
+
+class Checkpoints:
+    """The checkpoint files of one run, in ``directory``; the newest ``keep`` are kept."""
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 3):
+        self.directory = Path(directory)
+        self.keep = keep
+
+    def paths(self) -> list[Path]:
+        """Checkpoint files, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p for p in self.directory.iterdir() if NAME.match(p.name))
+
+    def save(self, state: dict, step: int) -> Path:
+        """Write ``step-XXXXXXXX.pt`` atomically, then delete all but the newest ``keep``."""
+        path = self.directory / f"step-{step:08d}.pt"
+        temporary = None
+        try:
+            with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".step-", suffix=".tmp",
+                                             delete=False) as handle:
+                temporary = Path(handle.name)
+                torch.save(state, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            temporary.chmod(0o666 & ~current_umask())  # temporary files are private; checkpoints need not be
+            os.replace(temporary, path)
+        except BaseException as error:
+            if temporary is not None:
+                temporary.unlink(missing_ok=True)
+            if isinstance(error, Exception):  # a full disk surfaces as OSError or torch's RuntimeError
+                reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+                raise CheckpointError(f"could not write checkpoint {path} ({reason}); "
+                                      "the earlier checkpoints are untouched") from None
+            raise
+        self._sync_directory()  # makes the rename itself survive a power cut
+        for old in self.paths()[: -self.keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def _sync_directory(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def load_latest(self) -> tuple[Path, dict] | None:
+        """The newest readable checkpoint, or ``None`` if there is none at all.
+
+        An unreadable one (truncated by a crash, corrupted on disk) is renamed ``*.corrupt``, so
+        that it is neither retried nor counted among the kept ones, and the previous one is tried.
+        Temporary files of interrupted writes are removed.
+        """
+        for partial in self.directory.glob(".step-*.tmp"):  # left by a run killed while writing
+            partial.unlink()
+        paths = self.paths()
+        for index in range(len(paths) - 1, -1, -1):
+            path = paths[index]
+            try:
+                return path, load_checkpoint(path)
+            except CheckpointError as error:
+                fallback = f"falling back to {paths[index - 1].name}" if index else "no older one left"
+                path.rename(path.with_name(path.name + ".corrupt"))
+                warnings.warn(f"{error}; renamed it to {path.name}.corrupt, {fallback}",
+                              CheckpointWarning, stacklevel=2)
+        if paths:
+            raise CheckpointError(f"none of the checkpoints in {self.directory} is readable")
+        return None
+
+
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def check_writable(*directories: Path) -> None:
+    """Create the directories and fail now, with the reason, if files could not be written there."""
+    for directory in directories:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as error:
+            raise CheckpointError(f"cannot write to {directory}: {error.strerror or error}") from None
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read one checkpoint safely; any damage becomes a :class:`CheckpointError` naming the file."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(f"checkpoint {path} is unreadable (truncated or corrupt: {reason})") from None
+    missing = [key for key in REQUIRED if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is unreadable (missing {', '.join(missing)})")
+    return state
+
+
+class CheckpointSchedule:
+    """Every ``every_steps`` steps or every ``every_minutes`` minutes, whichever comes first."""
+
+    def __init__(self, every_steps: int, every_minutes: float):
+        self.every_steps = every_steps
+        self.every_seconds = 60.0 * every_minutes
+        self.last = time.monotonic()
+
+    def due_by_steps(self, step: int) -> bool:
+        return step % self.every_steps == 0
+
+    def due_by_time(self) -> bool:
+        return time.monotonic() - self.last >= self.every_seconds
+
+    def saved(self) -> None:
+        self.last = time.monotonic()
+
+
+def capture_rng(device: torch.device) -> dict:
+    """This process's torch (CPU and CUDA) and Python random generator states."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "python": random.getstate()}
+
+
+def restore_rng(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    random.setstate(state["python"])

@@ -1,0 +1,99 @@
+"""The ``cmim`` command: ``cmim <command> [options]``.
+
+Each command lives in its own module exposing ``build_parser(prog)`` and ``main(argv, prog)``;
+adding one is one entry in :data:`COMMANDS`. A command's module is imported only when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+import torch
+
+__all__ = ["COMMANDS", "ArgumentParser", "HelpFormatter", "checked", "device_name", "main",
+           "non_negative_float", "non_negative_int", "positive_float", "positive_int", "probability",
+           "report_error"]
+
+# command -> (module, one-line description)
+COMMANDS = {
+    "demo": ("sklearn_cmim.demo", "bundled cMIM embeddings against ECFP4 on ESOL, offline"),
+    "pretrain": ("sklearn_cmim.pretrain", "pretrain a cMIM model on SMILES files (also under torchrun)"),
+}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default, except the uninformative ``None`` and ``False``."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message):
+        report_error(self.prog, f"{message} (see --help)")
+        sys.exit(2)
+
+
+def report_error(prog: str, message) -> int:
+    """Print a user error as one line, without traceback; returns exit status 2."""
+    # Under torchrun an error may hit one rank only, so every rank reports, naming itself.
+    rank = f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
+    print(f"{rank}{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def checked(kind, test, requirement: str):
+    """An argparse ``type``: ``kind(text)``, which must pass ``test`` (described by ``requirement``)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
+        return value
+    return parse
+
+
+positive_int = checked(int, lambda v: v > 0, "a positive integer")
+positive_float = checked(float, lambda v: v > 0, "positive")
+non_negative_float = checked(float, lambda v: v >= 0, "zero or positive")
+non_negative_int = checked(int, lambda v: v >= 0, "zero or a positive integer")
+probability = checked(float, lambda v: 0 <= v < 1, "in [0, 1)")
+
+
+def device_name(text: str) -> str:
+    try:
+        torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r}") from None
+    return text
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="cmim", description="Contrastive Mutual Information Machine (cMIM) for molecules.",
+        epilog="commands:\n" + "\n".join(f"  {name:<12}{help_}" for name, (_, help_) in COMMANDS.items())
+        + "\n\nrun 'cmim <command> --help' for a command's options",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("command", nargs="?", choices=COMMANDS, metavar="command",
+                        help="one of the commands below")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.error(f"a command is required: {', '.join(COMMANDS)}")
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return module.main(args.args, prog=f"cmim {args.command}")

@@ -1,0 +1,293 @@
+"""Pretraining corpora streamed from SMILES files, split, sharded and batched reproducibly.
+
+Read top-down: :class:`Corpus` yields the SMILES field of every record of a list of files
+without ever holding a file in memory; :class:`HoldOut` decides by record number which records
+are held out for validation and which rank trains on each of the others; :class:`MoleculeEncoder`
+turns SMILES into token ids, skipping and counting bad molecules; :class:`BatchStream` is one
+rank's endless, resumable sequence of full, length-bucketed batches.
+
+A *record* is one data line (CSV rows after the header, every line of a .smi/.txt file),
+numbered from 0 across the files in the order given. Record numbers, not content, decide the
+split and the sharding, so they are the same on every run, rank and machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from .batching import length_bucketed_batches
+from .chem import MoleculeError, Standardizer
+from .tokenizer import Vocabulary
+
+__all__ = ["BatchStream", "Corpus", "CorpusError", "HoldOut", "MoleculeEncoder", "build_vocabulary",
+           "validation_set"]
+
+FORMATS = {".smi": "lines", ".txt": "lines", ".csv": "csv"}
+
+
+class CorpusError(ValueError):
+    """A corpus that cannot be read as asked (missing file, unknown format or column, no molecules)."""
+
+
+class Corpus:
+    """The SMILES of every record of some files, streamed in order.
+
+    Parameters
+    ----------
+    paths : list of path
+        ``.smi``, ``.txt`` (first whitespace-separated field of each line) or ``.csv`` files, each
+        optionally gzip-compressed (``.csv.gz``).
+    column : str, optional
+        CSV column holding the SMILES. Default: a column named ``smiles`` (any case), else the first.
+
+    Examples
+    --------
+    >>> from sklearn_cmim.datasets import DATA_DIR
+    >>> next(Corpus([DATA_DIR / "delaney.csv"]).records())
+    (0, 'OCC3OC(OCC2OC(OC(C#N)c1ccccc1)C(O)C(O)C2O)C(O)C(O)C3O')
+    """
+
+    def __init__(self, paths, column: str | None = None):
+        if not paths:
+            raise CorpusError("no input files given")
+        self.paths = [Path(p) for p in paths]
+        self.column = column
+        # Opening each file once here turns a typo in a path or column into an error before training.
+        self.columns = [self._column_index(path) for path in self.paths]
+
+    def records(self, start: int = 0) -> Iterator[tuple[int, str]]:
+        """``(record number, SMILES)`` for every record from number ``start`` on, across all files."""
+        numbered = enumerate(s for path, col in zip(self.paths, self.columns, strict=True)
+                             for s in self._read(path, col))
+        return islice(numbered, start, None)
+
+    @staticmethod
+    def _format(path: Path) -> tuple[str, bool]:
+        compressed = path.suffix == ".gz"
+        suffix = Path(path.stem).suffix if compressed else path.suffix
+        if suffix.lower() not in FORMATS:
+            raise CorpusError(f"{path}: unknown format; expected .smi, .txt or .csv, optionally .gz")
+        return FORMATS[suffix.lower()], compressed
+
+    def _open(self, path: Path) -> io.TextIOBase:
+        _, compressed = self._format(path)
+        try:
+            # The callers close it in their ``with`` block.
+            handle = gzip.open(path, "rt", newline="") if compressed else open(path, newline="")  # noqa: SIM115
+        except OSError as error:
+            raise CorpusError(f"cannot read {path}: {error.strerror or error}") from None
+        return handle
+
+    def _column_index(self, path: Path) -> int | None:
+        kind, _ = self._format(path)
+        with self._open(path) as handle:
+            try:
+                header = next(csv.reader(handle), []) if kind == "csv" else None
+            except (OSError, EOFError, UnicodeDecodeError, csv.Error) as error:
+                raise CorpusError(f"cannot read {path}: {error}") from None
+        if header is None:
+            return None
+        if self.column is not None:
+            if self.column not in header:
+                raise CorpusError(f"{path} has no column {self.column!r}; its columns are {header}")
+            return header.index(self.column)
+        names = [name.strip().lower() for name in header]
+        return names.index("smiles") if "smiles" in names else 0
+
+    def _read(self, path: Path, column: int | None) -> Iterator[str]:
+        with self._open(path) as handle:
+            if column is None:
+                for line in handle:
+                    fields = line.split(maxsplit=1)
+                    yield fields[0] if fields else ""
+            else:
+                rows = csv.reader(handle)
+                next(rows, None)  # the header
+                for row in rows:
+                    yield row[column].strip() if column < len(row) else ""
+
+
+@dataclass(frozen=True)
+class HoldOut:
+    """Which records are validation data, and which rank trains on each of the others.
+
+    Every ``every``-th record (numbers 0, every, 2 * every, ...) is held out; the remaining
+    records, numbered again from 0 in order, go to rank ``training number % world_size``.
+
+    Examples
+    --------
+    >>> split = HoldOut(every=3)
+    >>> [split.is_validation(i) for i in range(4)]
+    [True, False, False, True]
+    >>> [split.owner(i, world_size=2) for i in (1, 2, 4, 5)]
+    [0, 1, 0, 1]
+    """
+
+    every: int = 1000
+
+    def __post_init__(self):
+        if self.every < 2:
+            raise ValueError(f"the hold-out interval must be at least 2, got {self.every}")
+
+    def is_validation(self, record: int) -> bool:
+        return record % self.every == 0
+
+    def owner(self, record: int, world_size: int) -> int:
+        """Rank that trains on a training record."""
+        held_out_before = (record + self.every - 1) // self.every
+        return (record - held_out_before) % world_size
+
+
+class MoleculeEncoder:
+    """SMILES -> token ids, or ``None`` for a molecule that must be skipped (counted by reason).
+
+    Reasons: ``invalid`` (RDKit or the standardiser rejects it), ``untokenizable`` (characters the
+    tokenizer cannot read), ``unknown_token`` (a token outside the vocabulary: training on
+    ``<unk>`` would teach the model nothing it could decode), ``too_long`` (over ``max_length``
+    tokens with <bos>/<eos>; never truncated).
+    """
+
+    def __init__(self, standardizer: Standardizer, vocabulary: Vocabulary, max_length: int):
+        self.standardizer = standardizer
+        self.vocabulary = vocabulary
+        self.max_length = max_length
+        self.skipped: Counter = Counter()
+
+    def __call__(self, smiles: str) -> tuple[list[int], str] | None:
+        """Token ids and the standardised SMILES, or ``None`` (and a count) for a bad molecule."""
+        try:
+            standard = self.standardizer(smiles)
+        except MoleculeError:
+            return self._skip("invalid")
+        unknown: Counter = Counter()
+        try:
+            ids = self.vocabulary.encode(standard, unknown)
+        except ValueError:
+            return self._skip("untokenizable")
+        if unknown:
+            return self._skip("unknown_token")
+        if len(ids) > self.max_length:
+            return self._skip("too_long")
+        return ids, standard
+
+    def _skip(self, reason: str) -> None:
+        self.skipped[reason] += 1
+        return None
+
+
+def build_vocabulary(corpus: Corpus, split: HoldOut, standardizer: Standardizer,
+                     max_records: int) -> Vocabulary:
+    """The vocabulary of the training records among the first ``max_records`` records.
+
+    A bounded prefix keeps start-up time independent of the corpus size; tokens first seen later
+    are rare enough that skipping their molecules (counted as ``unknown_token``) costs little.
+    """
+    smiles = []
+    for record, text in islice(corpus.records(), max_records):
+        if split.is_validation(record):
+            continue
+        try:
+            smiles.append(standardizer(text))
+        except MoleculeError:
+            continue
+    if not smiles:
+        raise CorpusError(f"none of the first {max_records} records holds a valid molecule")
+    return Vocabulary.build(smiles)
+
+
+def validation_set(corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder, size: int):
+    """Up to ``size`` held-out molecules (ids, standardised SMILES), read from the corpus start."""
+    molecules = []
+    for record, text in corpus.records():
+        if len(molecules) == size:
+            break
+        if split.is_validation(record) and (encoded := encoder(text)) is not None:
+            molecules.append(encoded)
+    return molecules
+
+
+class BatchStream:
+    """One rank's training molecules as an endless sequence of full batches, resumable exactly.
+
+    Molecules are read ``pool_batches * batch_size`` at a time (a *pool*, wrapping round the end
+    of the corpus into the next epoch), grouped by length with
+    :func:`~sklearn_cmim.batching.length_bucketed_batches` and handed out batch by batch.
+    Every batch holds exactly ``batch_size`` molecules, so all ranks of a DDP job contribute
+    equal shares to the gathered contrastive negatives and always run the same number of steps.
+
+    :meth:`state_dict` records where the current pool started (epoch, record number, generator
+    state, skip counts) and how many of its batches were handed out; :meth:`load_state_dict`
+    rebuilds that pool and continues with the same next batch as an uninterrupted run.
+    """
+
+    def __init__(self, corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder, batch_size: int,
+                 seed: int, rank: int = 0, world_size: int = 1, pool_batches: int = 50):
+        self.corpus, self.split, self.encoder = corpus, split, encoder
+        self.batch_size, self.pool_batches = batch_size, pool_batches
+        self.rank, self.world_size = rank, world_size
+        self.rng = np.random.default_rng([seed, rank])
+        self.pool_start = {"epoch": 0, "record": 0, "rng": self.rng.bit_generator.state, "skipped": {}}
+        self.taken = 0
+
+    def state_dict(self) -> dict:
+        return {**self.pool_start, "taken": self.taken}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pool_start = {key: state[key] for key in ("epoch", "record", "rng", "skipped")}
+        self.taken = state["taken"]
+
+    @property
+    def epoch(self) -> int:
+        return self.pool_start["epoch"]
+
+    def __iter__(self) -> Iterator[list[list[int]]]:
+        # One open reader runs on from pool to pool; only a resume skips records to get to its start.
+        epoch, records = self.pool_start["epoch"], self.corpus.records(self.pool_start["record"])
+        while True:
+            # Rewinding the generator and the counts makes a pool rebuilt after a resume
+            # identical to the one the interrupted run was using.
+            self.rng.bit_generator.state = self.pool_start["rng"]
+            self.encoder.skipped = Counter(self.pool_start["skipped"])
+            pool, epoch, records, next_record = self._read_pool(epoch, records)
+            batches = length_bucketed_batches([len(ids) for ids in pool], self.batch_size, self.rng,
+                                              pool=self.pool_batches)
+            for number in range(self.taken, len(batches)):
+                self.taken = number + 1
+                yield [pool[i] for i in batches[number]]
+            self.pool_start = {"epoch": epoch, "record": next_record, "rng": self.rng.bit_generator.state,
+                               "skipped": dict(self.encoder.skipped)}
+            self.taken = 0
+
+    def _read_pool(self, epoch: int, records: Iterator[tuple[int, str]]):
+        """Fill a pool from ``records``, wrapping round into new epochs.
+
+        Returns the pool, the epoch and reader it ends in, and the number of the next record.
+        """
+        pool, wanted = [], self.pool_batches * self.batch_size
+        ends_without_molecule = 0  # two ends of the corpus with nothing between: none will ever come
+        while True:
+            for number, text in records:
+                if self.split.is_validation(number) or self.split.owner(number, self.world_size) != self.rank:
+                    continue
+                encoded = self.encoder(text)
+                if encoded is None:
+                    continue
+                pool.append(encoded[0])
+                ends_without_molecule = 0
+                if len(pool) == wanted:
+                    return pool, epoch, records, number + 1
+            ends_without_molecule += 1
+            if ends_without_molecule == 2:
+                raise CorpusError(f"rank {self.rank} of {self.world_size} found no usable training "
+                                  f"molecule in {', '.join(map(str, self.corpus.paths))} "
+                                  f"(skipped: {dict(self.encoder.skipped) or 'none'})")
+            epoch, records = epoch + 1, self.corpus.records()

@@ -1,0 +1,368 @@
+"""``cmim pretrain``: train a cMIM model on SMILES files, on one device or under ``torchrun``.
+
+    cmim pretrain zinc.smi --output runs/zinc --max-steps 100000
+    torchrun --nproc_per_node=8 -m sklearn_cmim.pretrain zinc.csv.gz --output runs/zinc --resume
+
+One training loop serves both: under ``torchrun`` each rank trains on its share of the records
+inside DistributedDataParallel and draws contrastive negatives from the global batch; rank 0
+alone logs, validates and writes. The result is a model directory for
+``CMIMTransformer(pretrained=...)``, with the checkpoints in its ``checkpoints/`` folder.
+
+Read top-down: :func:`build_parser`, :func:`main`, :func:`pretrain` (set-up and the training loop),
+:class:`Run` (what a checkpoint holds), then the helpers they call. What the loop reports (log
+lines, throughput, validation) lives in :mod:`sklearn_cmim.reporting`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from .batching import pad
+from .checkpoint import (
+    CheckpointError,
+    Checkpoints,
+    CheckpointSchedule,
+    capture_rng,
+    check_writable,
+    load_checkpoint,
+    restore_rng,
+)
+from .chem import Standardizer
+from .cli import (
+    ArgumentParser,
+    HelpFormatter,
+    checked,
+    device_name,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+    report_error,
+)
+from .corpus import (
+    BatchStream,
+    Corpus,
+    CorpusError,
+    HoldOut,
+    MoleculeEncoder,
+    build_vocabulary,
+    validation_set,
+)
+from .device import autocast, resolve_device, resolve_precision
+from .distributed import Context, LatentGather
+from .flops import matmul_peak_flops
+from .model import CMIMModel, ModelConfig
+from .persistence import Pretrained, load_pretrained, save_pretrained
+from .reporting import Meter, format_record, format_validation, validate
+from .tokenizer import Vocabulary
+from .training import NonFiniteLossError, TrainSettings, make_optimizer, make_scheduler, train_step
+
+__all__ = ["build_parser", "main", "pretrain"]
+
+MODEL = ModelConfig(vocab_size=0)  # the defaults, shared with CMIMTransformer
+TRAIN = TrainSettings()
+
+
+DESCRIPTION = "Train a cMIM model on SMILES files, on one device or as a torchrun (DDP) job."
+EXAMPLES = """examples:
+  cmim pretrain zinc.smi --output runs/zinc --max-steps 100000
+  torchrun --nproc_per_node=8 -m sklearn_cmim.pretrain zinc.csv.gz --output runs/zinc --resume
+
+The output directory loads with CMIMTransformer(pretrained=DIR); checkpoints live in DIR/checkpoints."""
+
+MODEL_HELP = {
+    "d_model": "Transformer width H", "n_heads": "attention heads", "d_ff": "feed-forward width",
+    "n_encoder_layers": "Perceiver encoder blocks", "n_decoder_layers": "decoder blocks",
+    "n_latents": "latent vectors K", "latent_dim": "size D of each latent vector",
+    "max_length": "longest molecule in tokens with <bos>/<eos>; longer ones are skipped",
+}
+
+
+def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
+    parser = ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
+                            formatter_class=HelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("inputs", nargs="+", metavar="FILE",
+                      help="SMILES files: .smi, .txt, .csv, each optionally .gz (e.g. .csv.gz)")
+    data.add_argument("--column",
+                      help="CSV column holding the SMILES (default: one named smiles, else the first)")
+    data.add_argument("--holdout-every", type=checked(int, lambda v: v >= 2, "at least 2"), default=1000,
+                      help="hold out every N-th record (records 0, N, 2N, ...) for validation")
+    data.add_argument("--validation-size", type=positive_int, default=512,
+                      help="held-out molecules scored at each validation")
+    data.add_argument("--vocab-records", type=positive_int, default=100_000,
+                      help="learn the vocabulary from the first N records")
+    data.add_argument("--vocab-from", metavar="MODEL",
+                      help="take the vocabulary from this pretrained model (directory or bundled name)")
+    data.add_argument("--largest-fragment", action=argparse.BooleanOptionalAction, default=True,
+                      help="standardiser: keep the largest fragment")
+    data.add_argument("--neutralize", action=argparse.BooleanOptionalAction, default=True,
+                      help="standardiser: neutralise charges")
+    data.add_argument("--isomeric", action=argparse.BooleanOptionalAction, default=False,
+                      help="standardiser: keep stereochemistry and isotopes")
+    data.add_argument("--pool-batches", type=positive_int, default=50,
+                      help="batches read at a time and grouped by length")
+
+    model = parser.add_argument_group("model (with --resume the checkpoint's are used)")
+    for name, help_ in MODEL_HELP.items():
+        model.add_argument("--" + name.replace("_", "-"), type=positive_int, default=getattr(MODEL, name),
+                           help=help_)
+    model.add_argument("--dropout", type=probability, default=MODEL.dropout, help="dropout rate")
+
+    loss = parser.add_argument_group("loss and optimisation")
+    loss.add_argument("--contrastive-weight", type=non_negative_float, default=TRAIN.contrastive_weight,
+                      help="lambda; 0 is plain A-MIM")
+    loss.add_argument("--temperature", type=positive_float, default=TRAIN.temperature,
+                      help="contrastive temperature tau")
+    loss.add_argument("--contrastive-positive", choices=("self", "mean"), default=TRAIN.contrastive_positive,
+                      help="positive of the contrastive term: the code itself or its posterior mean")
+    loss.add_argument("--mim-warmup-steps", type=non_negative_int, default=TRAIN.mim_warmup_steps,
+                      help="steps over which the MIM latent term's weight ramps from 0 to 1")
+    loss.add_argument("--batch-size", type=positive_int, default=TRAIN.batch_size,
+                      help="molecules per process and step (the global batch is this x processes)")
+    loss.add_argument("--learning-rate", type=positive_float, default=TRAIN.learning_rate,
+                      help="AdamW peak rate (1%% warm-up, cosine decay to 10%%)")
+    loss.add_argument("--weight-decay", type=non_negative_float, default=TRAIN.weight_decay,
+                      help="AdamW weight decay on matrices")
+    loss.add_argument("--max-steps", type=positive_int, default=10_000,
+                      help="optimiser steps in all (the learning-rate schedule spans them)")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--output", required=True, type=Path, metavar="DIR",
+                     help="model directory to write; checkpoints go to DIR/checkpoints")
+    run.add_argument("--resume", action="store_true",
+                     help="continue from the newest readable checkpoint in DIR/checkpoints, if any")
+    run.add_argument("--checkpoint-every-steps", type=positive_int, default=1000, help="checkpoint interval")
+    run.add_argument("--checkpoint-every-minutes", type=positive_float, default=30.0,
+                     help="also checkpoint after this long (checked at logging steps)")
+    run.add_argument("--keep-checkpoints", type=positive_int, default=3, help="newest checkpoints kept")
+    run.add_argument("--validation-every", type=positive_int, default=1000, help="steps between validations")
+    run.add_argument("--log-every", type=positive_int, default=100, help="steps between log lines")
+    run.add_argument("--device", type=device_name, help="torch device (default: cuda, then mps, then cpu)")
+    run.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                     help="auto: bf16 autocast where the hardware has native bf16")
+    run.add_argument("--random-state", type=non_negative_int, default=0,
+                     help="seed of weights, batch order, dropout and latent noise")
+    return parser
+
+
+def main(argv=None, prog: str = "cmim pretrain") -> int:
+    """Run ``cmim pretrain`` with ``argv``; user errors are reported in one line (exit status 2)."""
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.d_model % args.n_heads:
+        parser.error(f"--d-model ({args.d_model}) must be a multiple of --n-heads ({args.n_heads})")
+    try:
+        pretrain(args)
+    except (CorpusError, CheckpointError) as error:
+        return report_error(prog, error)
+    except NonFiniteLossError as error:
+        report_error(prog, f"training diverged ({error}); --resume from the last checkpoint "
+                           "with a lower --learning-rate")
+        return 1
+    return 0
+
+
+def pretrain(args: argparse.Namespace) -> Path:
+    """Train as ``args`` say (see :func:`build_parser`); returns the model directory."""
+    context = Context.from_environment()
+    device = context.start(resolve_device(args.device))
+    try:
+        return _pretrain(args, context, device)
+    finally:
+        context.stop()
+
+
+def _pretrain(args, context: Context, device: torch.device) -> Path:
+    def log(message: str) -> None:
+        if context.is_main:
+            print(message, flush=True)
+
+    precision = resolve_precision(args.precision, device)
+    corpus, split = Corpus(args.inputs, args.column), HoldOut(args.holdout_every)
+    checkpoints = Checkpoints(args.output / "checkpoints", args.keep_checkpoints)
+    state = resume_state(args, context, checkpoints)
+    config, vocabulary, standardizer = model_spec(args, context, corpus, split, state)
+    settings = TrainSettings(batch_size=args.batch_size, learning_rate=args.learning_rate,
+                             weight_decay=args.weight_decay, mim_warmup_steps=args.mim_warmup_steps,
+                             contrastive_weight=args.contrastive_weight, temperature=args.temperature,
+                             contrastive_positive=args.contrastive_positive)
+    validation, peak = [], None
+    if context.is_main:  # before seeding: neither may move the random generators training uses
+        encoder = MoleculeEncoder(standardizer, vocabulary, config.max_length)
+        validation = validation_set(corpus, split, encoder, args.validation_size)
+        peak = matmul_peak_flops(device, torch.bfloat16 if precision == "bf16" else torch.float32,
+                                 size=4096 if device.type == "cuda" else 1024, min_seconds=0.5)
+
+    torch.manual_seed(args.random_state)  # identical initial weights on every rank
+    model = CMIMModel(config).to(device)
+    optimizer = make_optimizer(model, settings)
+    stream = BatchStream(corpus, split, MoleculeEncoder(standardizer, vocabulary, config.max_length),
+                         args.batch_size, args.random_state, context.rank, context.world_size,
+                         args.pool_batches)
+    run = Run(model, optimizer, make_scheduler(optimizer, args.max_steps, settings), stream)
+    torch.manual_seed(args.random_state + context.rank)  # distinct dropout and latent noise per rank
+    if state is not None:
+        run.restore(state, context.rank, device)
+        log(f"resumed from {state['path']} at step {run.step}")
+        del state  # the loaded copy of the weights and optimiser state is no longer needed
+    if context.is_main:
+        log(f"{model.num_parameters():,} parameters | vocabulary {len(vocabulary)} tokens | "
+            f"{context.world_size} process(es) on {device.type} | {precision} | "
+            f"matmul peak {peak / 1e12:.2f} TFLOP/s per device | "
+            f"{len(validation)} validation molecules (every {args.holdout_every}th record)")
+        if not validation:
+            log("warning: no usable held-out molecule; validation is skipped")
+
+    ddp = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+           if context.distributed else model)
+    gather = LatentGather(context) if context.distributed else None
+    schedule = CheckpointSchedule(args.checkpoint_every_steps, args.checkpoint_every_minutes)
+    meter = Meter()
+    batches = iter(stream)
+    while run.step < args.max_steps:
+        batch = next(batches)
+        ids = pad(batch)
+        if device.type == "cuda":
+            ids = ids.pin_memory()
+        try:
+            losses = train_step(ddp, ids.to(device, non_blocking=True), optimizer, run.scheduler, run.step,
+                                settings, autocast(device, precision), gather)
+        except NonFiniteLossError as error:
+            raise NonFiniteLossError(f"step {run.step + 1}: {error}") from None
+        run.step += 1
+        step, last = run.step, run.step == args.max_steps
+        if context.is_main:
+            meter.add(losses, batch, ids.shape[1])
+            if step % args.log_every == 0 or last:
+                # The gathered batch, as measured; without a gather the contrastive term used this batch.
+                negatives = (gather.global_batch if gather and gather.global_batch else len(batch)) - 1
+                record = {"step": step, "epoch": stream.epoch,
+                          "molecules_seen": step * args.batch_size * context.world_size,
+                          "lr": run.scheduler.get_last_lr()[0], "negatives": negatives,
+                          **meter.read(model, peak, context.world_size)}
+                run.history["training"].append(record)
+                log(format_record(record, args.max_steps))
+        paused = time.perf_counter()
+        if validation and (step % args.validation_every == 0 or last):
+            run.history["validation"].append(validate(model, validation, vocabulary, settings, step, device,
+                                                      precision, args.batch_size * context.world_size))
+            log(format_validation(run.history["validation"][-1]))
+        due = schedule.due_by_steps(step) or last
+        if step % args.log_every == 0:  # rank 0's clock decides for all, at steps every rank knows
+            due = context.broadcast(schedule.due_by_time()) or due
+        if due:
+            rank_states = context.all_gather(run.rank_state(device))
+            if context.is_main:
+                log(f"checkpoint {checkpoints.save(run.checkpoint(rank_states, args), step)}")
+            schedule.saved()
+        meter.start += time.perf_counter() - paused  # throughput counts training time only
+
+    skipped = sum((Counter(counts) for counts in context.all_gather(dict(stream.encoder.skipped))), Counter())
+    if context.is_main:
+        pretraining = {"steps": run.step, "molecules_seen": run.step * args.batch_size * context.world_size,
+                       "world_size": context.world_size, "skipped_molecules": dict(skipped),
+                       "arguments": arguments(args)}
+        metadata = {"contrastive_weight": args.contrastive_weight, "temperature": args.temperature,
+                    "pretraining": pretraining, "learning_curve": run.history["validation"],
+                    "training_log": run.history["training"]}
+        save_pretrained(args.output, Pretrained(model, vocabulary, standardizer, metadata))
+        log(f"saved the model to {args.output} (step {run.step}; skipped molecules: "
+            f"{dict(skipped) or 'none'})")
+    return args.output
+
+
+@dataclass
+class Run:
+    """What a checkpoint must bring back: the trainable state, the position, the history."""
+
+    model: CMIMModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    stream: BatchStream
+    step: int = 0
+    history: dict = field(default_factory=lambda: {"training": [], "validation": []})
+
+    def rank_state(self, device: torch.device) -> dict:
+        """This process's own part: random generator states and data position."""
+        return {"rng": capture_rng(device), "data": self.stream.state_dict()}
+
+    def checkpoint(self, rank_states: list[dict], args) -> dict:
+        """The whole checkpoint, with every rank's part and what is needed to rebuild the model."""
+        encoder = self.stream.encoder
+        return {"step": self.step, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "ranks": rank_states, "world_size": len(rank_states),
+                "config": self.model.config.to_dict(), "vocabulary": encoder.vocabulary.to_list(),
+                "standardizer": encoder.standardizer.to_dict(), "history": self.history,
+                "arguments": arguments(args)}
+
+    def restore(self, state: dict, rank: int, device: torch.device) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        restore_rng(state["ranks"][rank]["rng"], device)
+        self.stream.load_state_dict(state["ranks"][rank]["data"])
+        self.step, self.history = state["step"], state["history"]
+
+
+def resume_state(args, context: Context, checkpoints: Checkpoints) -> dict | None:
+    """The checkpoint to start from (``None``: a fresh run); rank 0 picks it, every rank reads it."""
+    found = None
+    if context.is_main:
+        check_writable(args.output, checkpoints.directory)  # before any work, so a bad --output fails fast
+        if not args.resume and checkpoints.paths():
+            raise CheckpointError(f"{checkpoints.directory} already holds checkpoints: pass --resume to "
+                                  "continue that run, or choose another --output")
+        found = checkpoints.load_latest() if args.resume else None
+        if args.resume and found is None:
+            print(f"no checkpoint in {checkpoints.directory}: starting from scratch", flush=True)
+    path = context.broadcast(None if found is None else str(found[0]))
+    if path is None:
+        return None
+    state = found[1] if context.is_main else load_checkpoint(path)
+    if state["world_size"] != context.world_size:
+        raise CheckpointError(f"{path} was written by {state['world_size']} process(es); resume it with "
+                              f"as many (now {context.world_size}) so that each rank finds its data position")
+    return {**state, "path": path}
+
+
+def model_spec(args, context: Context, corpus: Corpus, split: HoldOut, state: dict | None):
+    """Model config, vocabulary and standardiser: the checkpoint's when resuming, else from ``args``."""
+    if state is not None:
+        return (ModelConfig(**state["config"]), Vocabulary(state["vocabulary"]),
+                Standardizer(**state["standardizer"]))
+    standardizer = Standardizer(args.largest_fragment, args.neutralize, args.isomeric)
+    # Rank 0 reads the corpus prefix once; the others receive the result.
+    vocabulary = Vocabulary(context.broadcast(
+        make_vocabulary(args, corpus, split, standardizer).to_list() if context.is_main else None))
+    config = ModelConfig(vocab_size=len(vocabulary), dropout=args.dropout,
+                         **{name: getattr(args, name) for name in MODEL_HELP})
+    return config, vocabulary, standardizer
+
+
+def make_vocabulary(args, corpus: Corpus, split: HoldOut, standardizer: Standardizer) -> Vocabulary:
+    if args.vocab_from is None:
+        return build_vocabulary(corpus, split, standardizer, args.vocab_records)
+    try:
+        return load_pretrained(args.vocab_from).vocabulary
+    except (FileNotFoundError, ValueError) as error:
+        raise CorpusError(f"--vocab-from: {error}") from None
+
+
+def arguments(args) -> dict:
+    """The command's arguments as plain values (stored in checkpoints and the model metadata)."""
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""What pretraining reports: throughput and FLOP utilisation, held-out validation, log lines."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import torch
+
+from .batching import pad
+from .chem import canonical_smiles
+from .device import autocast
+from .losses import total_loss
+from .model import CMIMModel
+from .tokenizer import Vocabulary
+from .training import TrainSettings
+
+__all__ = ["Meter", "format_record", "format_validation", "validate"]
+
+
+class Meter:
+    """Losses and throughput since the last log line; reading it is the only host sync of a step."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.steps = self.molecules = self.tokens = self.width = 0
+        self.start = time.perf_counter()
+
+    def add(self, losses: dict, batch: list[list[int]], width: int) -> None:
+        for name, value in losses.items():
+            self.sums[name] = self.sums[name] + value if name in self.sums else value
+        self.steps += 1
+        self.molecules += len(batch)
+        self.tokens += sum(map(len, batch))  # real tokens, known on the host: no device sync
+        self.width += width
+
+    def read(self, model: CMIMModel, peak: float, world_size: int) -> dict:
+        """Mean losses and throughput since the last read, then start afresh.
+
+        Throughput is global (this process's x ``world_size``: the ranks run in lockstep); FLOP
+        utilisation is per device, against the measured matmul ``peak`` in FLOP/s.
+        """
+        sums = torch.stack(list(self.sums.values())).tolist()  # one device sync for all the terms
+        losses = {name: value / self.steps for name, value in zip(self.sums, sums, strict=True)}
+        seconds = time.perf_counter() - self.start
+        tokens_per_s = self.tokens * world_size / seconds
+        flops_per_token = model.flops_per_token(self.width / self.steps)
+        record = {**losses, "molecules_per_s": self.molecules * world_size / seconds,
+                  "tokens_per_s": tokens_per_s, "mfu": flops_per_token * tokens_per_s / (peak * world_size)}
+        self.reset()
+        return record
+
+
+def format_record(r: dict, max_steps: int) -> str:
+    return (f"step {r['step']}/{max_steps} | epoch {r['epoch']} | loss {r['total']:.4f} "
+            f"(rec {r['rec']:.4f} mim {r['mim']:.4f} con {r['con']:.4f}) | lr {r['lr']:.2e} | "
+            f"{r['molecules_per_s']:,.0f} mol/s | {r['tokens_per_s']:,.0f} tok/s | "
+            f"MFU {100 * r['mfu']:.1f}% | {r['negatives']} negatives/molecule")
+
+
+def format_validation(r: dict) -> str:
+    return (f"validation step {r['step']} | {r['molecules_seen']:,} molecules seen | exact reconstruction "
+            f"{100 * r['accuracy']:.1f}% of {r['n']} | loss {r['total']:.4f} (rec {r['rec']:.4f} "
+            f"mim {r['mim']:.4f} con {r['con']:.4f})")
+
+
+@torch.no_grad()
+def validate(model: CMIMModel, molecules: list, vocabulary: Vocabulary, settings: TrainSettings, step: int,
+             device: torch.device, precision: str, global_batch: int) -> dict:
+    """Held-out losses and exact greedy reconstruction accuracy (decoding the posterior mean)."""
+    model.eval()
+    sums, hits = Counter(), 0
+    # Fixed latent noise makes the losses comparable along the curve and leaves training's RNG alone.
+    cuda = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda), autocast(device, precision):
+        torch.manual_seed(0)
+        for start in range(0, len(molecules), settings.batch_size):
+            chunk = molecules[start:start + settings.batch_size]
+            ids = pad([encoded for encoded, _ in chunk]).to(device)
+            out = model(ids)
+            losses = total_loss(out, ids[:, 1:], step=step, mim_warmup_steps=settings.mim_warmup_steps,
+                                contrastive_weight=settings.contrastive_weight,
+                                temperature=settings.temperature,
+                                contrastive_positive=settings.contrastive_positive)
+            for name, value in losses.items():
+                sums[name] += float(value) * len(chunk)
+            decoded = model.generate(out[1], vocabulary.bos_id, vocabulary.eos_id).tolist()
+            hits += sum(canonical_smiles(vocabulary.decode(seq)) == canonical_smiles(smiles)
+                        for seq, (_, smiles) in zip(decoded, chunk, strict=True))
+    n = len(molecules)
+    return {"step": step, "molecules_seen": step * global_batch, "accuracy": hits / n, "n": n,
+            **{name: value / n for name, value in sums.items()}}

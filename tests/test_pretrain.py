@@ -1,0 +1,350 @@
+"""The pretraining entry point: streamed corpora, checkpoints, resume, DDP and the CLI."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from sklearn_cmim import CMIMTransformer, cli, pretrain
+from sklearn_cmim.checkpoint import CheckpointError, Checkpoints, CheckpointWarning, load_checkpoint
+from sklearn_cmim.chem import Standardizer
+from sklearn_cmim.corpus import BatchStream, Corpus, CorpusError, HoldOut, MoleculeEncoder
+from sklearn_cmim.datasets import DATA_DIR, load_esol
+from sklearn_cmim.distributed import Context, LatentGather
+from sklearn_cmim.losses import contrastive_loss
+from sklearn_cmim.persistence import load_pretrained
+from sklearn_cmim.tokenizer import Vocabulary
+
+DELANEY = str(DATA_DIR / "delaney.csv")
+TINY = ["--d-model", "16", "--n-heads", "2", "--d-ff", "32", "--n-encoder-layers", "1",
+        "--n-decoder-layers", "1", "--latent-dim", "8", "--max-length", "48", "--precision", "fp32",
+        "--device", "cpu", "--mim-warmup-steps", "0", "--learning-rate", "3e-3", "--holdout-every", "10",
+        "--validation-size", "8", "--log-every", "5", "--batch-size", "8"]
+# One thread per process: the test machines have two cores, and a 2-process job must not oversubscribe.
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+ALCOHOLS = ["C" * n + "O" for n in range(1, 31)]  # 30 distinct molecules, one per record
+
+
+def run_cli(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], env=ENV, capture_output=True, text=True,
+                          timeout=timeout, check=False, **kwargs)
+
+
+def checkpoint_steps(directory) -> list[int]:
+    return [int(p.name[5:13]) for p in Checkpoints(directory).paths()]
+
+
+def metadata(directory) -> dict:
+    return json.loads((directory / "config.json").read_text())["metadata"]
+
+
+# ----------------------------------------------------------------------------- corpus (e)
+def test_readers_stream_smi_csv_and_csv_gz_by_column(tmp_path):
+    smi = tmp_path / "a.smi"
+    smi.write_text("CCO ethanol\n\nc1ccccc1\tbenzene\n")
+    csv_file = tmp_path / "b.csv"
+    csv_file.write_text("id,SMILES,other\n1,CCN,CCCl\n2,\"CC(=O)O\",C\n")
+    gz = tmp_path / "c.csv.gz"
+    with gzip.open(gz, "wt") as handle:
+        handle.write("name,smi2\nx,CCOC\ny,C1CC1\n")
+
+    assert list(Corpus([smi]).records()) == [(0, "CCO"), (1, ""), (2, "c1ccccc1")]
+    assert [s for _, s in Corpus([csv_file]).records()] == ["CCN", "CC(=O)O"]  # found by name
+    assert [s for _, s in Corpus([csv_file], column="other").records()] == ["CCCl", "C"]
+    assert [s for _, s in Corpus([gz], column="smi2").records()] == ["CCOC", "C1CC1"]
+    # Record numbers run on across files, and reading can start at any record.
+    assert list(Corpus([smi, gz], column="smi2").records(start=2)) == [(2, "c1ccccc1"), (3, "CCOC"),
+                                                                      (4, "C1CC1")]
+    with pytest.raises(CorpusError, match="no column 'nope'"):
+        Corpus([csv_file], column="nope")
+    with pytest.raises(CorpusError, match="unknown format"):
+        Corpus([tmp_path / "x.parquet"])
+    with pytest.raises(CorpusError, match="cannot read"):
+        Corpus([tmp_path / "missing.smi"])
+
+
+def test_bad_and_long_molecules_are_skipped_and_counted():
+    encoder = MoleculeEncoder(Standardizer(), Vocabulary.build(["CCO"]), max_length=6)
+    assert encoder("OCC")[1] == "CCO"
+    assert encoder("not a molecule") is None
+    assert encoder("CCCCCO") is None  # 8 tokens with <bos>/<eos>
+    assert encoder("CCN") is None  # N is not in the vocabulary
+    assert encoder.skipped == {"invalid": 1, "too_long": 1, "unknown_token": 1}
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_sharding_covers_every_training_record_once_and_no_validation_record(tmp_path, world_size):
+    path = tmp_path / "alcohols.smi"
+    path.write_text("\n".join(ALCOHOLS) + "\n")
+    corpus, split = Corpus([path]), HoldOut(every=5)
+    vocabulary = Vocabulary.build(ALCOHOLS)
+    validation = {ALCOHOLS[i] for i in range(0, 30, 5)}
+    per_rank = 24 // world_size
+    seen = []
+    for rank in range(world_size):
+        encoder = MoleculeEncoder(Standardizer(), vocabulary, max_length=40)
+        # One pool of batches of one molecule is exactly this rank's share of one epoch.
+        stream = BatchStream(corpus, split, encoder, batch_size=1, seed=0, rank=rank,
+                             world_size=world_size, pool_batches=per_rank)
+        batches = iter(stream)
+        seen.extend(vocabulary.decode(next(batches)[0]) for _ in range(per_rank))
+        assert stream.epoch == 0
+    assert len(seen) == 24
+    assert set(seen) == set(ALCOHOLS) - validation
+
+
+def take(stream_batches, n):
+    return [[list(ids) for ids in next(stream_batches)] for _ in range(n)]
+
+
+def make_stream(path):
+    vocabulary = Vocabulary.build(ALCOHOLS)
+    encoder = MoleculeEncoder(Standardizer(), vocabulary, max_length=40)
+    return BatchStream(Corpus([path]), HoldOut(every=7), encoder, batch_size=4, seed=3, pool_batches=2)
+
+
+def test_data_position_restores_the_same_batches(tmp_path):
+    path = tmp_path / "alcohols.smi"
+    path.write_text("\n".join(ALCOHOLS) + "\nnot-a-smiles\n")
+    stream = make_stream(path)
+    batches = iter(stream)
+    take(batches, 9)  # mid-pool, in the second epoch, after the bad record was met once
+    state = copy.deepcopy(stream.state_dict())
+    assert (state["epoch"], state["taken"], state["skipped"]) == (1, 1, {"invalid": 1})
+    expected = take(batches, 12)  # crosses pool and epoch boundaries
+    assert stream.epoch >= 2
+    # The position travels inside checkpoints, which are read with weights_only=True.
+    torch.save(state, tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+
+    resumed = make_stream(path)
+    resumed.load_state_dict(state)
+    assert take(iter(resumed), 12) == expected
+    assert resumed.encoder.skipped == stream.encoder.skipped  # skip counts are not counted twice
+    assert take(iter(make_stream(path)), 12) != expected  # the position, not the seed, did it
+
+
+def test_stream_reads_the_corpus_once_per_epoch_and_fails_clearly_without_molecules(tmp_path, monkeypatch):
+    path = tmp_path / "alcohols.smi"
+    path.write_text("\n".join(ALCOHOLS) + "\n")
+    stream = make_stream(path)
+    opened = []
+    records = Corpus.records
+    monkeypatch.setattr(Corpus, "records", lambda self, start=0: opened.append(start) or records(self, start))
+    batches = iter(stream)
+    take(batches, 12)  # 6 pools over 2 epochs of 25 training molecules
+    assert opened == [0, 0]  # never re-read from the start to find a pool's first record
+
+    path.write_text("not-a-smiles\nnor-this\n" * 3)
+    with pytest.raises(CorpusError, match=r"rank 0 of 1 found no usable training molecule.*'invalid': 10"):
+        next(iter(make_stream(path)))
+
+
+# ------------------------------------------------------------------------ checkpoints (c, d)
+def test_corrupt_newest_checkpoint_warns_and_previous_is_used(tmp_path):
+    checkpoints = Checkpoints(tmp_path, keep=3)
+    for step in (1, 2, 3):
+        checkpoints.save({key: step for key in ("step", "model", "optimizer", "scheduler", "ranks",
+                                                "config", "vocabulary", "standardizer")}, step)
+    newest = tmp_path / "step-00000003.pt"
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated, as by a crash mid-copy
+    with pytest.warns(CheckpointWarning, match=r"step-00000003\.pt.*falling back to step-00000002\.pt"):
+        path, state = checkpoints.load_latest()
+    assert path.name == "step-00000002.pt" and state["step"] == 2
+    assert (tmp_path / "step-00000003.pt.corrupt").exists()
+    for path in checkpoints.paths():
+        path.write_bytes(b"not a checkpoint")
+    with pytest.warns(CheckpointWarning), pytest.raises(CheckpointError, match="none of the checkpoints"):
+        checkpoints.load_latest()
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    checkpoints = Checkpoints(tmp_path, keep=3)
+    checkpoints.save({"step": 1}, 1)
+
+    def disk_full(obj, handle):
+        handle.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match=r"No space left.*earlier checkpoints are untouched"):
+        checkpoints.save({"step": 2}, 2)
+    assert [p.name for p in tmp_path.iterdir()] == ["step-00000001.pt"]  # no partial file either
+    assert torch.load(tmp_path / "step-00000001.pt", weights_only=True) == {"step": 1}
+
+
+def test_resume_after_corrupt_checkpoint_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    common = [DELANEY, "--output", str(out), *TINY, "--checkpoint-every-steps", "3"]
+    assert pretrain.main([*common, "--max-steps", "6"]) == 0
+    assert checkpoint_steps(out / "checkpoints") == [3, 6]
+    newest = out / "checkpoints" / "step-00000006.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+    capsys.readouterr()
+    with pytest.warns(CheckpointWarning, match="step-00000006.pt is unreadable"):
+        assert pretrain.main([*common, "--max-steps", "8", "--resume"]) == 0
+    assert re.search(r"resumed from \S*step-00000003\.pt at step 3\n", capsys.readouterr().out)
+    assert metadata(out)["pretraining"]["steps"] == 8
+    # Without --resume an existing run is never overwritten.
+    assert pretrain.main([*common, "--max-steps", "8"]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+
+
+def test_time_based_checkpoints_are_taken_at_logging_steps(tmp_path):
+    out = tmp_path / "run"
+    assert pretrain.main([DELANEY, "--output", str(out), *TINY, "--max-steps", "5", "--log-every", "2",
+                          "--checkpoint-every-steps", "1000", "--checkpoint-every-minutes", "1e-9"]) == 0
+    assert checkpoint_steps(out / "checkpoints") == [2, 4, 5]  # 5: the last step always is
+
+
+def test_vocabulary_can_come_from_an_existing_model(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert pretrain.main([DELANEY, "--output", str(first), *TINY, "--max-steps", "1"]) == 0
+    alcohols = tmp_path / "alcohols.smi"
+    alcohols.write_text("\n".join(ALCOHOLS) + "\n")
+    assert pretrain.main([str(alcohols), "--output", str(second), *TINY, "--max-steps", "1",
+                          "--vocab-from", str(first)]) == 0
+    vocabulary = json.loads((second / "vocab.json").read_text())
+    assert vocabulary == json.loads((first / "vocab.json").read_text())
+    assert len(vocabulary) > len(Vocabulary.build(ALCOHOLS))  # not learned from the alcohols
+
+
+def test_unwritable_output_is_a_clear_error_before_training(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    status = pretrain.main([DELANEY, "--output", str(blocker / "run"), *TINY, "--max-steps", "2"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert re.match(rf"cmim pretrain: error: cannot write to {re.escape(str(blocker))}", err)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["missing.smi"], "cannot read missing.smi"),
+    ([DELANEY, "--batch-size", "0"], "--batch-size: must be a positive integer"),
+    ([DELANEY, "--column", "nope"], "has no column 'nope'"),
+    ([DELANEY, "--d-model", "10", "--n-heads", "4"], "multiple of --n-heads"),
+    ([DELANEY, "--vocab-from", "no-such-model"], "--vocab-from: 'no-such-model' is neither"),
+])
+def test_user_errors_are_one_line_without_traceback(tmp_path, capsys, argv, message):
+    try:
+        status = cli.main(["pretrain", *argv, "--output", str(tmp_path / "run")])
+    except SystemExit as exit_:  # argparse's own errors
+        status = exit_.code
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.count("\n") == 1 and message in err and err.startswith("cmim pretrain: error:")
+
+
+def test_cli_dispatches_and_documents_pretrain(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["pretrain", "--help"])
+    assert exit_.value.code == 0
+    help_text = capsys.readouterr().out
+    for flag in ("--contrastive-weight", "--n-latents", "--resume", "--checkpoint-every-minutes", "--column"):
+        assert flag in help_text
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["no-such-command"])
+    assert exit_.value.code == 2
+
+
+# ------------------------------------------------------------------------------ resume (f, b)
+@pytest.mark.slow
+def test_resumed_run_matches_the_uninterrupted_run_exactly(tmp_path):
+    common = [DELANEY, *TINY, "--max-steps", "8", "--checkpoint-every-steps", "4"]
+    assert pretrain.main([*common, "--output", str(tmp_path / "a")]) == 0
+    (tmp_path / "b" / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "a" / "checkpoints" / "step-00000004.pt", tmp_path / "b" / "checkpoints")
+    assert pretrain.main([*common, "--output", str(tmp_path / "b"), "--resume"]) == 0
+    # Same batches, dropout masks and latent noise after the resume: bit-identical weights.
+    a, b = (load_pretrained(tmp_path / name).model.state_dict() for name in "ab")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    ranks_a = load_checkpoint(tmp_path / "a" / "checkpoints" / "step-00000008.pt")["ranks"]
+    ranks_b = load_checkpoint(tmp_path / "b" / "checkpoints" / "step-00000008.pt")["ranks"]
+    assert ranks_a[0]["data"] == ranks_b[0]["data"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    argv = ["-m", "sklearn_cmim.pretrain", DELANEY, "--output", str(out), *TINY, "--max-steps", "400",
+            "--checkpoint-every-steps", "10", "--validation-every", "1000", "--log-every", "50"]
+    process = subprocess.Popen([sys.executable, *argv], env=ENV, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        if checkpoint_steps(out / "checkpoints"):
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, process.stderr.read()
+    assert not (out / "config.json").exists()  # killed mid-training
+    last = checkpoint_steps(out / "checkpoints")[-1]
+    assert 10 <= last < 400
+
+    resumed = run_cli(*argv, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from {out / 'checkpoints' / f'step-{last:08d}.pt'} at step {last}\n" in resumed.stdout
+    assert metadata(out)["pretraining"]["steps"] == 400
+    assert checkpoint_steps(out / "checkpoints")[-1] == 400
+
+
+# ---------------------------------------------------------------------------------- DDP (a)
+@pytest.mark.slow
+def test_two_process_gloo_job_gathers_global_negatives_and_learns(tmp_path):
+    out = tmp_path / "ddp"
+    job = run_cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                  "-m", "sklearn_cmim.pretrain", DELANEY, "--output", str(out), *TINY, "--max-steps", "30",
+                  "--validation-every", "15", "--checkpoint-every-steps", "15", timeout=240)
+    assert job.returncode == 0, job.stderr
+    meta = metadata(out)
+    log = meta["training_log"]
+    # Each molecule is contrasted with every other molecule of both ranks' batches of 8.
+    assert [record["negatives"] for record in log] == [2 * 8 - 1] * len(log)
+    assert "15 negatives/molecule" in job.stdout
+    assert job.stdout.count("saved the model") == 1  # rank 0 alone logs and writes
+    assert log[-1]["total"] < log[0]["total"]
+    curve = meta["learning_curve"]
+    assert [point["molecules_seen"] for point in curve] == [15 * 16, 30 * 16]
+    assert curve[-1]["rec"] < curve[0]["rec"]
+    state = load_checkpoint(out / "checkpoints" / "step-00000030.pt")
+    assert state["world_size"] == 2 and len(state["ranks"]) == 2
+    assert state["ranks"][0]["data"] != state["ranks"][1]["data"]  # each rank kept its own position
+
+    smiles, _ = load_esol()
+    cmim = CMIMTransformer(pretrained=str(out), max_epochs=0, errors="nan").fit(smiles[:50])
+    assert cmim.transform(smiles[:10]).shape == (10, 8 + 16)
+
+
+def _contrast_across_ranks(rank, world_size, directory):
+    dist.init_process_group("gloo", init_method=f"file://{directory}/rendezvous", rank=rank,
+                            world_size=world_size)
+    codes = torch.randn(6, 1, 4, generator=torch.Generator().manual_seed(0))  # the global batch
+    local = codes[3 * rank:3 * rank + 3].clone().requires_grad_()
+    contrastive_loss(local, 0.1, *LatentGather(Context(rank, world_size))(local)).backward()
+    torch.save(local.grad, f"{directory}/grad{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_gathered_negatives_give_the_global_batch_loss_and_gradient(tmp_path):
+    mp.spawn(_contrast_across_ranks, args=(2, str(tmp_path)), nprocs=2)
+    codes = torch.randn(6, 1, 4, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    contrastive_loss(codes, 0.1).backward()
+    # DDP averages the ranks' gradients, so each rank's share is world_size x the global gradient.
+    ranks = torch.cat([torch.load(tmp_path / f"grad{rank}.pt") for rank in (0, 1)])
+    torch.testing.assert_close(ranks / 2, codes.grad)
