@@ -15,6 +15,8 @@ from torch import nn
 
 __all__ = ["CMIMModel", "ModelConfig"]
 
+UNK_ID = 3  # tokenizer.Vocabulary.unk_id; ids above it are ordinary tokens
+
 
 @dataclass
 class ModelConfig:
@@ -26,11 +28,14 @@ class ModelConfig:
     d_ff: int = 1024
     n_encoder_layers: int = 2
     n_decoder_layers: int = 4
-    n_latents: int = 1
-    latent_dim: int = 128
+    n_latents: int = 8
+    latent_dim: int = 32
     max_length: int = 128
     dropout: float = 0.1
     min_logvar: float = -6.0
+    # Share of decoder input tokens replaced by <unk> in training, so that the decoder must read
+    # the molecule from z instead of guessing it from its own prefix (word dropout).
+    decoder_token_dropout: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,11 +52,18 @@ class Attention(nn.Module):
         self.out = nn.Linear(config.d_model, config.d_model)
         self.dropout = config.dropout
 
-    def forward(self, x, context, key_padding_mask=None, causal=False):
+    def forward(self, x, context, key_padding_mask=None, causal=False, cache=None):
+        """``cache`` (a dict) serves incremental decoding: keys and values of earlier steps are
+        kept in it, and ``x`` holds only the new positions, which may see all of them."""
         b, t, h = x.shape
         q = self.query(x).view(b, t, self.n_heads, -1).transpose(1, 2)
         k, v = self.key_value(context).view(b, context.shape[1], 2, self.n_heads, -1).unbind(2)
         k, v = k.transpose(1, 2), v.transpose(1, 2)
+        if cache is not None:
+            if cache:
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+                causal = causal and t > 1
+            cache["k"], cache["v"] = k, v
         mask = None
         if key_padding_mask is not None:  # True where the key is a real token
             mask = key_padding_mask[:, None, None, :]
@@ -104,11 +116,11 @@ class DecoderBlock(nn.Module):
         self.norm_ff = nn.LayerNorm(config.d_model)
         self.ff = FeedForward(config)
 
-    def forward(self, x, memory):
+    def forward(self, x, memory, cache=None):
         h = self.norm_self(x)
         # Causal masking alone suffices: padding sits after the real tokens, so real positions never
         # see it, and the outputs at padded positions are ignored by the loss and the pooling.
-        x = x + self.self_attn(h, h, causal=True)
+        x = x + self.self_attn(h, h, causal=True, cache=cache)
         x = x + self.cross(self.norm_cross(x), memory)
         return x + self.ff(self.norm_ff(x))
 
@@ -138,12 +150,15 @@ class Decoder(nn.Module):
         self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.n_decoder_layers))
         self.norm = nn.LayerNorm(config.d_model)
 
-    def forward(self, x, z, all_layers=False):
-        """Hidden states (B, T, H) after the final norm, or a list with one per block if asked."""
+    def forward(self, x, z, all_layers=False, caches=None):
+        """Hidden states (B, T, H) after the final norm, or a list with one per block if asked.
+
+        ``caches`` (one dict per block) makes ``x`` the continuation of earlier calls.
+        """
         memory = self.latent_to_memory(z)
         states = []
-        for block in self.blocks:
-            x = block(x, memory)
+        for i, block in enumerate(self.blocks):
+            x = block(x, memory, None if caches is None else caches[i])
             states.append(x)
         if all_layers:
             return [self.norm(s) for s in states]
@@ -175,8 +190,8 @@ class CMIMModel(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def embed(self, ids):
-        positions = torch.arange(ids.shape[1], device=ids.device)
+    def embed(self, ids, start: int = 0):
+        positions = torch.arange(start, start + ids.shape[1], device=ids.device)
         return self.dropout(self.token_embedding(ids) + self.position_embedding(positions))
 
     def encode(self, ids):
@@ -199,17 +214,27 @@ class CMIMModel(nn.Module):
         """
         mu, logvar = self.encode(ids)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        logits = self.logits(self.decoder_states(ids[:, :-1], z))
+        inputs = ids[:, :-1]
+        if self.training and self.config.decoder_token_dropout > 0:
+            drop = torch.rand(inputs.shape, device=inputs.device) < self.config.decoder_token_dropout
+            drop[:, 0] = False  # keep <bos>
+            inputs = inputs.masked_fill(drop & (inputs > UNK_ID), UNK_ID)
+        logits = self.logits(self.decoder_states(inputs, z))
         return z, mu, logvar, logits
 
     @torch.no_grad()
     def generate(self, z, bos_id, eos_id, max_length=None):
-        """Greedy decoding from latents z (B, K, D); returns ids (B, <= max_length) without <bos>."""
+        """Greedy decoding from latents z (B, K, D); returns ids (B, <= max_length) without <bos>.
+
+        Keys and values of earlier positions are cached, so each step costs one position.
+        """
         max_length = max_length or self.config.max_length
         ids = torch.full((z.shape[0], 1), bos_id, dtype=torch.long, device=z.device)
         finished = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
-        for _ in range(max_length - 1):
-            next_id = self.logits(self.decoder_states(ids, z)[:, -1]).argmax(-1)
+        caches = [{} for _ in self.decoder.blocks]
+        for position in range(max_length - 1):
+            states = self.decoder(self.embed(ids[:, -1:], start=position), z, caches=caches)
+            next_id = self.logits(states[:, -1]).argmax(-1)
             next_id = torch.where(finished, torch.full_like(next_id, eos_id), next_id)
             ids = torch.cat([ids, next_id[:, None]], dim=1)
             finished |= next_id == eos_id

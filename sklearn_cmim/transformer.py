@@ -54,9 +54,11 @@ class CMIMTransformer(TransformerMixin, BaseEstimator):
         mean of the same molecule (the encoder's noise as the second view).
     d_model, n_heads, d_ff, n_encoder_layers, n_decoder_layers : int
         Transformer width, attention heads, feed-forward width and depths.
-    n_latents : int, default=1
-        K, the number of Perceiver latent queries (and latent vectors).
-    latent_dim : int, default=128
+    n_latents : int, default=8
+        K, the number of Perceiver latent queries (and latent vectors). Several latents let the
+        decoder attend to different parts of the code, which measurably speeds up learning to
+        reconstruct on a small compute budget (``benchmarks/architecture.py``); MolMIM uses 1.
+    latent_dim : int, default=32
         D, the size of each latent vector; the latent embedding has K x D values.
     dropout : float, default=0.1
     max_length : int, default=128
@@ -112,7 +114,7 @@ class CMIMTransformer(TransformerMixin, BaseEstimator):
     >>> from sklearn_cmim import CMIMTransformer
     >>> smiles = ["CCO", "CCN", "c1ccccc1", "CC(=O)O"]
     >>> cmim = CMIMTransformer(d_model=32, d_ff=64, n_decoder_layers=1, n_encoder_layers=1,
-    ...                        latent_dim=8, max_epochs=2, random_state=0)
+    ...                        n_latents=1, latent_dim=8, max_epochs=2, random_state=0)
     >>> cmim.fit_transform(smiles).shape
     (4, 40)
     >>> cmim.set_params(embedding="latent").transform(["CCCO"]).shape
@@ -121,7 +123,7 @@ class CMIMTransformer(TransformerMixin, BaseEstimator):
 
     def __init__(self, *, pretrained=None, contrastive_weight=1.0, temperature=0.1,
                  contrastive_positive="self", d_model=256, n_heads=4, d_ff=1024,
-                 n_encoder_layers=2, n_decoder_layers=4, n_latents=1, latent_dim=128,
+                 n_encoder_layers=2, n_decoder_layers=4, n_latents=8, latent_dim=32,
                  dropout=0.1, max_length=128, max_epochs=10, batch_size=64, learning_rate=5e-4,
                  weight_decay=1e-3, mim_warmup_steps=1000, inference_batch_size=256,
                  embedding="informative", informative_layers="last", informative_pooling="mean",

@@ -6,7 +6,8 @@ from sklearn_cmim import CMIMTransformer
 from sklearn_cmim.datasets import load_esol
 
 # Small enough that a fit over a few dozen molecules takes well under a second.
-TINY = dict(d_model=32, n_heads=2, d_ff=64, n_encoder_layers=1, n_decoder_layers=1, latent_dim=8,
+TINY = dict(d_model=32, n_heads=2, d_ff=64, n_encoder_layers=1, n_decoder_layers=1, n_latents=1,
+            latent_dim=8,
             max_epochs=2, batch_size=8, random_state=0)
 
 

@@ -68,3 +68,17 @@ def test_generate_stops_at_eos_and_respects_max_length():
 
 def test_flops_per_token_grows_with_depth():
     assert tiny_model(n_decoder_layers=4).flops_per_token(30) > tiny_model().flops_per_token(30)
+
+
+def test_cached_decoding_matches_full_recomputation():
+    model = tiny_model()
+    z = torch.randn(4, 2, 4)
+    cached = model.generate(z, bos_id=1, eos_id=2, max_length=12)
+    ids = torch.ones(4, 1, dtype=torch.long)
+    for _ in range(cached.shape[1]):  # the same greedy loop, recomputing every position each step
+        next_id = model.logits(model.decoder_states(ids, z)[:, -1]).argmax(-1)
+        ids = torch.cat([ids, next_id[:, None]], dim=1)
+    finished = torch.cumsum(ids[:, 1:] == 2, dim=1) > 0
+    shifted = torch.cat([torch.zeros(4, 1, dtype=torch.bool), finished[:, :-1]], dim=1)
+    expected = ids[:, 1:].masked_fill(shifted, 2)  # after <eos>, generate pads with <eos>
+    torch.testing.assert_close(cached, expected)
