@@ -21,6 +21,7 @@ __all__ = ["COMMANDS", "ArgumentParser", "HelpFormatter", "checked", "device_nam
 COMMANDS = {
     "demo": ("sklearn_cmim.demo", "bundled cMIM embeddings against ECFP4 on ESOL, offline"),
     "pretrain": ("sklearn_cmim.pretrain", "pretrain a cMIM model on SMILES files (also under torchrun)"),
+    "export": ("sklearn_cmim.export", "turn a pretraining checkpoint into a model directory"),
 }
 
 

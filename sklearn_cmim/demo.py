@@ -10,13 +10,16 @@ import argparse
 import time
 
 import numpy as np
-from sklearn.model_selection import KFold, cross_val_score
+from sklearn.base import clone
+from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVR
 
+from .cli import ArgumentParser, HelpFormatter, report_error
 from .datasets import load_esol
 from .fingerprints import ECFPTransformer
+from .persistence import load_pretrained
 from .progress import progress
 from .transformer import CMIMTransformer
 
@@ -24,8 +27,6 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser(prog: str = "cmim demo") -> argparse.ArgumentParser:
-    from .cli import ArgumentParser, HelpFormatter
-
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", default="cmim-moses", help="bundled model name or model directory")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds")
@@ -46,6 +47,10 @@ def candidates(model: str) -> dict[str, Pipeline]:
 
 def main(argv=None, prog: str = "cmim demo") -> int:
     args = build_parser(prog).parse_args(argv)
+    try:
+        load_pretrained(args.model)  # fail now, in one line, rather than inside the first fold
+    except (FileNotFoundError, ValueError) as error:
+        return report_error(prog, error)
     smiles, y = load_esol()
     if args.molecules:
         smiles, y = smiles[: args.molecules], y[: args.molecules]
@@ -53,10 +58,13 @@ def main(argv=None, prog: str = "cmim demo") -> int:
     print(f"ESOL aqueous solubility: {len(smiles)} molecules, {args.folds}-fold CV, "
           "head = StandardScaler + SVR(C=5)")
     start = time.perf_counter()
-    results = {}
-    for name, pipe in progress(candidates(args.model).items(), total=3, label="models"):
-        scores = cross_val_score(pipe, smiles, y, cv=folds, scoring="neg_root_mean_squared_error")
-        results[name] = -scores
+    smiles = np.asarray(smiles, dtype=object)
+    jobs = [(name, pipe, train, test) for name, pipe in candidates(args.model).items()
+            for train, test in folds.split(smiles)]
+    results: dict[str, list[float]] = {}
+    for name, pipe, train, test in progress(jobs, label="cross-validation", enabled=True):
+        predicted = clone(pipe).fit(smiles[train], y[train]).predict(smiles[test])
+        results.setdefault(name, []).append(float(np.sqrt(np.mean((predicted - y[test]) ** 2))))
     print(f"\n{'features':<40}{'RMSE (log mol/L)':>20}")
     for name, rmse in results.items():
         print(f"{name:<40}{np.mean(rmse):>12.3f} ± {np.std(rmse):.3f}")

@@ -1,0 +1,29 @@
+"""Shipping a model mid-run: a checkpoint exported with ``cmim export`` is the model it holds."""
+
+import numpy as np
+
+from sklearn_cmim import CMIMTransformer, cli
+from sklearn_cmim.persistence import load_pretrained
+from tests.test_pretrain import DELANEY, TINY
+
+
+def test_exported_checkpoint_equals_the_finished_run(tmp_path, esol):
+    run = tmp_path / "run"
+    assert cli.main(["pretrain", DELANEY, "--output", str(run), *TINY, "--max-steps", "6",
+                     "--checkpoint-every-steps", "6"]) == 0
+    checkpoint = next((run / "checkpoints").glob("step-*.pt"))
+    assert cli.main(["export", str(checkpoint), str(tmp_path / "exported")]) == 0
+    smiles = esol[0][:16]
+    finished = CMIMTransformer(pretrained=run, max_epochs=0, errors="nan").fit(smiles)
+    exported = CMIMTransformer(pretrained=tmp_path / "exported", max_epochs=0, errors="nan").fit(smiles)
+    np.testing.assert_array_equal(exported.transform(smiles), finished.transform(smiles))
+    meta = load_pretrained(tmp_path / "exported").metadata
+    assert meta["pretraining"]["steps"] == 6 and meta["pretraining"]["molecules_seen"] == 48
+    assert meta["learning_curve"] == load_pretrained(run).metadata["learning_curve"]
+
+
+def test_exporting_a_damaged_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "step-00000001.pt"
+    bad.write_bytes(b"garbage")
+    assert cli.main(["export", str(bad), str(tmp_path / "out")]) == 2
+    assert "unreadable" in capsys.readouterr().err
