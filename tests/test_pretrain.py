@@ -30,7 +30,8 @@ from sklearn_cmim.tokenizer import Vocabulary
 
 DELANEY = str(DATA_DIR / "delaney.csv")
 TINY = ["--d-model", "16", "--n-heads", "2", "--d-ff", "32", "--n-encoder-layers", "1",
-        "--n-decoder-layers", "1", "--latent-dim", "8", "--max-length", "48", "--precision", "fp32",
+        "--n-decoder-layers", "1", "--n-latents", "1", "--latent-dim", "8", "--max-length", "48",
+        "--precision", "fp32",
         "--device", "cpu", "--mim-warmup-steps", "0", "--learning-rate", "3e-3", "--holdout-every", "10",
         "--validation-size", "8", "--log-every", "5", "--batch-size", "8"]
 # One thread per process: the test machines have two cores, and a 2-process job must not oversubscribe.
