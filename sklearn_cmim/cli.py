@@ -22,6 +22,9 @@ COMMANDS = {
     "demo": ("sklearn_cmim.demo", "bundled cMIM embeddings against ECFP4 on ESOL, offline"),
     "pretrain": ("sklearn_cmim.pretrain", "pretrain a cMIM model on SMILES files (also under torchrun)"),
     "export": ("sklearn_cmim.export", "turn a pretraining checkpoint into a model directory"),
+    "embed": ("sklearn_cmim.embed", "embed every molecule of a SMILES file into .npy or .csv, streamed"),
+    "sample": ("sklearn_cmim.sample", "decode molecules from the prior or around given molecules"),
+    "reconstruct": ("sklearn_cmim.reconstruct", "encode and decode a SMILES file; exact-match accuracy"),
 }
 
 

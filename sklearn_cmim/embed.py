@@ -1,0 +1,192 @@
+"""``cmim embed``: embed every molecule of a SMILES file, streamed in chunks to .npy or .csv.
+
+    cmim embed molecules.smi --output embeddings.npy
+    cmim embed library.csv.gz --column canonical_smiles --embedding latent --output latents.csv
+
+Memory stays flat however long the file is: molecules are read, embedded and written a chunk
+at a time (a first pass, which parses no molecule, counts them to size the .npy file). Row i of
+the output is record i of the input; a .csv output starts with the input SMILES as given.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .cli import ArgumentParser, HelpFormatter, device_name, positive_int, report_error
+from .progress import progress
+from .smiles_files import chunked, count_smiles, read_smiles, written_atomically
+from .transformer import CMIMTransformer
+
+__all__ = ["ChunkEmbedder", "UnreadableMolecule", "build_parser", "embed_file", "load_model", "main"]
+
+# With max_epochs=0, fit only loads the model, so one molecule every vocabulary knows will do.
+LOAD_ONLY = ["C"]
+
+
+def load_model(model: str, **params) -> CMIMTransformer:
+    """A bundled model (by name) or a model directory, loaded and ready to transform.
+
+    Parameters
+    ----------
+    model : str
+        A name from :func:`sklearn_cmim.list_pretrained` or a ``save_pretrained`` directory.
+    **params
+        Further :class:`CMIMTransformer` parameters (``embedding``, ``device`` ...).
+
+    Returns
+    -------
+    model : CMIMTransformer
+        Fitted, with ``errors="nan"``: callers apply their own policy to bad molecules.
+    """
+    return CMIMTransformer(pretrained=model, max_epochs=0, errors="nan", **params).fit(LOAD_ONLY)
+
+
+class UnreadableMolecule(ValueError):
+    """A molecule in an input the model cannot read, under ``--errors raise``."""
+
+
+class ChunkEmbedder:
+    """Embeds chunks of ``(line, SMILES)`` records under an ``--errors`` policy, counting bad ones.
+
+    Parameters
+    ----------
+    model : CMIMTransformer
+        Loaded by :func:`load_model`, so that bad molecules come back as NaN rows.
+    errors : {"raise", "nan"}
+        "raise": the first bad molecule raises :class:`UnreadableMolecule`; "nan": it keeps its
+        NaN row.
+    where : str
+        Where a record is, as a template for its line number, e.g. ``"line {} of in.smi"``.
+    """
+
+    def __init__(self, model: CMIMTransformer, errors: str, where: str):
+        self.model = model
+        self.errors = errors
+        self.where = where
+        self.n_bad = 0
+
+    def __call__(self, chunk: list[tuple[int, str]]) -> np.ndarray:
+        X = self.model.transform([smiles for _, smiles in chunk])
+        bad = np.flatnonzero(np.isnan(X).all(axis=1))
+        if bad.size and self.errors == "raise":
+            line, smiles = chunk[bad[0]]
+            raise UnreadableMolecule(f"{self.where.format(line)}: {smiles!r} cannot be read: "
+                                     f"{self.problem(smiles)}")
+        self.n_bad += bad.size
+        return X
+
+    def problem(self, smiles: str) -> str:
+        """Why the model cannot read ``smiles``: the checks ``transform`` makes, in its order."""
+        model = self.model
+        try:
+            tokens = len(model.vocabulary_.encode(model.standardizer_(smiles)))
+        except ValueError as error:  # not a molecule, or characters the tokenizer cannot read
+            return str(error)
+        return f"it is {tokens} tokens long, over the model's max_length={model.model_.config.max_length}"
+
+
+def write_npy(path: Path, embedded, n_rows: int, names: list[str]) -> None:
+    # A memory-mapped .npy of the final shape takes each chunk where it belongs.
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_rows, len(names)))
+    start = 0
+    for _, X in embedded:
+        out[start:start + len(X)] = X
+        start += len(X)
+    out.flush()
+
+
+def write_csv(path: Path, embedded, n_rows: int, names: list[str]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["smiles", *names])
+        for chunk, X in embedded:
+            # Nine significant digits give every float32 back exactly.
+            writer.writerows([smiles, *(f"{v:.9g}" for v in row)]
+                             for (_, smiles), row in zip(chunk, X, strict=True))
+
+
+WRITERS = {".npy": write_npy, ".csv": write_csv}
+
+
+def embed_file(model: CMIMTransformer, source, output, column: str | None = None,
+               errors: str = "raise", chunk_size: int = 10_000) -> tuple[int, int]:
+    """Embed every molecule of a SMILES file into a ``.npy`` or ``.csv`` file, a chunk at a time.
+
+    Parameters
+    ----------
+    model : CMIMTransformer
+        Loaded by :func:`load_model`.
+    source, output : str or path
+        The SMILES file (see :func:`~sklearn_cmim.smiles_files.read_smiles`) and the ``.npy``
+        (float32 array) or ``.csv`` (input SMILES, then one column per feature) to write.
+    column : str, optional
+        CSV column holding the SMILES.
+    errors : {"raise", "nan"}, default="raise"
+        Bad molecules raise :class:`UnreadableMolecule` (and nothing is written), or get NaN rows.
+    chunk_size : int, default=10000
+        Molecules read, embedded and written at a time; peak memory grows with it, not with the file.
+
+    Returns
+    -------
+    n_rows, n_bad : int
+        Molecules written, and those among them that got NaN rows.
+    """
+    output = Path(output)
+    writer = WRITERS.get(output.suffix.lower())
+    if writer is None:
+        raise ValueError(f"the output must be a .npy or .csv file, got {output}")
+    n_rows = count_smiles(source, column)
+    if n_rows == 0:
+        raise ValueError(f"{source} holds no molecules")
+    embed = ChunkEmbedder(model, errors, f"line {{}} of {source}")
+    n_chunks = -(-n_rows // chunk_size)
+    chunks = progress(chunked(read_smiles(source, column), chunk_size), total=n_chunks,
+                      label="embedding", enabled=None if n_chunks > 1 else False)
+    with written_atomically(output) as temporary:
+        writer(temporary, ((chunk, embed(chunk)) for chunk in chunks), n_rows,
+               list(model.get_feature_names_out()))
+    return n_rows, embed.n_bad
+
+
+def build_parser(prog: str = "cmim embed") -> ArgumentParser:
+    parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("input", type=Path, help="SMILES file: .smi, .txt or .csv, optionally .gz")
+    parser.add_argument("--output", type=Path, required=True, help="embeddings to write: .npy or .csv")
+    parser.add_argument("--model", default="cmim-moses", help="bundled model name or model directory")
+    parser.add_argument("--embedding", choices=("informative", "latent"), default="informative",
+                        help="decoder-state informative embeddings, or the latent mean")
+    parser.add_argument("--column", help="CSV column with the SMILES (default: 'smiles', else the first)")
+    parser.add_argument("--errors", choices=("raise", "nan"), default="raise",
+                        help="a bad molecule stops the run, or gets a NaN row")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="molecules per forward pass")
+    parser.add_argument("--chunk-size", type=positive_int, default=10_000,
+                        help="molecules read, embedded and written at a time")
+    parser.add_argument("--device", type=device_name, help="torch device (default: cuda, then mps, then cpu)")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="auto: bf16 where the hardware has it; fp32 makes embeddings independent "
+                             "of how molecules are batched, up to rounding")
+    return parser
+
+
+def main(argv=None, prog: str = "cmim embed") -> int:
+    args = build_parser(prog).parse_args(argv)
+    if args.output.suffix.lower() not in WRITERS:  # before loading the model
+        return report_error(prog, f"--output must end in .npy or .csv, got {args.output}")
+    try:
+        read_smiles(args.input, args.column)  # a bad path or column fails here, before the model loads
+        model = load_model(args.model, embedding=args.embedding, inference_batch_size=args.batch_size,
+                           device=args.device, precision=args.precision)
+        n_rows, n_bad = embed_file(model, args.input, args.output, args.column, args.errors, args.chunk_size)
+    except UnreadableMolecule as error:
+        return report_error(prog, f"{error} (with --errors nan it gets a NaN row)")
+    except (OSError, ValueError) as error:
+        return report_error(prog, error)
+    if n_bad:
+        print(f"{prog}: {n_bad} of {n_rows} molecules could not be read; their rows are NaN",
+              file=sys.stderr)
+    print(f"wrote {args.output}")
+    return 0

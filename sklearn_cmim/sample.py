@@ -1,0 +1,114 @@
+"""``cmim sample``: decode molecules from the prior, or from latents perturbed around given molecules.
+
+    cmim sample --n 100 --random-state 0 --output prior.smi
+    cmim sample --n 10 --around "CC(=O)Oc1ccccc1C(=O)O" --sigma 0.5
+
+From the prior, each molecule is decoded greedily from a latent drawn from N(0, I). With
+--around (or --around-file), --n molecules are decoded around each given molecule, in the
+order given, from its latent mean plus sigma * N(0, I) noise. One SMILES per line; the last
+line on stderr says how many are valid (RDKit parses them) and how many of those are unique.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+from .chem import canonical_smiles
+from .cli import (
+    ArgumentParser,
+    HelpFormatter,
+    device_name,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    report_error,
+)
+from .embed import ChunkEmbedder, load_model
+from .smiles_files import read_smiles, text_output
+from .transformer import CMIMTransformer
+
+__all__ = ["build_parser", "main", "sample_around", "summary"]
+
+
+def sample_around(model: CMIMTransformer, latents: np.ndarray, n: int, sigma: float,
+                  random_state=None) -> np.ndarray:
+    """Decode ``n`` molecules around each latent vector, from the latent plus ``sigma`` * N(0, I).
+
+    Parameters
+    ----------
+    model : CMIMTransformer
+        A fitted model.
+    latents : ndarray of shape (n_molecules, K x D)
+        Latent means, e.g. ``transform`` with ``embedding="latent"``.
+    n : int
+        Molecules per latent.
+    sigma : float
+        Standard deviation of the noise, in units of the prior's.
+    random_state : int, RandomState instance or None
+
+    Returns
+    -------
+    smiles : ndarray of str (object), shape (n_molecules * n,)
+        The ``n`` molecules of the first latent, then those of the second, and so on.
+    """
+    rng = check_random_state(random_state)
+    centres = np.repeat(latents, n, axis=0)
+    return model.inverse_transform((centres + sigma * rng.standard_normal(centres.shape)).astype(np.float32))
+
+
+def summary(smiles) -> str:
+    """A line saying how many molecules are valid (RDKit parses them) and how many are unique.
+
+    Examples
+    --------
+    >>> summary(["CCO", "OCC", "C1C", "c1ccccc1"])
+    '4 molecules: 3 valid (75.0%), 2 unique among the valid (66.7%)'
+    """
+    canonical = [c for c in map(canonical_smiles, smiles) if c is not None]
+    n_valid, n_unique = len(canonical), len(set(canonical))
+    return (f"{len(smiles)} molecules: {n_valid} valid ({n_valid / len(smiles):.1%}), {n_unique} "
+            f"unique among the valid ({n_unique / max(n_valid, 1):.1%})")
+
+
+def build_parser(prog: str = "cmim sample") -> ArgumentParser:
+    parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--n", type=positive_int, required=True,
+                        help="molecules to decode (around each given molecule, with --around)")
+    parser.add_argument("--model", default="cmim-moses", help="bundled model name or model directory")
+    around = parser.add_mutually_exclusive_group()
+    around.add_argument("--around", nargs="+", metavar="SMILES", help="sample around these molecules")
+    around.add_argument("--around-file", type=Path, metavar="FILE",
+                        help="sample around the molecules of this SMILES file (.smi, .txt or .csv)")
+    parser.add_argument("--sigma", type=positive_float, default=0.5,
+                        help="standard deviation of the noise added to each molecule's latent")
+    parser.add_argument("--random-state", type=non_negative_int, help="seed, for reproducible samples")
+    parser.add_argument("--output", type=Path, help="file to write the SMILES to (default: stdout)")
+    parser.add_argument("--device", type=device_name, help="torch device (default: cuda, then mps, then cpu)")
+    return parser
+
+
+def main(argv=None, prog: str = "cmim sample") -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        if args.around_file is not None:
+            seeds, where = list(read_smiles(args.around_file)), f"line {{}} of {args.around_file}"
+            if not seeds:
+                raise ValueError(f"{args.around_file} holds no molecules")
+        else:
+            seeds, where = list(enumerate(args.around or [], 1)), "--around molecule {}"
+        model = load_model(args.model, embedding="latent", device=args.device)
+        if seeds:
+            latents = ChunkEmbedder(model, "raise", where)(seeds)
+            smiles = sample_around(model, latents, args.n, args.sigma, args.random_state)
+        else:
+            smiles = model.sample(args.n, random_state=args.random_state)
+        with text_output(args.output) as handle:
+            handle.writelines(f"{s}\n" for s in smiles)
+    except (OSError, ValueError) as error:
+        return report_error(prog, error)
+    print(summary(smiles), file=sys.stderr)
+    return 0

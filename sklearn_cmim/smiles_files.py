@@ -1,0 +1,102 @@
+"""SMILES files in, result files out, for the commands that go through a file molecule by molecule.
+
+Inputs are read by :class:`~sklearn_cmim.corpus.Corpus` (``.smi``/``.txt``/``.csv``, optionally
+gzipped), one record at a time and numbered by line, so that an error can point into the file.
+Outputs go to a temporary file beside the target that is renamed at the end, so a run that
+fails leaves no partial file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from itertools import islice
+from pathlib import Path
+
+from .corpus import Corpus
+
+__all__ = ["chunked", "count_smiles", "read_smiles", "text_output", "written_atomically"]
+
+
+def read_smiles(path: str | os.PathLike, column: str | None = None) -> Iterator[tuple[int, str]]:
+    """``(line number, SMILES)`` for every record of a SMILES file, streamed.
+
+    Parameters
+    ----------
+    path : str or path
+        A ``.smi`` or ``.txt`` file (first whitespace-separated field of each line) or a ``.csv``
+        file, each optionally gzip-compressed (``.csv.gz``).
+    column : str, optional
+        CSV column holding the SMILES. Default: a column named ``smiles`` (any case), else the first.
+
+    Returns
+    -------
+    records : iterator of (int, str)
+        Line numbers count from 1 and include a CSV's header line (one line per CSV row is
+        assumed: SMILES hold no newlines). An empty line gives an empty string, so that records
+        stay aligned with lines.
+
+    Raises
+    ------
+    CorpusError
+        At once rather than on first iteration: a missing file, an unknown format or column.
+
+    Examples
+    --------
+    >>> from sklearn_cmim.datasets import DATA_DIR
+    >>> next(read_smiles(DATA_DIR / "delaney.csv"))
+    (2, 'OCC3OC(OCC2OC(OC(C#N)c1ccccc1)C(O)C(O)C2O)C(O)C(O)C3O')
+    """
+    corpus = Corpus([path], column)  # opens the file now, so a bad path or column fails here
+    first_line = 1 if corpus.columns[0] is None else 2
+    return ((first_line + record, smiles) for record, smiles in corpus.records())
+
+
+def count_smiles(path: str | os.PathLike, column: str | None = None) -> int:
+    """The number of records in a SMILES file (a pass that parses no molecule)."""
+    return sum(1 for _ in read_smiles(path, column))
+
+
+def chunked(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of ``size`` items (the last one shorter), read lazily.
+
+    Examples
+    --------
+    >>> list(chunked(range(5), 2))
+    [[0, 1], [2, 3], [4]]
+    """
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+@contextmanager
+def written_atomically(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``, renamed to ``path`` if the block succeeds, else deleted.
+
+    The temporary file sits in the target's directory so that the rename is atomic.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist")
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+@contextmanager
+def text_output(path: str | os.PathLike | None):
+    """A text stream: stdout for ``None``, else the file ``path``, written atomically."""
+    if path is None:
+        yield sys.stdout
+        return
+    with written_atomically(path) as temporary, open(temporary, "w") as handle:
+        yield handle

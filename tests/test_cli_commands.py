@@ -1,0 +1,197 @@
+"""``cmim embed``, ``cmim sample`` and ``cmim reconstruct`` against the estimator they wrap."""
+
+import csv
+import gzip
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sklearn_cmim import CMIMTransformer, cli
+from tests.conftest import TINY
+
+# A model that learns to give a few of these alcohols and amines back within a second of training,
+# so that reconstruction accuracy is not trivially zero.
+ALCOHOLS = ["C" * n + "O" for n in range(1, 9)] + ["C" * n + "N" for n in range(1, 9)]
+DECODER = {**TINY, "max_epochs": 60, "learning_rate": 3e-3, "mim_warmup_steps": 0, "max_length": 16}
+
+
+def run(capsys, *argv):
+    """``cmim ARGV`` in-process: (exit status, stdout, stderr), argparse's own exits included."""
+    try:
+        status = cli.main([str(a) for a in argv])
+    except SystemExit as exit_:
+        status = exit_.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def reference(model, smiles, **params):
+    return CMIMTransformer(pretrained=model, max_epochs=0, **params).fit(smiles)
+
+
+@pytest.fixture(scope="module")
+def model(fitted, tmp_path_factory):
+    """The session's tiny model (TINY fitted on 24 ESOL molecules) as a model directory."""
+    return fitted.save_pretrained(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def smi(smiles, tmp_path_factory):
+    """The 24 molecules as a .smi file, each followed by a name."""
+    path = tmp_path_factory.mktemp("inputs") / "molecules.smi"
+    path.write_text("".join(f"{s} mol{i}\n" for i, s in enumerate(smiles)))
+    return path
+
+
+def test_embed_to_npy_is_the_estimators_transform(capsys, model, smi, smiles, tmp_path):
+    status, out, _ = run(capsys, "embed", smi, "--output", tmp_path / "x.npy", "--model", model)
+    assert status == 0 and out == f"wrote {tmp_path / 'x.npy'}\n"
+    X = np.load(tmp_path / "x.npy")
+    assert X.dtype == np.float32
+    np.testing.assert_array_equal(X, reference(model, smiles[:3]).transform(smiles))
+    assert os.listdir(tmp_path) == ["x.npy"]  # no temporary file left behind
+
+
+def test_embed_to_csv_names_its_columns_and_keeps_the_input_smiles(capsys, model, smiles, tmp_path):
+    source = tmp_path / "in.csv"
+    with open(source, "w", newline="") as handle:  # the SMILES column is found by its name
+        csv.writer(handle).writerows([["name", "SMILES"], *([f"m{i}", s] for i, s in enumerate(smiles))])
+    status, _, _ = run(capsys, "embed", source, "--output", tmp_path / "x.csv", "--model", model,
+                       "--embedding", "latent")
+    assert status == 0
+    with open(tmp_path / "x.csv", newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    estimator = reference(model, smiles, embedding="latent")
+    assert header == ["smiles", *estimator.get_feature_names_out()]
+    assert [row[0] for row in rows] == smiles
+    values = np.array([row[1:] for row in rows], dtype=np.float32)
+    np.testing.assert_array_equal(values, estimator.transform(smiles))  # float32 round-trips
+
+
+def test_embedding_in_small_chunks_changes_nothing(capsys, model, smiles, tmp_path):
+    source = tmp_path / "in.csv.gz"
+    with gzip.open(source, "wt", newline="") as handle:
+        csv.writer(handle).writerows([["id", "structure"], *([i, s] for i, s in enumerate(smiles))])
+    # In fp32: bf16 results depend on which molecules share a batch (by 1e-3 or so), in or out of the CLI.
+    common = ["--model", model, "--column", "structure", "--precision", "fp32"]
+    assert run(capsys, "embed", source, "--output", tmp_path / "one.npy", *common)[0] == 0
+    assert run(capsys, "embed", source, "--output", tmp_path / "many.npy", "--chunk-size", 5, *common)[0] == 0
+    one = np.load(tmp_path / "one.npy")
+    np.testing.assert_array_equal(one, reference(model, smiles, precision="fp32").transform(smiles))
+    np.testing.assert_allclose(np.load(tmp_path / "many.npy"), one, rtol=1e-6, atol=1e-6)
+
+
+def test_errors_nan_gives_nan_rows_where_the_bad_molecules_are(capsys, model, smiles, tmp_path):
+    lines = [smiles[0], "C1CC", smiles[1], smiles[2], "", smiles[3]]
+    source = tmp_path / "in.smi"
+    source.write_text("\n".join(lines) + "\n")
+    status, _, err = run(capsys, "embed", source, "--output", tmp_path / "x.npy", "--model", model,
+                         "--errors", "nan")
+    assert status == 0 and "2 of 6 molecules could not be read" in err
+    X = np.load(tmp_path / "x.npy")
+    bad = np.isnan(X).all(axis=1)
+    assert bad.tolist() == [False, True, False, False, True, False]
+    good = [s for s, b in zip(lines, bad, strict=True) if not b]
+    np.testing.assert_array_equal(X[~bad], reference(model, good).transform(good))
+
+
+@pytest.mark.parametrize(("bad", "why"), [("C1CC", "RDKit cannot parse"), ("C" * 200, "tokens long")])
+def test_errors_raise_names_the_line_and_writes_nothing(capsys, model, smiles, tmp_path, bad, why):
+    source = tmp_path / "in.smi"
+    source.write_text("\n".join([*smiles[:3], bad, *smiles[3:6]]) + "\n")
+    for output in ("x.npy", "x.csv"):
+        status, out, err = run(capsys, "embed", source, "--output", tmp_path / output, "--model", model,
+                               "--chunk-size", 2)  # the bad molecule is in the second chunk
+        assert status == 2 and out == ""
+        assert err.startswith(f"cmim embed: error: line 4 of {source}: {bad!r}") and why in err
+        assert err.count("\n") == 1
+    assert os.listdir(tmp_path) == ["in.smi"]
+
+
+def test_sample_from_the_prior_is_reproducible(capsys, model, smiles):
+    status, out, err = run(capsys, "sample", "--n", 6, "--model", model, "--random-state", 3)
+    assert status == 0
+    assert out.splitlines() == list(reference(model, smiles).sample(6, random_state=3))
+    assert run(capsys, "sample", "--n", 6, "--model", model, "--random-state", 3)[1] == out
+    assert err.splitlines()[-1].startswith("6 molecules: ")
+
+
+def test_sample_around_molecules_from_arguments_or_a_file(capsys, model, tmp_path):
+    seeds = tmp_path / "seeds.smi"
+    seeds.write_text("CCO\nc1ccccc1\n")
+    common = ["--n", 3, "--model", model, "--sigma", 0.2, "--random-state", 0]
+    assert run(capsys, "sample", "--around", "CCO", "c1ccccc1", "--output", tmp_path / "a.smi",
+               *common)[0] == 0
+    assert run(capsys, "sample", "--around-file", seeds, "--output", tmp_path / "b.smi",
+               *common)[0] == 0
+    produced = (tmp_path / "a.smi").read_text()
+    assert len(produced.splitlines()) == 6  # --n per molecule
+    assert (tmp_path / "b.smi").read_text() == produced
+
+
+def test_reconstruct_accuracy_agrees_with_score(capsys, tmp_path):
+    model = CMIMTransformer(**DECODER).fit(ALCOHOLS).save_pretrained(tmp_path / "model")
+    source = tmp_path / "alcohols.smi"
+    source.write_text("\n".join(ALCOHOLS) + "\n")
+    status, out, err = run(capsys, "reconstruct", source, "--model", model, "--chunk-size", 5)
+    assert status == 0
+    header, *rows = [line.split("\t") for line in out.splitlines()]
+    assert header == ["input", "decoded", "match"] and [r[0] for r in rows] == ALCOHOLS
+    matches = sum(r[2] == "True" for r in rows)
+    score = reference(model, ALCOHOLS).score(ALCOHOLS)
+    assert matches == round(score * len(ALCOHOLS))
+    accuracy = float(err.split("exact-match accuracy ")[1].split()[0])
+    assert accuracy == pytest.approx(score, abs=1e-6)
+
+
+USER_ERRORS = [
+    (["embed", "{tmp}/missing.smi", "--output", "{tmp}/x.npy", "--model", "{model}"], "cannot read"),
+    (["embed", "{tmp}/in.sdf", "--output", "{tmp}/x.npy", "--model", "{model}"], "unknown format"),
+    (["embed", "{smi}", "--output", "{tmp}/x.parquet", "--model", "{model}"], ".npy or .csv"),
+    (["embed", "{smi}", "--output", "{tmp}/no/x.npy", "--model", "{model}"], "does not exist"),
+    (["embed", "{smi}", "--output", "{tmp}/x.npy", "--model", "no-such-model"], "neither a bundled model"),
+    (["embed", "{smi}", "--output", "{tmp}/x.npy", "--batch-size", "0"], "positive integer"),
+    (["embed", "{smi}", "--output", "{tmp}/x.npy", "--errors", "skip"], "invalid choice"),
+    (["embed", "{smi}", "--output", "{tmp}/x.npy", "--device", "gpu0"], "not a torch device"),
+    (["embed", "{smi}"], "--output"),
+    (["sample", "--n", "0"], "positive integer"),
+    (["sample", "--n", "2", "--around", "C", "--around-file", "{smi}"], "not allowed"),
+    (["sample", "--n", "2", "--around", "CCO", "C1CC", "--model", "{model}"], "--around molecule 2: 'C1CC'"),
+    (["reconstruct", "{tmp}/missing.csv", "--model", "{model}"], "cannot read"),
+    (["reconstruct", "{smi}", "--model", "{tmp}"], "neither a bundled model"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), USER_ERRORS)
+def test_user_errors_are_one_line_and_status_2(capsys, model, smi, tmp_path, argv, message):
+    argv = [a.format(tmp=tmp_path, smi=smi, model=model) for a in argv]
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and out == ""
+    assert err.startswith(f"cmim {argv[0]}: error: ") and err.count("\n") == 1
+    assert message in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("command", ["embed", "sample", "reconstruct"])
+def test_help_describes_the_command_with_an_example(capsys, command):
+    status, out, _ = run(capsys, command, "--help")
+    assert status == 0
+    assert out.startswith(f"usage: cmim {command} ") and f"\n    cmim {command} " in out
+    assert command in run(capsys, "--help")[1]
+
+
+def test_the_command_line_runs_as_a_program(model, smi, smiles, tmp_path):
+    program = [sys.executable, "-c", "from sklearn_cmim.cli import main; raise SystemExit(main())"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*program, "embed", smi, "--output", tmp_path / "x.npy", "--model", model,
+                           "--embedding", "latent"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"),
+                                  reference(model, smiles, embedding="latent").transform(smiles))
+    done = subprocess.run([*program, "reconstruct", tmp_path / "missing.smi", "--model", model],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith("cmim reconstruct: error: ") and done.stderr.count("\n") == 1
