@@ -1,0 +1,192 @@
+"""How fast the package is, beside references measured by the same run on the same machine.
+
+* ``transform`` molecules/s, latent and informative embeddings, bf16 autocast on and off, at
+  several inference batch sizes (standardising and tokenising included: what a user waits for);
+* ECFP4 and RDKit 2D descriptor featurisation molecules/s, the baselines' cost;
+* a large bf16 (and fp32) matmul's FLOP/s: the hardware peak;
+* training tokens/s, and the model FLOP/s they imply as a fraction of that peak (as in
+  ``benchmarks/train_throughput.py``).
+
+The model's weights do not change its speed, so without ``--model`` a freshly initialised model
+of the package's default architecture is timed. Full run:
+
+    python benchmarks/speed.py --model cmim-moses
+
+Smoke run (seconds):
+
+    python benchmarks/speed.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from sklearn_cmim import CMIMTransformer
+from sklearn_cmim.datasets import load_esol
+from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
+from sklearn_cmim.device import bf16_supported, resolve_device
+from sklearn_cmim.fingerprints import ECFPTransformer
+from sklearn_cmim.flops import matmul_peak_flops
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
+from common import (
+    DOCS_MARKDOWN,
+    MOSES,
+    QUICK_MODEL,
+    ROOT,
+    markdown_table,
+    read_moses,
+    update_markdown_section,
+    write_json,
+)
+
+
+def molecules_per_second(function, molecules) -> float:
+    start = time.perf_counter()
+    function(molecules)
+    return len(molecules) / (time.perf_counter() - start)
+
+
+def embedding_speed(smiles, args, device) -> list[dict]:
+    rows = []
+    for precision in ("fp32", "bf16"):
+        # precision is resolved when fitting; with max_epochs=0, fit only builds or loads the model.
+        estimator = CMIMTransformer(**args.architecture, pretrained=args.model, max_epochs=0,
+                                    precision=precision, device=device, errors="nan", random_state=0)
+        estimator.fit(smiles)
+        for embedding in ("latent", "informative"):
+            for batch_size in args.batch_sizes:
+                estimator.set_params(embedding=embedding, inference_batch_size=batch_size)
+                estimator.transform(smiles[:batch_size])  # warm-up: kernel choice, allocator
+                rate = molecules_per_second(estimator.transform, smiles)
+                rows.append({"embedding": embedding, "precision": precision, "batch_size": batch_size,
+                             "molecules_per_s": rate})
+                print(f"transform {embedding:11s} {precision} batch {batch_size:5d}: {rate:8.0f} molecules/s",
+                      flush=True)
+    return rows
+
+
+def training_speed(smiles, args, device, peak_bf16: float) -> list[dict]:
+    """Training throughput; the first epoch is warm-up, the last one is timed."""
+    rows = []
+    for precision in ("fp32", "bf16"):
+        estimator = CMIMTransformer(**args.architecture, pretrained=args.model, max_epochs=2,
+                                    batch_size=args.train_batch_size, precision=precision, device=device,
+                                    errors="nan", random_state=0).fit(smiles)
+        last = estimator.history_[-1]
+        mean_length = last["tokens_per_s"] / last["molecules_per_s"]
+        flops = estimator.model_.flops_per_token(round(mean_length)) * last["tokens_per_s"]
+        rows.append({"precision": precision, "molecules_per_s": last["molecules_per_s"],
+                     "tokens_per_s": last["tokens_per_s"], "model_flops": flops,
+                     "fraction_of_bf16_peak": flops / peak_bf16,
+                     "parameters": estimator.model_.num_parameters()})
+        print(f"training {precision}: {last['tokens_per_s']:.0f} tokens/s, "
+              f"{100 * flops / peak_bf16:.1f}% of the bf16 matmul peak", flush=True)
+    return rows
+
+
+def markdown(report: dict, command: str) -> str:
+    hardware, config = report["hardware"], report["config"]
+    lines = [
+        "## Speed", "",
+        f"Written by `{command}`" + (" (**quick mode**: tiny model and inputs)." if config["quick"] else ".")
+        + f" Device {hardware['device']} ({hardware['processor']}, {hardware['threads']} threads, native "
+        f"bf16: {hardware['bf16_native']}); {config['molecules']} molecules from {config['source']}; "
+        f"model: {config['model']}.", "",
+        markdown_table(["reference", "value"], [
+            ["bf16 matmul peak", f"{hardware['peak_bf16_flops'] / 1e9:,.1f} GFLOP/s"],
+            ["fp32 matmul peak", f"{hardware['peak_fp32_flops'] / 1e9:,.1f} GFLOP/s"],
+            *[[f"{name} featurisation", f"{rate:,.0f} molecules/s"]
+              for name, rate in report["featurisers"].items()],
+        ]), "",
+        "`transform` molecules/s (standardising and tokenising included):", "",
+    ]
+    sizes = config["batch_sizes"]
+    rows = []
+    for embedding in ("latent", "informative"):
+        for precision in ("fp32", "bf16"):
+            rates = {r["batch_size"]: r["molecules_per_s"] for r in report["transform"]
+                     if r["embedding"] == embedding and r["precision"] == precision}
+            rows.append([embedding, precision, *[f"{rates[b]:,.0f}" for b in sizes]])
+    lines += [markdown_table(["embedding", "precision", *[f"batch {b}" for b in sizes]], rows), "",
+              f"Training ({config['train_molecules']} molecules, batch {config['train_batch_size']}, "
+              "last of 2 epochs):", ""]
+    rows = [[r["precision"], f"{r['molecules_per_s']:,.0f}", f"{r['tokens_per_s']:,.0f}",
+             f"{r['model_flops'] / 1e9:,.2f}", f"{100 * r['fraction_of_bf16_peak']:.1f}%"]
+            for r in report["training"]]
+    lines += [markdown_table(["precision", "molecules/s", "tokens/s", "model GFLOP/s",
+                              "of bf16 matmul peak"], rows)]
+    return "\n".join(lines)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="bundled model name or directory (default: a fresh default model)")
+    parser.add_argument("--molecules", type=int, default=4096, help="MOSES test molecules to embed")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--train-molecules", type=int, default=2048)
+    parser.add_argument("--train-batch-size", type=int, default=64)
+    parser.add_argument("--device", help="default: cuda, then mps, then cpu")
+    parser.add_argument("--out", type=Path, help="JSON (default docs/benchmarks)")
+    parser.add_argument("--markdown", type=Path, help=f"report to update (default {DOCS_MARKDOWN})")
+    parser.add_argument("--quick", action="store_true", help="CI smoke run: tiny model, 64 molecules")
+    args = parser.parse_args(argv)
+    args.architecture = {}
+    if args.quick:
+        args.molecules, args.batch_sizes, args.train_molecules, args.train_batch_size = 64, [16, 64], 64, 16
+        args.architecture = {} if args.model else QUICK_MODEL
+        args.out = args.out or ROOT / "runs" / "speed-quick"
+    args.out = args.out or ROOT / "docs" / "benchmarks"
+    args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    command = "python benchmarks/speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    device = resolve_device(args.device)
+    n = max(args.molecules, args.train_molecules)
+    if (MOSES / "test.csv.gz").exists():
+        smiles, source = read_moses("test.csv.gz", n), "MOSES test"
+    else:
+        smiles, source = load_esol()[0][:n], "bundled ESOL (MOSES not found)"
+
+    # A short matmul in quick mode: it only has to produce a number, not the true peak.
+    size, seconds = (512, 0.2) if args.quick else (2048, 2.0)
+    peak_bf16 = matmul_peak_flops(device, torch.bfloat16, size=size, min_seconds=seconds)
+    peak_fp32 = matmul_peak_flops(device, torch.float32, size=size, min_seconds=seconds)
+    hardware = {"device": str(device), "processor": platform.processor() or platform.machine(),
+                "threads": torch.get_num_threads(), "bf16_native": bf16_supported(device),
+                "peak_bf16_flops": peak_bf16, "peak_fp32_flops": peak_fp32}
+    print(f"matmul peak: bf16 {peak_bf16 / 1e9:.1f}, fp32 {peak_fp32 / 1e9:.1f} GFLOP/s", flush=True)
+
+    embed = smiles[:args.molecules]
+    # Descriptors are ~100x slower than fingerprints; a quarter of the molecules gives a steady rate.
+    featurisers = {"ECFP4": molecules_per_second(ECFPTransformer().transform, embed),
+                   "RDKit 2D descriptors": molecules_per_second(RDKitDescriptorsTransformer().transform,
+                                                                embed[:max(1, len(embed) // 4)])}
+    report = {
+        "config": {"quick": args.quick, "model": args.model or ("fresh tiny model" if args.quick
+                                            else "fresh model, default architecture"),
+                   "architecture": args.architecture, "molecules": len(embed), "source": source,
+                   "batch_sizes": args.batch_sizes, "train_molecules": args.train_molecules,
+                   "train_batch_size": args.train_batch_size, "command": command},
+        "hardware": hardware,
+        "featurisers": featurisers,
+        "transform": embedding_speed(embed, args, device),
+        "training": training_speed(smiles[:args.train_molecules], args, device, peak_bf16),
+    }
+    write_json(args.out / "speed.json", report)
+    update_markdown_section(args.markdown, "speed", markdown(report, command))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""The benchmark scripts: their --quick modes end to end, the scaffold split, NT-Xent, descriptors."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sklearn_cmim.datasets import load_esol
+from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(),
+                                       reason=f"{SHARED_DATA} is absent (MoleculeNet CSVs live there)")
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+
+
+def load_script(name: str):
+    """A benchmark script as a module (the benchmarks folder is not a package)."""
+    module_name = f"benchmark_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # dataclasses look their module up while it executes
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
+
+def finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def check_report(out: Path, json_name: str, section: str, figures: list[str]) -> dict:
+    report = json.loads((out / json_name).read_text())
+    markdown = (out / "benchmarks.md").read_text()
+    assert f"<!-- begin {section} -->" in markdown and f"<!-- end {section} -->" in markdown
+    for figure in figures:
+        assert (out / figure).is_file() == HAS_MATPLOTLIB
+    return report
+
+
+# --------------------------------------------------------------------------------------- NT-Xent
+def test_nt_xent_matches_a_hand_computed_value():
+    nt_xent = load_script("batch_size").nt_xent
+    # Views (a1, b1) and (a2, b2); b1 = (1, 1) and b2 = (0, 2) also test the normalisation.
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    b = torch.tensor([[1.0, 1.0], [0.0, 2.0]])
+    # Cosines: a1.a2 = 0, a1.b1 = r, a1.b2 = 0, a2.b1 = r, a2.b2 = 1, b1.b2 = r, with r = 1/sqrt(2).
+    # Each anchor: -log(exp(positive) / sum over the other three), at temperature 1.
+    r, e = 1 / math.sqrt(2), math.e
+    anchors = [
+        -r + math.log(1 + math.exp(r) + 1),        # a1: partner b1 (r); others a2 (0), b2 (0)
+        -1 + math.log(1 + math.exp(r) + e),        # a2: partner b2 (1); others a1 (0), b1 (r)
+        -r + math.log(3 * math.exp(r)),            # b1: partner a1 (r); others a2 (r), b2 (r)
+        -1 + math.log(1 + e + math.exp(r)),        # b2: partner a2 (1); others a1 (0), b1 (r)
+    ]
+    expected = sum(anchors) / 4
+    assert nt_xent(a, b, temperature=1.0).item() == pytest.approx(expected, rel=1e-6)
+    assert nt_xent(b, a, temperature=1.0).item() == pytest.approx(expected, rel=1e-6)  # symmetric
+    # Temperature divides every cosine: at 0.5 the loss equals the one of doubled cosines.
+    assert nt_xent(a, b, temperature=0.5).item() == pytest.approx(
+        (2 * (-r) + math.log(1 + math.exp(2 * r) + 1) + (-2) + math.log(1 + math.exp(2 * r) + e**2)
+         + (-2 * r) + math.log(3 * math.exp(2 * r)) + (-2) + math.log(1 + e**2 + math.exp(2 * r))) / 4,
+        rel=1e-6)
+
+
+# -------------------------------------------------------------------------------- scaffold split
+def test_scaffold_split_is_deterministic_disjoint_by_scaffold_and_80_10_10():
+    downstream = load_script("downstream")
+    smiles = load_esol()[0]
+    scaffolds = downstream.murcko_scaffolds(smiles)
+    parts = downstream.scaffold_split(scaffolds)
+    assert parts == downstream.scaffold_split(downstream.murcko_scaffolds(smiles))
+    # Row order must not matter: the same molecules reversed give the same molecule sets.
+    reversed_parts = downstream.scaffold_split(scaffolds[::-1])
+    n = len(smiles)
+    assert {k: sorted(n - 1 - p for p in v) for k, v in reversed_parts.items()} == parts
+    positions = [set(parts[k]) for k in ("train", "valid", "test")]
+    assert sum(map(len, positions)) == n and set.union(*positions) == set(range(n))
+    scaffold_sets = [{scaffolds[p] for p in part} for part in positions]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert not scaffold_sets[i] & scaffold_sets[j]
+    for part, fraction in zip(positions, (0.8, 0.1, 0.1), strict=True):
+        assert abs(len(part) - fraction * n) < 2
+
+
+@pytest.mark.shared_data
+@needs_shared_data
+def test_committed_esol_split_matches_a_fresh_one():
+    downstream = load_script("downstream")
+    committed = json.loads((BENCHMARKS / "splits" / "esol_scaffold.json").read_text())
+    fresh = downstream.scaffold_split(downstream.murcko_scaffolds(downstream.load_dataset("esol")[0]))
+    assert {k: committed[k] for k in fresh} == fresh
+
+
+# ------------------------------------------------------------------------------------ quick runs
+@pytest.mark.slow
+@pytest.mark.shared_data
+@needs_shared_data
+def test_downstream_quick(tmp_path):
+    downstream = load_script("downstream")
+    committed = {p: p.read_text() for p in (BENCHMARKS / "splits").glob("*.json")}
+    downstream.main(["--quick", "--out", str(tmp_path)])
+    report = check_report(tmp_path, "downstream.json", "downstream",
+                          ["downstream_scaffold.png", "downstream_random_cv.png"])
+    assert set(report["datasets"]) == {"esol", "bace"}
+    for name, result in report["datasets"].items():
+        low, high = (0.0, math.inf) if result["task"] == "regression" else (0.0, 1.0)
+        assert set(result["features"]) == set(downstream.FEATURE_SETS)
+        assert len(result["variants"]) == 2 * len(downstream.VARIANTS)
+        for feature in {**result["features"], **result["variants"]}.values():
+            scores = [feature["scaffold"]["best"]["test"], *feature["random_cv"]["best"]["folds"]]
+            scores += [h["test"] for h in feature["scaffold"]["heads"].values()]
+            scores += [s for h in feature["random_cv"]["heads"].values() for s in h["folds"]]
+            assert all(finite(s) and low <= s <= high for s in scores), (name, scores)
+            if result["task"] == "regression":
+                assert all(s > 0 for s in scores)
+        split = json.loads((tmp_path / "splits" / f"{name}_scaffold.json").read_text())
+        rows = [set(split[k]) for k in ("train", "valid", "test")]
+        assert sum(map(len, rows)) == len(set.union(*rows)) == split["rows"] - len(split["unparsable"])
+    assert report["goal"]["met"] is None  # two datasets cannot decide a goal over five
+    assert {p: p.read_text() for p in committed} == committed  # tiny subsets never touch the real splits
+
+
+@pytest.mark.slow
+def test_batch_size_quick(tmp_path):
+    load_script("batch_size").main(["--quick", "--out", str(tmp_path)])
+    report = check_report(tmp_path, "batch_size.json", "batch_size", ["batch_size.png"])
+    assert sorted((r["method"], r["batch_size"]) for r in report["runs"]) == [
+        ("cmim", 4), ("cmim", 8), ("infonce", 4), ("infonce", 8)]
+    for run in report["runs"]:
+        assert all(finite(v) for v in run["final_losses"].values())
+        for scores in run["downstream"].values():
+            assert all(finite(s) and s > 0 for s in scores["folds"]) and len(scores["folds"]) == 5
+    assert all(finite(v) and v >= 0 for spread in report["sensitivity"]["spread"].values()
+               for v in spread.values())
+
+
+@pytest.mark.slow
+def test_speed_quick(tmp_path):
+    load_script("speed").main(["--quick", "--out", str(tmp_path)])
+    report = check_report(tmp_path, "speed.json", "speed", [])
+    rates = [r["molecules_per_s"] for r in report["transform"] + report["training"]]
+    rates += list(report["featurisers"].values())
+    assert len(report["transform"]) == 2 * 2 * 2  # embeddings x precisions x batch sizes
+    assert all(finite(r) and r > 0 for r in rates)
+    assert finite(report["hardware"]["peak_bf16_flops"]) and report["hardware"]["peak_bf16_flops"] > 0
+    assert all(finite(r["fraction_of_bf16_peak"]) and r["fraction_of_bf16_peak"] > 0
+               for r in report["training"])
+
+
+# ----------------------------------------------------------------------------------- descriptors
+def test_descriptors_follow_the_errors_policy_and_are_nan_safe():
+    names = ["MolWt", "NumHDonors", "Ipc"]
+    X = RDKitDescriptorsTransformer(descriptors=names, errors="nan").transform(
+        ["CCO", "not a smiles", "OC(=O)c1ccccc1.[Na+]", 3])
+    assert X.shape == (4, 3) and X.dtype == np.float32
+    assert np.isnan(X[[1, 3]]).all() and np.isfinite(X[[0, 2]]).all()
+    with pytest.raises(ValueError, match=r"X\[1\]"):
+        RDKitDescriptorsTransformer().transform(["CCO", "not a smiles"])
+    with pytest.raises(ValueError, match="unknown RDKit descriptors"):
+        RDKitDescriptorsTransformer(descriptors=["NoSuchThing"]).fit(["CCO"])
+    # Ipc of this 190-atom branched alkane is about 1e65, past float32's range: NaN, never inf.
+    big = "C" * 10 + "".join(f"C(C{i % 3 * 'C'})" for i in range(60))
+    ipc = RDKitDescriptorsTransformer(descriptors=["Ipc", "MolWt"]).transform([big])
+    assert np.isnan(ipc[0, 0]) and np.isfinite(ipc[0, 1])
