@@ -55,6 +55,10 @@ class Standardizer:
         smiles = Chem.MolToSmiles(mol, isomericSmiles=self.isomeric, canonical=True)
         if not smiles:
             raise MoleculeError("molecule has no atoms")
+        # Some molecules (metallocenes, hypervalent ions) come out as SMILES RDKit itself cannot
+        # read back; the model would see a string no decoder output could ever match.
+        if Chem.MolFromSmiles(smiles) is None:
+            raise MoleculeError(f"its standardised SMILES {smiles!r} cannot be read back by RDKit")
         return smiles
 
     def to_dict(self) -> dict:
@@ -74,7 +78,10 @@ def to_mol(molecule: str | Chem.Mol) -> Chem.Mol:
         raise TypeError(f"expected a SMILES string or an RDKit Mol, got {type(molecule).__name__}")
     if not molecule.strip():
         raise MoleculeError("empty SMILES")
-    mol = Chem.MolFromSmiles(molecule)
+    try:
+        mol = Chem.MolFromSmiles(molecule)
+    except UnicodeEncodeError:  # a lone surrogate (e.g. from a bad decode) cannot even reach RDKit
+        mol = None
     if mol is None:
         raise MoleculeError("RDKit cannot parse this SMILES")
     return mol

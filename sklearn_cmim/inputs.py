@@ -17,7 +17,7 @@ import numpy as np
 from rdkit import Chem
 
 from .chem import MoleculeError, Standardizer
-from .tokenizer import Vocabulary
+from .tokenizer import Vocabulary, tokenize
 
 __all__ = ["EncodedInput", "as_items", "check_n_samples", "encode_items", "encode_smiles",
            "standardize_items"]
@@ -47,8 +47,14 @@ def describe(item, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def standardize_items(items: list, standardizer: Standardizer, errors: str) -> list[str | None]:
-    """Standardised SMILES per item; ``None`` for bad items when ``errors="nan"``."""
+def standardize_items(items: list, standardizer: Standardizer, errors: str,
+                      max_length: int | None = None) -> list[str | None]:
+    """Standardised SMILES per item; ``None`` for bad items when ``errors="nan"``.
+
+    With ``max_length``, SMILES the tokenizer cannot read or longer than ``max_length`` tokens
+    are bad items too. Every check runs here, item by item, so that ``errors="raise"`` names the
+    first bad item whatever makes it bad.
+    """
     if errors not in ERRORS:
         raise ValueError(f"errors must be one of {ERRORS}, got {errors!r}")
     out: list[str | None] = []
@@ -60,13 +66,30 @@ def standardize_items(items: list, standardizer: Standardizer, errors: str) -> l
             out.append(None)
             continue
         try:
-            out.append(standardizer(item))
+            smiles = standardizer(item)
         except MoleculeError as error:
             if errors == "raise":
                 raise ValueError(f"X[{index}] = {describe(item)} is not a valid molecule: {error} "
                                  "(pass errors='nan' to get a NaN row instead)") from None
             out.append(None)
+            continue
+        problem = None if max_length is None else token_problem(smiles, max_length)
+        if problem and errors == "raise":
+            raise ValueError(f"X[{index}] = {describe(item)}: {problem}")
+        out.append(None if problem else smiles)
     return out
+
+
+def token_problem(smiles: str, max_length: int) -> str | None:
+    """Why ``smiles`` cannot be fed to a model reading ``max_length`` tokens, or ``None``."""
+    try:
+        n_tokens = len(tokenize(smiles)) + 2  # with <bos> and <eos>
+    except ValueError as error:
+        return str(error)
+    if n_tokens > max_length:
+        return (f"it is {n_tokens} tokens long with <bos>/<eos>, over max_length={max_length}; "
+                "long molecules are rejected, never truncated")
+    return None
 
 
 @dataclass
@@ -91,31 +114,15 @@ class EncodedInput:
 
 def encode_items(items: list, standardizer: Standardizer, vocabulary: Vocabulary,
                  max_length: int, errors: str) -> EncodedInput:
-    """Standardise, tokenise and length-check every item under the ``errors`` policy."""
-    smiles = standardize_items(items, standardizer, errors)
-    return encode_smiles(smiles, items, vocabulary, max_length, errors)
+    """Standardise, length-check and tokenise every item under the ``errors`` policy."""
+    return encode_smiles(standardize_items(items, standardizer, errors, max_length), vocabulary)
 
 
-def encode_smiles(smiles: list[str | None], items: list, vocabulary: Vocabulary,
-                  max_length: int, errors: str) -> EncodedInput:
-    """Tokenise and length-check standardised SMILES (``items`` only serve the error messages)."""
+def encode_smiles(smiles: list[str | None], vocabulary: Vocabulary) -> EncodedInput:
+    """Token ids of SMILES checked by :func:`standardize_items` (``None`` stays ``None``)."""
     encoded = EncodedInput([], list(smiles))
-    for index, s in enumerate(smiles):
-        problem = None
-        if s is not None:
-            try:
-                ids = vocabulary.encode(s, encoded.unknown)
-            except ValueError as error:
-                problem = str(error)
-            else:
-                if len(ids) > max_length:
-                    problem = (f"it is {len(ids)} tokens long with <bos>/<eos>, over max_length="
-                               f"{max_length}; long molecules are rejected, never truncated")
-        if problem and errors == "raise":
-            raise ValueError(f"X[{index}] = {describe(items[index])}: {problem}")
-        encoded.sequences.append(None if s is None or problem else ids)
-        if problem:
-            encoded.smiles[index] = None
+    for s in smiles:
+        encoded.sequences.append(None if s is None else vocabulary.encode(s, encoded.unknown))
     return encoded
 
 

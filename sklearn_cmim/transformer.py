@@ -94,7 +94,7 @@ class CMIMTransformer(TransformerMixin, BaseEstimator):
         0 is silent; above 0, one line per training epoch on stderr.
     errors : {"raise", "nan"}, default="raise"
         Bad items (unparsable SMILES, non-molecules, too long): "raise" raises an error naming
-        the index and value; "nan" gives that item a NaN row (and ``fit`` skips it).
+        the first bad item's index and value; "nan" gives each a NaN row (and ``fit`` skips them).
 
     Attributes
     ----------
@@ -108,6 +108,41 @@ class CMIMTransformer(TransformerMixin, BaseEstimator):
     history_ : list of dict
         Per training epoch: mean ``total``, ``rec``, ``mim``, ``con`` losses, ``seconds``,
         ``molecules_per_s`` and ``tokens_per_s``. Empty when ``fit`` trained nothing.
+
+    Notes
+    -----
+    **Threads and processes.** On the CPU torch runs each operation on
+    ``torch.get_num_threads()`` threads; the estimator leaves that number alone. Under
+    scikit-learn's ``n_jobs`` (``GridSearchCV``, ``cross_val_score`` ...) joblib's default loky
+    backend starts each worker process with ``OMP_NUM_THREADS = cpu_count() // n_jobs`` unless
+    the variable is already set, and torch sizes its thread pool from it, so the workers share the
+    cores without oversubscription. threadpoolctl, scikit-learn's other thread limiter, reaches
+    torch only through the OpenMP runtime torch was built with (the Linux CPU wheels' libgomp)
+    and only in the calling thread; within one process (joblib's threading backend, your own
+    threads) ``torch.set_num_threads`` is the direct way. A fitted estimator may be shared by
+    threads: ``transform``, ``inverse_transform``, ``score`` and ``sample`` only read it; ``fit``
+    must not overlap them.
+
+    **Determinism on the CPU.** ``random_state`` fixes every bit of the model and its embeddings,
+    in any process and through pickle or joblib, for the same torch thread count, CPU type and
+    library versions; a GridSearchCV refit is the same model whatever its ``n_jobs``. What changes
+    the last bits: the thread count (sums split differently: ~1e-7 in fp32, ~1e-3 in bf16, so
+    cross-validation scores under ``n_jobs=2`` can differ in the last digits from ``n_jobs=1``
+    unless every process runs the same number of threads), and the other molecules of a batch
+    (padding and batch size change the kernels' blocking: ~1e-7 in fp32, ~1e-3 in bf16).
+    ``random_state=None`` draws a seed from NumPy's global generator.
+
+    **Determinism on a GPU.** Not bitwise by default. cuBLAS and cuDNN choose kernels by shape,
+    GPU model and library version, and some backward kernels (the fused attention behind
+    ``scaled_dot_product_attention`` among them) accumulate with atomic additions in a varying
+    order, so two trainings with the same seed drift apart;
+    ``torch.use_deterministic_algorithms(True)`` (with the cuBLAS workspace setting that
+    PyTorch's reproducibility notes give for your version) removes the run-to-run part at some
+    speed cost. Inference with the same batches on the same GPU and software usually repeats
+    exactly, but a different batch composition, GPU model or library version changes the
+    kernels and so the rounding; under bf16 autocast (the default where supported) every matmul
+    rounds its inputs to 8 significant bits and reductions differ at ~1e-3. Use
+    ``precision="fp32"`` and compare with a tolerance across machines.
 
     Examples
     --------
@@ -188,9 +223,9 @@ class CMIMTransformer(TransformerMixin, BaseEstimator):
             encoded.warn_unknown()
         else:
             standardizer = self.standardizer or Standardizer()
-            smiles = standardize_items(items, standardizer, self.errors)
+            smiles = standardize_items(items, standardizer, self.errors, self.max_length)
             vocabulary = Vocabulary.build(s for s in smiles if s is not None)
-            encoded = encode_smiles(smiles, items, vocabulary, self.max_length, self.errors)
+            encoded = encode_smiles(smiles, vocabulary)
         sequences = [s for s in encoded.sequences if s is not None]
         if not sequences:
             raise ValueError("none of the molecules in X is usable (see errors='raise' for why)")

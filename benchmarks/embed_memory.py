@@ -1,0 +1,143 @@
+"""Peak memory and speed of ``cmim embed`` on a large SMILES file, measured in a child process.
+
+Writes N SMILES (MOSES training molecules, repeated if N is larger than the set; the bundled
+ESOL molecules if MOSES is absent) to a temporary .smi file, runs ``cmim embed`` on it in a child
+process and reports the child's peak resident memory, its wall time and molecules per second.
+A run on 100 molecules first gives the baseline: the memory and time of starting Python, torch
+and RDKit and loading the model, which the streamed molecules add to.
+
+    python benchmarks/embed_memory.py                        # 1,000,000 molecules, a small model
+    python benchmarks/embed_memory.py --n 20000 --model path/to/model --chunk-size 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+MOSES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "moses" / "train.csv.gz"
+CLI = ["-c", "from sklearn_cmim.cli import main; raise SystemExit(main())", "embed"]
+# ru_maxrss is in kilobytes on Linux and in bytes on macOS.
+RSS_UNIT = 1 if sys.platform == "darwin" else 1024
+MIB = 2**20
+
+
+def molecules() -> tuple[Iterator[str], str]:
+    """An endless stream of SMILES, and where they come from."""
+    if MOSES.exists():
+        def moses():
+            while True:
+                with gzip.open(MOSES, "rt") as handle:
+                    next(handle)  # the header
+                    yield from (line.strip() for line in handle)
+        return moses(), "MOSES train"
+    from sklearn_cmim.datasets import load_esol
+    return itertools.cycle(load_esol()[0]), "bundled ESOL (MOSES not found)"
+
+
+def write_smiles(path: Path, n: int) -> str:
+    """Write ``n`` SMILES to ``path``, one a line; returns where they came from."""
+    stream, source = molecules()
+    with open(path, "w") as handle:
+        handle.writelines(f"{smiles}\n" for smiles in itertools.islice(stream, n))
+    return source
+
+
+# Runs the command it is given and prints the command's exit status, peak resident memory
+# (ru_maxrss) and wall time. Linux starts a process's ru_maxrss at its parent's peak when it execs
+# a program, so a child measured straight from a big process (this script after training a
+# model, or pytest) would seem to peak at least as high as that parent; started from this small
+# go-between, it counts only its own memory.
+MEASURE = """
+import os, subprocess, sys, time
+start = time.perf_counter()
+child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(child.pid, 0)
+child.returncode = os.waitstatus_to_exitcode(status)
+print(child.returncode, usage.ru_maxrss, time.perf_counter() - start)
+"""
+
+
+@dataclass
+class Run:
+    returncode: int
+    peak_rss_bytes: int
+    seconds: float
+    stderr: str
+
+
+def run_embed(source: Path, output: Path, model: str | os.PathLike, chunk_size: int = 10_000,
+              *options: str) -> Run:
+    """``cmim embed SOURCE --output OUTPUT --model MODEL`` in a child process, measured."""
+    command = [sys.executable, *CLI, str(source), "--output", str(output), "--model", str(model),
+               "--chunk-size", str(chunk_size), *options]
+    done = subprocess.run([sys.executable, "-c", MEASURE, *command], capture_output=True, text=True,
+                          check=True)
+    returncode, peak, seconds = done.stdout.split()
+    return Run(int(returncode), int(peak) * RSS_UNIT, float(seconds), done.stderr)
+
+
+def train_small_model(directory: Path) -> Path:
+    """A small model trained from scratch on 512 molecules in a few seconds."""
+    from sklearn_cmim import CMIMTransformer
+
+    stream, _ = molecules()
+    est = CMIMTransformer(d_model=64, n_heads=4, d_ff=128, n_encoder_layers=1, n_decoder_layers=2,
+                          n_latents=4, latent_dim=16, max_epochs=1, batch_size=32, random_state=0)
+    return est.fit(list(itertools.islice(stream, 512))).save_pretrained(directory)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1_000_000, help="molecules to embed")
+    parser.add_argument("--model", help="model name or directory (default: a small model trained here)")
+    parser.add_argument("--chunk-size", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    parser.add_argument("--json", type=Path, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+
+    options = ["--batch-size", str(args.batch_size), "--precision", args.precision, "--errors", "nan"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = args.model or train_small_model(tmp / "model")
+        results = {"n": args.n, "chunk_size": args.chunk_size,
+                   "model": str(args.model or "small, trained here"),
+                   "threads": os.environ.get("OMP_NUM_THREADS", "torch default")}
+        for label, n in (("baseline", 100), ("run", args.n)):
+            source = tmp / f"{label}.smi"
+            results["source"] = write_smiles(source, n)
+            run = run_embed(source, tmp / f"{label}.npy", model, args.chunk_size, *options)
+            if run.returncode != 0:
+                sys.exit(f"cmim embed failed on {n} molecules:\n{run.stderr}")
+            results[label] = {"molecules": n, "peak_rss_bytes": run.peak_rss_bytes,
+                              "seconds": run.seconds, "molecules_per_s": n / run.seconds,
+                              "output_bytes": (tmp / f"{label}.npy").stat().st_size}
+    base, run = results["baseline"], results["run"]
+    results["molecules_per_s_after_startup"] = (args.n - 100) / max(run["seconds"] - base["seconds"], 1e-9)
+    print(f"{args.n:,} molecules from {results['source']}, chunks of {args.chunk_size:,}, "
+          f"threads: {results['threads']}")
+    print(f"baseline (100 molecules): peak RSS {base['peak_rss_bytes'] / MIB:.0f} MiB, "
+          f"{base['seconds']:.1f} s")
+    print(f"peak RSS {run['peak_rss_bytes'] / MIB:.0f} MiB "
+          f"(+{(run['peak_rss_bytes'] - base['peak_rss_bytes']) / MIB:.0f} MiB over the baseline), "
+          f"{run['seconds']:.1f} s, {run['molecules_per_s']:.0f} molecules/s "
+          f"({results['molecules_per_s_after_startup']:.0f} after start-up), "
+          f"output {run['output_bytes'] / MIB:.0f} MiB")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
