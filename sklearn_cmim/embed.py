@@ -90,13 +90,18 @@ class ChunkEmbedder:
 
 
 def write_npy(path: Path, embedded, n_rows: int, names: list[str]) -> None:
-    # A memory-mapped .npy of the final shape takes each chunk where it belongs.
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_rows, len(names)))
-    start = 0
-    for _, X in embedded:
-        out[start:start + len(X)] = X
-        start += len(X)
-    out.flush()
+    # The header of the final shape, then each chunk's rows appended with plain writes: a
+    # memory-mapped file would keep every written page resident and grow with the output.
+    with open(path, "wb") as handle:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                  "fortran_order": False, "shape": (n_rows, len(names))}
+        np.lib.format.write_array_header_1_0(handle, header)
+        written = 0
+        for _, X in embedded:
+            handle.write(np.ascontiguousarray(X, dtype=np.float32).tobytes())
+            written += len(X)
+    if written != n_rows:  # the counting pass and the embedding pass must agree
+        raise RuntimeError(f"wrote {written} rows into a .npy sized for {n_rows}")
 
 
 def write_csv(path: Path, embedded, n_rows: int, names: list[str]) -> None:

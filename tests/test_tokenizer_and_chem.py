@@ -59,3 +59,9 @@ def test_standardizer_rejects_bad_smiles(bad):
 def test_canonical_smiles():
     assert canonical_smiles("OCC") == canonical_smiles("CCO")
     assert canonical_smiles("C1CC") is None
+
+
+def test_standardizer_rejects_molecules_whose_smiles_cannot_be_read_back():
+    ferrocene = "[CH-]1C=CC=C1.[CH-]1C=CC=C1.[Fe+2]"
+    with pytest.raises(MoleculeError, match="cannot be read back"):
+        Standardizer()(ferrocene)
