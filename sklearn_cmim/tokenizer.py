@@ -1,6 +1,7 @@
 """SMILES -> token ids and back (METHOD.md §1, second half).
 
-The regex is MolMIM's: one token per match. The vocabulary is learned from the training corpus;
+The regex is MolMIM's, one token per match, plus ``<`` so that the dative bonds RDKit writes
+for organometallics (``->``, ``<-``) can be read. The vocabulary is learned from the training corpus;
 tokens it has not seen map to ``<unk>`` and are counted, so callers can warn about them once.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Iterable
 __all__ = ["SMILES_REGEX", "Vocabulary", "tokenize"]
 
 SMILES_REGEX = re.compile(
-    r"\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|\/|:|~|@|\?|>|\*|\$|\%[0-9]{2}|[0-9]"
+    r"\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|\/|:|~|@|\?|>|<|\*|\$|\%[0-9]{2}|[0-9]"
 )
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"

@@ -65,3 +65,7 @@ def test_standardizer_rejects_molecules_whose_smiles_cannot_be_read_back():
     ferrocene = "[CH-]1C=CC=C1.[CH-]1C=CC=C1.[Fe+2]"
     with pytest.raises(MoleculeError, match="cannot be read back"):
         Standardizer()(ferrocene)
+
+
+def test_tokenize_reads_dative_bonds():
+    assert tokenize("N->[Pt]<-N") == ["N", "-", ">", "[Pt]", "<", "-", "N"]
