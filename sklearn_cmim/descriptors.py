@@ -8,12 +8,12 @@ from rdkit.Chem import Descriptors
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .chem import Standardizer
-from .inputs import as_items, describe, standardize_items
+from .inputs import MoleculeInputMixin, as_items, standardize_items
 
 __all__ = ["RDKitDescriptorsTransformer"]
 
 
-class RDKitDescriptorsTransformer(TransformerMixin, BaseEstimator):
+class RDKitDescriptorsTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
     """RDKit's 2D descriptors (``rdkit.Chem.Descriptors.descList``) of standardised molecules.
 
     Molecules are standardised first (largest fragment, neutralised; see
@@ -41,6 +41,8 @@ class RDKitDescriptorsTransformer(TransformerMixin, BaseEstimator):
     >>> RDKitDescriptorsTransformer(errors="nan").transform(["not a molecule"]).shape[1] > 200
     True
     """
+
+    _requires_fit = False  # stateless: transform works on an unfitted instance
 
     def __init__(self, descriptors=None, standardizer=None, errors="raise"):
         self.descriptors = descriptors
@@ -80,19 +82,13 @@ class RDKitDescriptorsTransformer(TransformerMixin, BaseEstimator):
             ``errors="nan"``.
         """
         functions = self._functions()
-        items = as_items(X)
-        smiles = standardize_items(items, self.standardizer or Standardizer(), self.errors)
+        smiles = standardize_items(as_items(X), self.standardizer or Standardizer(), self.errors)
         out = np.full((len(smiles), len(functions)), np.nan, dtype=np.float32)
         with np.errstate(over="ignore"):  # a value past float32's range becomes inf, then NaN below
             for row, s in enumerate(smiles):
-                mol = None if s is None else Chem.MolFromSmiles(s)
-                if mol is None:
-                    # Standardising can yield a SMILES that RDKit cannot read back (a metallocene's
-                    # neutralised ring): a bad item like any other.
-                    if s is not None and self.errors == "raise":
-                        raise ValueError(f"X[{row}] = {describe(items[row])}: its standardised SMILES "
-                                         f"{s!r} cannot be parsed (pass errors='nan' to get a NaN row)")
+                if s is None:
                     continue
+                mol = Chem.MolFromSmiles(s)  # the Standardizer guarantees it reads back
                 for column, (_, function) in enumerate(functions):
                     try:
                         out[row, column] = function(mol)
@@ -104,13 +100,3 @@ class RDKitDescriptorsTransformer(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features=None):
         """The descriptor names, one per column."""
         return np.asarray([name for name, _ in self._functions()], dtype=object)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.string = True
-        tags.input_tags.two_d_array = False
-        tags.requires_fit = False
-        return tags
-
-    def _more_tags(self):  # scikit-learn < 1.6
-        return {"X_types": ["string"], "requires_fit": False}

@@ -8,12 +8,12 @@ from rdkit.Chem import rdFingerprintGenerator
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .chem import Standardizer
-from .inputs import as_items, standardize_items
+from .inputs import MoleculeInputMixin, as_items, standardize_items
 
 __all__ = ["ECFPTransformer"]
 
 
-class ECFPTransformer(TransformerMixin, BaseEstimator):
+class ECFPTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
     """Morgan fingerprint bits of radius ``radius`` (2 gives ECFP4), on standardised molecules.
 
     Parameters
@@ -28,6 +28,8 @@ class ECFPTransformer(TransformerMixin, BaseEstimator):
     >>> ECFPTransformer(n_bits=64).fit_transform(["CCO", "c1ccccc1"]).shape
     (2, 64)
     """
+
+    _requires_fit = False  # stateless: transform works on an unfitted instance
 
     def __init__(self, radius=2, n_bits=2048, errors="raise"):
         self.radius = radius
@@ -45,10 +47,3 @@ class ECFPTransformer(TransformerMixin, BaseEstimator):
             if s is not None:
                 out[row] = generator.GetFingerprintAsNumPy(Chem.MolFromSmiles(s))
         return out
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.string = True
-        tags.input_tags.two_d_array = False
-        tags.requires_fit = False
-        return tags

@@ -19,10 +19,26 @@ from rdkit import Chem
 from .chem import MoleculeError, Standardizer
 from .tokenizer import Vocabulary, tokenize
 
-__all__ = ["EncodedInput", "as_items", "check_n_samples", "encode_items", "encode_smiles",
-           "standardize_items"]
+__all__ = ["EncodedInput", "MoleculeInputMixin", "as_items", "check_n_samples", "encode_items",
+           "encode_smiles", "standardize_items"]
 
 ERRORS = ("raise", "nan")
+
+
+class MoleculeInputMixin:
+    """scikit-learn tags of an estimator whose X is a sequence of molecules, not a 2-D array."""
+
+    _requires_fit = True
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.input_tags.two_d_array = False
+        tags.requires_fit = self._requires_fit
+        return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"X_types": ["string"], "requires_fit": self._requires_fit, "preserves_dtype": []}
 
 
 def as_items(X) -> list:

@@ -14,7 +14,14 @@ from .batching import pad, sorted_batches
 from .chem import Standardizer, canonical_smiles
 from .device import autocast, resolve_device, resolve_precision
 from .embeddings import EmbeddingSpec
-from .inputs import as_items, check_n_samples, encode_items, encode_smiles, standardize_items
+from .inputs import (
+    MoleculeInputMixin,
+    as_items,
+    check_n_samples,
+    encode_items,
+    encode_smiles,
+    standardize_items,
+)
 from .model import CMIMModel, ModelConfig
 from .persistence import (
     Pretrained,
@@ -30,7 +37,7 @@ from .training import TrainSettings, fit_model
 __all__ = ["CMIMTransformer"]
 
 
-class CMIMTransformer(TransformerMixin, BaseEstimator):
+class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
     """Learned molecular embeddings from a contrastive Mutual Information Machine (cMIM).
 
     A probabilistic encoder-decoder over SMILES (Perceiver encoder, Gaussian latent, causal
@@ -435,14 +442,3 @@ class CMIMTransformer(TransformerMixin, BaseEstimator):
             state_dict = load_weights(io.BytesIO(weights), "the pickled estimator")
             self.model_ = build_model(config, state_dict, "the pickled estimator").to(self.device_)
             self.precision_ = resolve_precision(self.precision, self.device_)
-
-    # -------------------------------------------------------------------- tags
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.string = True
-        tags.input_tags.two_d_array = False
-        tags.requires_fit = True
-        return tags
-
-    def _more_tags(self):  # scikit-learn < 1.6
-        return {"X_types": ["string"], "requires_fit": True, "preserves_dtype": []}
