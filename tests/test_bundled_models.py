@@ -31,4 +31,4 @@ def test_cmim_moses_reconstructs_held_out_scaffolds_as_its_card_says():
         next(handle)
         smiles = [line.strip() for line in itertools.islice(handle, 200)]
     cmim = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(smiles[:1])
-    assert cmim.score(smiles) >= 0.3  # the card: 40.9% of 2,000
+    assert cmim.score(smiles) >= 0.45  # the card: 57.5% of 2,000
