@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from .persistence import load_error_reason
+
 __all__ = ["CheckpointError", "CheckpointSchedule", "CheckpointWarning", "Checkpoints",
            "capture_rng", "check_writable", "load_checkpoint", "restore_rng"]
 
@@ -126,8 +128,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise CheckpointError(f"checkpoint {path} is unreadable (truncated or corrupt: {reason})") from None
+        raise CheckpointError(f"checkpoint {path} is unreadable (truncated, corrupt or unsafe: "
+                              f"{load_error_reason(error)})") from None
     missing = [key for key in REQUIRED if not isinstance(state, dict) or key not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} is unreadable (missing {', '.join(missing)})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +41,17 @@ class Pretrained:
 def list_pretrained() -> list[str]:
     """Names of the pretrained models shipped inside the package.
 
+    Each name can be passed as ``CMIMTransformer(pretrained=name)``; loading it needs no network.
+
+    Returns
+    -------
+    names : list of str
+        Sorted; empty when no model is bundled.
+
     Examples
     --------
-    >>> isinstance(list_pretrained(), list)
+    >>> from sklearn_cmim import list_pretrained
+    >>> "cmim-moses" in list_pretrained()
     True
     """
     if not BUNDLED_DIR.is_dir():
@@ -72,6 +81,18 @@ def weights_to_bytes(model: torch.nn.Module, half: bool = False) -> bytes:
     return buffer.getvalue()
 
 
+def load_error_reason(error: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in words fit for a user.
+
+    torch's own message for a file holding arbitrary objects suggests retrying with
+    ``weights_only=False``, the one thing not to do with a file from a stranger.
+    """
+    if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in str(error):
+        return "it holds objects other than tensors and plain data, which could run code when loaded"
+    message = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
 def load_weights(source, origin: str) -> dict:
     """Read a state dict safely (no pickled code), as float32 on the CPU."""
     try:
@@ -79,7 +100,7 @@ def load_weights(source, origin: str) -> dict:
     except Exception as error:
         raise ValueError(
             f"cannot load weights from {origin}: the file is corrupt or is not a plain "
-            f"tensor state dict ({type(error).__name__}: {str(error).splitlines()[0]})"
+            f"tensor state dict ({load_error_reason(error)})"
         ) from None
     return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
 

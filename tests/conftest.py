@@ -1,5 +1,7 @@
 """Shared fixtures: tiny model configs and small molecule sets, all available offline."""
 
+import os
+
 import pytest
 
 from sklearn_cmim import CMIMTransformer
@@ -7,8 +9,17 @@ from sklearn_cmim.datasets import load_esol
 
 # Small enough that a fit over a few dozen molecules takes well under a second.
 TINY = dict(d_model=32, n_heads=2, d_ff=64, n_encoder_layers=1, n_decoder_layers=1, n_latents=1,
-            latent_dim=8,
-            max_epochs=2, batch_size=8, random_state=0)
+            latent_dim=8, max_epochs=2, batch_size=8, random_state=0)
+
+
+class RunsACommand:
+    """An object whose unpickling would create ``marker``: the payload of a malicious file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,11 @@
 """Shipping a model mid-run: a checkpoint exported with ``cmim export`` is the model it holds."""
 
 import numpy as np
+import torch
 
 from sklearn_cmim import CMIMTransformer, cli
 from sklearn_cmim.persistence import load_pretrained
+from tests.conftest import RunsACommand
 from tests.test_pretrain import DELANEY, TINY
 
 
@@ -27,3 +29,21 @@ def test_exporting_a_damaged_checkpoint_is_a_one_line_error(tmp_path, capsys):
     bad.write_bytes(b"garbage")
     assert cli.main(["export", str(bad), str(tmp_path / "out")]) == 2
     assert "unreadable" in capsys.readouterr().err
+
+
+def test_a_checkpoint_that_would_run_a_command_is_refused_and_never_runs(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["pretrain", DELANEY, "--output", str(run), *TINY, "--max-steps", "2",
+                     "--checkpoint-every-steps", "2"]) == 0
+    checkpoint = next((run / "checkpoints").glob("step-*.pt"))
+    marker = tmp_path / "pwned"
+    state = torch.load(checkpoint, weights_only=True)
+    torch.save({**state, "optimizer": RunsACommand(marker)}, checkpoint)  # a valid file, a hostile object
+    capsys.readouterr()
+    assert cli.main(["export", str(checkpoint), str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "could run code" in error and "weights_only=False" not in error
+    # Resuming from it refuses it too (and there is no earlier checkpoint to fall back to).
+    assert cli.main(["pretrain", DELANEY, "--output", str(run), *TINY, "--max-steps", "4", "--resume"]) == 2
+    assert "none of the checkpoints" in capsys.readouterr().err
+    assert not marker.exists()
