@@ -37,8 +37,15 @@ class Standardizer:
 
     Examples
     --------
+    A salt and its parent acid give the same SMILES:
+
+    >>> from sklearn_cmim import Standardizer
     >>> Standardizer()("OC(=O)c1ccccc1.[Na+]")
     'O=C(O)c1ccccc1'
+    >>> Standardizer()("[O-]C(=O)c1ccccc1")
+    'O=C(O)c1ccccc1'
+    >>> Standardizer(isomeric=True)("C[C@H](N)C(=O)O")
+    'C[C@H](N)C(=O)O'
     """
 
     largest_fragment: bool = True

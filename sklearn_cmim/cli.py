@@ -95,6 +95,45 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run ``cmim <command> [options]``: the command's ``main`` with the arguments after its name.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The command's name, then its arguments; ``None`` reads ``sys.argv[1:]``.
+
+    Returns
+    -------
+    status : int
+        The command's exit status: 0 on success, 2 after a user error (reported in one line on
+        stderr); see each command's ``main``.
+
+    Raises
+    ------
+    SystemExit
+        With status 2 when no command or an unknown one is given, or when the command's
+        arguments cannot be parsed (reported in one line on stderr); 0 after ``--help``.
+
+    Examples
+    --------
+    ``cmim sample`` from Python, writing two molecules around ethanol to a file:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from sklearn_cmim.cli import main
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> output = Path(tmp.name, "around.smi")
+    >>> main(["sample", "--n", "2", "--around", "CCO", "--random-state", "0", "--output", str(output)])
+    0
+    >>> len(output.read_text().splitlines())
+    2
+
+    A user error is one line on stderr and a non-zero status, never a traceback:
+
+    >>> main(["embed", str(Path(tmp.name, "missing.smi")), "--output", str(Path(tmp.name, "x.npy"))])
+    2
+    >>> tmp.cleanup()
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -25,20 +25,64 @@ def _load(filename: str) -> tuple[list[str], np.ndarray]:
 def load_esol() -> tuple[list[str], np.ndarray]:
     """ESOL (Delaney): 1,128 SMILES and their aqueous solubility, log mol/L.
 
+    Returns
+    -------
+    smiles : list of str
+        The molecules, in the file's order.
+    y : ndarray of shape (1128,), float64
+        log10 of the solubility in mol/L.
+
     Examples
     --------
+    >>> from sklearn_cmim.datasets import load_esol
     >>> smiles, y = load_esol()
     >>> len(smiles), y.shape
     (1128, (1128,))
+    >>> smiles[1], float(y[1])
+    ('Cc1occc1C(=O)Nc2ccccc2', -3.3)
     """
     return _load("delaney.csv")
 
 
 def load_freesolv() -> tuple[list[str], np.ndarray]:
-    """FreeSolv: 642 SMILES and their hydration free energy, kcal/mol."""
+    """FreeSolv: 642 SMILES and their hydration free energy, kcal/mol.
+
+    Returns
+    -------
+    smiles : list of str
+        The molecules, in the file's order.
+    y : ndarray of shape (642,), float64
+        Hydration free energy in kcal/mol.
+
+    Examples
+    --------
+    >>> from sklearn_cmim.datasets import load_freesolv
+    >>> smiles, y = load_freesolv()
+    >>> len(smiles), y.shape
+    (642, (642,))
+    >>> smiles[0], float(y[0])
+    ('CN(C)C(=O)c1ccc(cc1)OC', -11.01)
+    """
     return _load("freesolv.csv")
 
 
 def load_lipophilicity() -> tuple[list[str], np.ndarray]:
-    """Lipophilicity: 4,200 SMILES and their logD at pH 7.4."""
+    """Lipophilicity: 4,200 SMILES and their logD at pH 7.4.
+
+    Returns
+    -------
+    smiles : list of str
+        The molecules, in the file's order.
+    y : ndarray of shape (4200,), float64
+        Octanol/water distribution coefficient, logD at pH 7.4.
+
+    Examples
+    --------
+    >>> from sklearn_cmim.datasets import load_lipophilicity
+    >>> smiles, y = load_lipophilicity()
+    >>> len(smiles), y.shape
+    (4200, (4200,))
+    >>> float(y.min()), float(y.max())
+    (-1.5, 4.5)
+    """
     return _load("lipo.csv")

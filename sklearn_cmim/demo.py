@@ -27,6 +27,27 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser(prog: str = "cmim demo") -> argparse.ArgumentParser:
+    """The argument parser of ``cmim demo``.
+
+    Parameters
+    ----------
+    prog : str, default="cmim demo"
+        Program name shown in usage and error messages.
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+        Its errors are one line on stderr and exit status 2.
+
+    Examples
+    --------
+    ``--molecules`` and ``--folds`` make a quick run:
+
+    >>> from sklearn_cmim.demo import build_parser
+    >>> args = build_parser().parse_args(["--molecules", "16", "--folds", "2"])
+    >>> args.model, args.molecules, args.folds
+    ('cmim-moses', 16, 2)
+    """
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", default="cmim-moses", help="bundled model name or model directory")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds")
@@ -46,6 +67,43 @@ def candidates(model: str) -> dict[str, Pipeline]:
 
 
 def main(argv=None, prog: str = "cmim demo") -> int:
+    """Run ``cmim demo``: cross-validated RMSEs of each feature set on ESOL, printed as a table.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The command's arguments, without the program name; ``None`` reads ``sys.argv[1:]``.
+    prog : str, default="cmim demo"
+        Program name shown in usage and error messages.
+
+    Returns
+    -------
+    status : int
+        0 on success; 2 when ``--model`` cannot be loaded (reported in one line on stderr).
+
+    Raises
+    ------
+    SystemExit
+        With status 2 when ``argv`` cannot be parsed (reported in one line on stderr), or 0
+        after ``--help``.
+
+    Examples
+    --------
+    The full demo (1,128 molecules, 5 folds) takes minutes; 16 molecules in 2 folds take about
+    a second. The RMSEs of so few molecules mean little, and the progress bar goes to stderr:
+
+    >>> from sklearn_cmim.demo import main
+    >>> main(["--molecules", "16", "--folds", "2"])  # doctest: +ELLIPSIS
+    ESOL aqueous solubility: 16 molecules, 2-fold CV, head = StandardScaler + SVR(C=5)
+    <BLANKLINE>
+    features                                    RMSE (log mol/L)
+    ECFP4 (2048 bits)                              ...
+    cMIM latent (cmim-moses)                       ...
+    cMIM informative (cmim-moses)                  ...
+    <BLANKLINE>
+    ... s in all
+    0
+    """
     args = build_parser(prog).parse_args(argv)
     try:
         load_pretrained(args.model)  # fail now, in one line, rather than inside the first fold

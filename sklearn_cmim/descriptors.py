@@ -32,6 +32,7 @@ class RDKitDescriptorsTransformer(MoleculeInputMixin, TransformerMixin, BaseEsti
 
     Examples
     --------
+    >>> from sklearn_cmim import RDKitDescriptorsTransformer
     >>> rdkit2d = RDKitDescriptorsTransformer(descriptors=["MolWt", "NumHDonors"])
     >>> rdkit2d.fit_transform(["CCO", "OC(=O)c1ccccc1.[Na+]"]).round(1)
     array([[ 46.1,   1. ],

@@ -158,6 +158,25 @@ def embed_file(model: CMIMTransformer, source, output, column: str | None = None
 
 
 def build_parser(prog: str = "cmim embed") -> ArgumentParser:
+    """The argument parser of ``cmim embed``.
+
+    Parameters
+    ----------
+    prog : str, default="cmim embed"
+        Program name shown in usage and error messages.
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+        Its errors are one line on stderr and exit status 2.
+
+    Examples
+    --------
+    >>> from sklearn_cmim.embed import build_parser
+    >>> args = build_parser().parse_args(["molecules.smi", "--output", "embeddings.npy"])
+    >>> args.model, args.embedding, args.errors, args.chunk_size
+    ('cmim-moses', 'informative', 'raise', 10000)
+    """
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("input", type=Path, help="SMILES file: .smi, .txt or .csv, optionally .gz")
     parser.add_argument("--output", type=Path, required=True, help="embeddings to write: .npy or .csv")
@@ -178,6 +197,55 @@ def build_parser(prog: str = "cmim embed") -> ArgumentParser:
 
 
 def main(argv=None, prog: str = "cmim embed") -> int:
+    """Run ``cmim embed``: embed every molecule of a SMILES file into a .npy or .csv file.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The command's arguments, without the program name; ``None`` reads ``sys.argv[1:]``.
+    prog : str, default="cmim embed"
+        Program name shown in usage and error messages.
+
+    Returns
+    -------
+    status : int
+        0 on success; 2 after a user error (a bad path, column, output suffix or model, or a
+        bad molecule under ``--errors raise``), reported in one line on stderr with nothing
+        written.
+
+    Raises
+    ------
+    SystemExit
+        With status 2 when ``argv`` cannot be parsed (reported in one line on stderr), or 0
+        after ``--help``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from sklearn_cmim.embed import main
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> smi = Path(tmp.name, "molecules.smi")
+    >>> _ = smi.write_text("CCO ethanol\\nc1ccccc1 benzene\\n")
+    >>> npy = Path(tmp.name, "embeddings.npy")
+    >>> main([str(smi), "--output", str(npy)])  # doctest: +ELLIPSIS
+    wrote ...embeddings.npy
+    0
+    >>> np.load(npy).shape
+    (2, 512)
+
+    A .csv output starts with the input SMILES:
+
+    >>> csv = Path(tmp.name, "latents.csv")
+    >>> main([str(smi), "--output", str(csv), "--embedding", "latent"])  # doctest: +ELLIPSIS
+    wrote ...latents.csv
+    0
+    >>> lines = csv.read_text().splitlines()
+    >>> lines[0][:30], lines[1].split(",")[0], len(lines[1].split(","))
+    ('smiles,latent0,latent1,latent2', 'CCO', 257)
+    >>> tmp.cleanup()
+    """
     args = build_parser(prog).parse_args(argv)
     if args.output.suffix.lower() not in WRITERS:  # before loading the model
         return report_error(prog, f"--output must end in .npy or .csv, got {args.output}")

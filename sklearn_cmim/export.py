@@ -42,6 +42,25 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
 
 
 def build_parser(prog: str = "cmim export") -> ArgumentParser:
+    """The argument parser of ``cmim export``.
+
+    Parameters
+    ----------
+    prog : str, default="cmim export"
+        Program name shown in usage and error messages.
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+        Its errors are one line on stderr and exit status 2.
+
+    Examples
+    --------
+    >>> from sklearn_cmim.export import build_parser
+    >>> args = build_parser().parse_args(["step-00012000.pt", "cmim-zinc", "--half"])
+    >>> args.checkpoint.name, args.output.name, args.half
+    ('step-00012000.pt', 'cmim-zinc', True)
+    """
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a checkpoint written by cmim pretrain")
     parser.add_argument("output", type=Path, help="model directory to write")
@@ -50,6 +69,57 @@ def build_parser(prog: str = "cmim export") -> ArgumentParser:
 
 
 def main(argv=None, prog: str = "cmim export") -> int:
+    """Run ``cmim export``: write a checkpoint's model as a ``save_pretrained`` directory.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The command's arguments, without the program name; ``None`` reads ``sys.argv[1:]``.
+    prog : str, default="cmim export"
+        Program name shown in usage and error messages.
+
+    Returns
+    -------
+    status : int
+        0 on success; 2 when the checkpoint cannot be read or the directory cannot be written
+        (reported in one line on stderr).
+
+    Raises
+    ------
+    SystemExit
+        With status 2 when ``argv`` cannot be parsed (reported in one line on stderr), or 0
+        after ``--help``.
+
+    Examples
+    --------
+    A checkpoint from a two-step ``cmim pretrain`` run of a tiny model, exported and loaded:
+
+    >>> import contextlib, io, tempfile
+    >>> from pathlib import Path
+    >>> from sklearn_cmim import CMIMTransformer, pretrain
+    >>> from sklearn_cmim.export import main
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> corpus = Path(tmp.name, "alcohols.smi")
+    >>> _ = corpus.write_text("".join("C" * n + "O\\n" for n in range(1, 21)))
+    >>> tiny = ["--d-model", "16", "--n-heads", "2", "--d-ff", "32", "--n-encoder-layers", "1",
+    ...         "--n-decoder-layers", "1", "--n-latents", "1", "--latent-dim", "8",
+    ...         "--batch-size", "8", "--holdout-every", "10", "--max-steps", "2", "--device", "cpu"]
+    >>> with contextlib.redirect_stdout(io.StringIO()):  # the training log is not the point here
+    ...     status = pretrain.main([str(corpus), "--output", str(Path(tmp.name, "run")), *tiny])
+    >>> status
+    0
+    >>> checkpoint = next(Path(tmp.name, "run", "checkpoints").glob("*.pt"))
+    >>> checkpoint.name
+    'step-00000002.pt'
+    >>> main([str(checkpoint), str(Path(tmp.name, "exported"))])  # doctest: +ELLIPSIS
+    wrote ...exported
+    0
+    >>> cmim = CMIMTransformer(pretrained=Path(tmp.name, "exported"), embedding="latent",
+    ...                        max_epochs=0).fit(["CCO"])
+    >>> cmim.transform(["CCCO"]).shape
+    (1, 8)
+    >>> tmp.cleanup()
+    """
     args = build_parser(prog).parse_args(argv)
     try:
         path = export_checkpoint(args.checkpoint, args.output, args.half)

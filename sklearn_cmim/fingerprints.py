@@ -19,14 +19,23 @@ class ECFPTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
     Parameters
     ----------
     radius : int, default=2
+        Radius of the circular environments; the diameter (4 for ECFP4) is twice this.
     n_bits : int, default=2048
+        Length of the folded bit vector.
     errors : {"raise", "nan"}, default="raise"
         As in :class:`~sklearn_cmim.CMIMTransformer`: bad items raise, or get a NaN row.
 
     Examples
     --------
-    >>> ECFPTransformer(n_bits=64).fit_transform(["CCO", "c1ccccc1"]).shape
-    (2, 64)
+    >>> import numpy as np
+    >>> from sklearn_cmim import ECFPTransformer
+    >>> X = ECFPTransformer(n_bits=64).fit_transform(["CCO", "c1ccccc1"])
+    >>> X.shape, X.dtype
+    ((2, 64), dtype('float32'))
+    >>> bool(np.isin(X, (0.0, 1.0)).all())
+    True
+    >>> bool(np.isnan(ECFPTransformer(errors="nan").transform(["not a molecule"])).all())
+    True
     """
 
     _requires_fit = False  # stateless: transform works on an unfitted instance

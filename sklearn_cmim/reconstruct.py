@@ -68,6 +68,25 @@ def reconstruct_file(model, source, handle, column: str | None = None, errors: s
 
 
 def build_parser(prog: str = "cmim reconstruct") -> ArgumentParser:
+    """The argument parser of ``cmim reconstruct``.
+
+    Parameters
+    ----------
+    prog : str, default="cmim reconstruct"
+        Program name shown in usage and error messages.
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+        Its errors are one line on stderr and exit status 2.
+
+    Examples
+    --------
+    >>> from sklearn_cmim.reconstruct import build_parser
+    >>> args = build_parser().parse_args(["molecules.smi", "--errors", "nan"])
+    >>> args.input.name, args.output, args.errors, args.model
+    ('molecules.smi', None, 'nan', 'cmim-moses')
+    """
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("input", type=Path, help="SMILES file: .smi, .txt or .csv, optionally .gz")
     parser.add_argument("--output", type=Path, help="file to write the lines to (default: stdout)")
@@ -83,6 +102,43 @@ def build_parser(prog: str = "cmim reconstruct") -> ArgumentParser:
 
 
 def main(argv=None, prog: str = "cmim reconstruct") -> int:
+    """Run ``cmim reconstruct``: encode and greedily decode each molecule of a SMILES file.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The command's arguments, without the program name; ``None`` reads ``sys.argv[1:]``.
+    prog : str, default="cmim reconstruct"
+        Program name shown in usage and error messages.
+
+    Returns
+    -------
+    status : int
+        0 on success, with the exact-match accuracy on stderr; 2 after a user error (a bad
+        path, column or model, a bad molecule under ``--errors raise``, or no readable molecule),
+        reported in one line on stderr.
+
+    Raises
+    ------
+    SystemExit
+        With status 2 when ``argv`` cannot be parsed (reported in one line on stderr), or 0
+        after ``--help``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from sklearn_cmim.reconstruct import main
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> smi = Path(tmp.name, "molecules.smi")
+    >>> _ = smi.write_text("CCO\\nc1ccccc1\\n")
+    >>> main([str(smi), "--output", str(Path(tmp.name, "reconstructed.tsv"))])
+    0
+    >>> lines = Path(tmp.name, "reconstructed.tsv").read_text().splitlines()
+    >>> lines[0], [line.split("\\t")[0] for line in lines[1:]]
+    ('input\\tdecoded\\tmatch', ['CCO', 'c1ccccc1'])
+    >>> tmp.cleanup()
+    """
     args = build_parser(prog).parse_args(argv)
     try:
         read_smiles(args.input, args.column)  # a bad path or column fails here, before the model loads

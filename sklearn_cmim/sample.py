@@ -75,6 +75,25 @@ def summary(smiles) -> str:
 
 
 def build_parser(prog: str = "cmim sample") -> ArgumentParser:
+    """The argument parser of ``cmim sample``.
+
+    Parameters
+    ----------
+    prog : str, default="cmim sample"
+        Program name shown in usage and error messages.
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+        Its errors are one line on stderr and exit status 2.
+
+    Examples
+    --------
+    >>> from sklearn_cmim.sample import build_parser
+    >>> args = build_parser().parse_args(["--n", "10", "--around", "CCO", "c1ccccc1"])
+    >>> args.n, args.around, args.sigma, args.model
+    (10, ['CCO', 'c1ccccc1'], 0.5, 'cmim-moses')
+    """
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--n", type=positive_int, required=True,
                         help="molecules to decode (around each given molecule, with --around)")
@@ -92,6 +111,51 @@ def build_parser(prog: str = "cmim sample") -> ArgumentParser:
 
 
 def main(argv=None, prog: str = "cmim sample") -> int:
+    """Run ``cmim sample``: decode molecules from the prior or around given molecules.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The command's arguments, without the program name; ``None`` reads ``sys.argv[1:]``.
+    prog : str, default="cmim sample"
+        Program name shown in usage and error messages.
+
+    Returns
+    -------
+    status : int
+        0 on success, with a summary line (valid and unique molecules) on stderr; 2 after a
+        user error (a bad file, model or molecule), reported in one line on stderr.
+
+    Raises
+    ------
+    SystemExit
+        With status 2 when ``argv`` cannot be parsed (reported in one line on stderr), or 0
+        after ``--help``.
+
+    Examples
+    --------
+    Two molecules around each of two given ones, written to a file, one SMILES per line:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from sklearn_cmim.sample import main
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> output = Path(tmp.name, "around.smi")
+    >>> main(["--n", "2", "--around", "CCO", "c1ccccc1", "--random-state", "0",
+    ...       "--output", str(output)])
+    0
+    >>> len(output.read_text().splitlines())
+    4
+
+    Without ``--around``, from the prior (without ``--output``, to stdout):
+
+    >>> prior = Path(tmp.name, "prior.smi")
+    >>> main(["--n", "3", "--random-state", "0", "--output", str(prior)])
+    0
+    >>> len(prior.read_text().splitlines())
+    3
+    >>> tmp.cleanup()
+    """
     args = build_parser(prog).parse_args(argv)
     try:
         if args.around_file is not None:

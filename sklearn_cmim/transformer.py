@@ -214,6 +214,38 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         self : CMIMTransformer
+            The fitted estimator.
+
+        Raises
+        ------
+        ValueError
+            If a parameter is invalid, if no molecule of X is usable, or, with ``errors="raise"``,
+            at the first bad item (the message names its index).
+        TypeError
+            With ``errors="raise"``, if an item is neither a SMILES string nor an RDKit ``Mol``.
+        FileNotFoundError
+            If ``pretrained`` is neither a bundled model nor a model directory.
+
+        Examples
+        --------
+        A tiny model trained from scratch; ``history_`` holds one record per epoch:
+
+        >>> from sklearn_cmim import CMIMTransformer
+        >>> cmim = CMIMTransformer(d_model=32, n_heads=2, d_ff=64, n_encoder_layers=1,
+        ...                        n_decoder_layers=1, n_latents=1, latent_dim=8, max_epochs=2,
+        ...                        random_state=0)
+        >>> cmim = cmim.fit(["CCO", "CCN", "c1ccccc1", "CC(=O)O"])
+        >>> [record["epoch"] for record in cmim.history_]
+        [1, 2]
+        >>> cmim.transform(["CCCO"]).shape
+        (1, 40)
+
+        With ``pretrained`` and ``max_epochs=0``, ``fit`` only loads the model (X just has to
+        be usable):
+
+        >>> bundled = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(["CCO"])
+        >>> bundled.history_, bundled.model_.config.n_latents
+        ([], 8)
         """
         self._embedding_spec()  # validate before any work
         items = as_items(X)
@@ -305,6 +337,30 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         -------
         embeddings : ndarray of shape (n_samples, n_features), float32
             NaN rows for bad items when ``errors="nan"``.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
+        ValueError, TypeError
+            With ``errors="raise"``, at the first bad item (the message names its index).
+
+        Examples
+        --------
+        >>> from sklearn_cmim import CMIMTransformer
+        >>> cmim = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(["CCO"])
+        >>> X = cmim.transform(["CCO", "c1ccccc1"])
+        >>> X.shape, X.dtype
+        ((2, 512), dtype('float32'))
+        >>> cmim.set_params(embedding="latent").transform(["CCO", "c1ccccc1"]).shape
+        (2, 256)
+
+        With ``errors="nan"`` an unreadable item gets a NaN row instead of an error:
+
+        >>> import numpy as np
+        >>> X = cmim.set_params(errors="nan").transform(["CCO", "not a molecule"])
+        >>> np.isnan(X).all(axis=1)
+        array([False,  True])
         """
         spec = self._embedding_spec()
         encoded = self._encode(X)
@@ -318,7 +374,34 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         return len(self.get_feature_names_out())
 
     def get_feature_names_out(self, input_features=None):
-        """Names of the embedding columns: ``latent*``, then ``decoder_mean*``/``decoder_max*``."""
+        """Names of the embedding columns: ``latent*``, then ``decoder_mean*``/``decoder_max*``.
+
+        Parameters
+        ----------
+        input_features : ignored
+            Present for scikit-learn's API; X holds molecules, not named columns.
+
+        Returns
+        -------
+        names : ndarray of str (object), shape (n_features,)
+            One name per column of :meth:`transform`'s output, for the current ``embedding``
+            settings.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
+
+        Examples
+        --------
+        >>> from sklearn_cmim import CMIMTransformer
+        >>> cmim = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(["CCO"])
+        >>> names = cmim.get_feature_names_out()
+        >>> len(names), names[0], names[-1]
+        (512, 'latent0', 'decoder_mean255')
+        >>> cmim.set_params(embedding="latent").get_feature_names_out()[-1]
+        'latent255'
+        """
         check_is_fitted(self, "model_")
         config = self.model_.config
         names = self._embedding_spec().feature_names(config.n_latents * config.latent_dim,
@@ -338,6 +421,33 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         -------
         smiles : ndarray of str (object), shape (n_samples,)
             ``None`` for NaN rows when ``errors="nan"``. A decoded string may be an invalid SMILES.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
+        ValueError
+            If X has the wrong shape, if the embeddings hold no latent part
+            (``informative_with_latent=False``), or, with ``errors="raise"``, if a row is not
+            finite.
+
+        Examples
+        --------
+        Latent means decode back to SMILES strings (how many match the input depends on the
+        model: see :meth:`score`):
+
+        >>> from sklearn_cmim import CMIMTransformer
+        >>> cmim = CMIMTransformer(pretrained="cmim-moses", embedding="latent",
+        ...                        max_epochs=0).fit(["CCO"])
+        >>> smiles = cmim.inverse_transform(cmim.transform(["CCO", "c1ccccc1"]))
+        >>> smiles.shape, all(isinstance(s, str) for s in smiles)
+        ((2,), True)
+
+        With ``errors="nan"`` a NaN row decodes to ``None``:
+
+        >>> import numpy as np
+        >>> cmim.set_params(errors="nan").inverse_transform(np.full((1, 256), np.nan))
+        array([None], dtype=object)
         """
         check_is_fitted(self, "model_")
         Z = np.asarray(X, dtype=np.float32)
@@ -371,9 +481,37 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
     def sample(self, n_samples=1, random_state=None):
         """Decode molecules from latents drawn from the prior N(0, I).
 
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Molecules to decode.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the latent draws (``None``: NumPy's global generator).
+
         Returns
         -------
         smiles : ndarray of str (object), shape (n_samples,)
+            Greedy decodings; a string may be an invalid SMILES.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
+        ValueError
+            If ``n_samples`` is not a positive integer.
+
+        Examples
+        --------
+        >>> from sklearn_cmim import CMIMTransformer
+        >>> cmim = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(["CCO"])
+        >>> smiles = cmim.sample(2, random_state=0)
+        >>> smiles.shape, smiles.dtype
+        ((2,), dtype('O'))
+
+        The same ``random_state`` draws the same latents, so gives the same molecules:
+
+        >>> list(cmim.sample(2, random_state=0)) == list(smiles)
+        True
         """
         check_is_fitted(self, "model_")
         config = self.model_.config
@@ -385,9 +523,30 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         """Exact reconstruction accuracy: share of molecules whose decoded latent mean gives back
         the same canonical SMILES (bad items are left out when ``errors="nan"``).
 
+        Parameters
+        ----------
+        X : sequence of str or rdkit.Chem.Mol
+            SMILES strings or molecules, as for :meth:`transform`.
+        y : ignored
+
         Returns
         -------
         accuracy : float in [0, 1]
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
+        ValueError, TypeError
+            If no molecule of X is usable, or, with ``errors="raise"``, at the first bad item.
+
+        Examples
+        --------
+        >>> from sklearn_cmim import CMIMTransformer
+        >>> cmim = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(["CCO"])
+        >>> accuracy = cmim.score(["CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O"])
+        >>> isinstance(accuracy, float), 0.0 <= accuracy <= 1.0
+        (True, True)
         """
         encoded = self._encode(X)
         latent = np.full((len(encoded.sequences), self.model_.config.n_latents
@@ -411,12 +570,37 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         Parameters
         ----------
         directory : str or path
+            Created if missing; the three files are written atomically into it.
         half : bool, default=False
             Store the weights in float16 (half the size; loaded back as float32).
 
         Returns
         -------
         directory : pathlib.Path
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
+        OSError
+            If the directory cannot be written.
+
+        Examples
+        --------
+        The directory loads back with ``pretrained=`` and gives the same embeddings:
+
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from sklearn_cmim import CMIMTransformer
+        >>> cmim = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(["CCO"])
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = cmim.save_pretrained(tmp)
+        ...     files = sorted(p.name for p in path.iterdir())
+        ...     copy = CMIMTransformer(pretrained=tmp, max_epochs=0).fit(["CCO"])
+        >>> files
+        ['config.json', 'vocab.json', 'weights.pt']
+        >>> np.array_equal(copy.transform(["c1ccccc1"]), cmim.transform(["c1ccccc1"]))
+        True
         """
         check_is_fitted(self, "model_")
         metadata = {"contrastive_weight": self.contrastive_weight,
