@@ -37,7 +37,9 @@ import argparse
 import csv
 import hashlib
 import itertools
+import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -46,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rdkit import Chem
+from rdkit import Chem, rdBase
 from rdkit.Chem.Scaffolds import MurckoScaffold
 from sklearn.compose import TransformedTargetRegressor
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
@@ -63,6 +65,7 @@ from sklearn_cmim.datasets import load_esol
 from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
 from sklearn_cmim.fingerprints import ECFPTransformer
 from sklearn_cmim.inputs import standardize_items
+from sklearn_cmim.persistence import resolve_pretrained
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
 from common import (
@@ -114,6 +117,8 @@ COMPARISONS = [
     ("cMIM informative", "cMIM latent", "beats"),
 ]
 SPLITS_DIR = ROOT / "benchmarks" / "splits"
+# Part of every cached score's key: bump it when heads, grids or scoring change.
+PROTOCOL_VERSION = 1
 QUICK_TRAIN_MOLECULES = 300
 
 
@@ -171,19 +176,89 @@ def load_model(name_or_dir: str) -> CMIMTransformer:
     return CMIMTransformer(pretrained=name_or_dir, max_epochs=0, errors="nan").fit(["CCO"])
 
 
-def featurise(smiles: list[str], models: dict[str, CMIMTransformer]) -> tuple[dict, dict]:
-    """The main feature matrices, and the informative-embedding variants, of readable molecules."""
-    features = {"ECFP4": ECFPTransformer(radius=2, n_bits=2048, errors="nan").transform(smiles),
-                "RDKit 2D": RDKitDescriptorsTransformer(errors="nan").transform(smiles)}
+def model_fingerprint(name_or_dir: str) -> str:
+    """A hash of a model's files: what it computed stays valid while they are unchanged."""
+    directory = resolve_pretrained(name_or_dir)
+    digest = hashlib.sha256()
+    for file in ("config.json", "vocab.json", "weights.pt"):
+        digest.update((directory / file).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class Cache:
+    """Feature matrices and scores on disk, keyed by a hash of everything that determines them,
+    so a killed run (hours, on a CPU) resumes where it stopped and a rerun redoes only what a
+    changed model or setting invalidates. Files are written whole, then renamed into place."""
+
+    def __init__(self, directory: Path | None):
+        self.directory = directory
+
+    def _path(self, key: dict, suffix: str) -> Path | None:
+        if self.directory is None:
+            return None
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+        return self.directory / f"{digest[:24]}{suffix}"
+
+    def _store(self, path: Path | None, write) -> None:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(path.name + ".partial")
+            with open(temporary, "wb") as handle:
+                write(handle)
+            os.replace(temporary, path)
+
+    def array(self, key: dict, compute) -> np.ndarray:
+        path = self._path(key, ".npy")
+        if path is not None and path.exists():
+            return np.load(path, allow_pickle=False)
+        X = compute()
+        self._store(path, lambda handle: np.save(handle, X, allow_pickle=False))
+        return X
+
+    def result(self, key: dict, compute) -> dict:
+        path = self._path(key, ".json")
+        if path is not None and path.exists():
+            return json.loads(path.read_text())
+        result = compute()
+        # NaN survives (Python's json writes it); numpy scalars become Python ones.
+        text = json.dumps(result, default=lambda value: value.item()).encode()
+        self._store(path, lambda handle: handle.write(text))
+        return result
+
+
+def featurise(smiles: list[str], models: dict[str, tuple[CMIMTransformer, str]], wanted: list[str],
+              cache: Cache) -> tuple[dict, dict]:
+    """The wanted feature matrices of readable molecules, and the informative-embedding variants
+    of each model whose informative embedding is wanted (read from the cache where it has them).
+
+    A model's latent embedding is computed whenever any of its feature sets is wanted: its NaN
+    rows (molecules the model cannot read) decide which molecules every feature set is scored on.
+    """
+    def cached(name: str, source: str, compute) -> np.ndarray:
+        return cache.array({"smiles": smiles, "features": name, "source": source}, compute)
+
+    fixed = {"ECFP4": lambda: ECFPTransformer(radius=2, n_bits=2048, errors="nan").transform(smiles),
+             "RDKit 2D": lambda: RDKitDescriptorsTransformer(errors="nan").transform(smiles)}
+    features = {name: cached(name, f"rdkit {rdBase.rdkitVersion}", compute)
+                for name, compute in fixed.items() if name in wanted}
     variants = {}
-    for label, model in models.items():
+
+    def embed(model, **params):
+        return lambda: model.set_params(**params).transform(smiles)
+
+    for label, (model, fingerprint) in models.items():
         for embedding in ("latent", "informative"):
-            model.set_params(embedding=embedding, **INFORMATIVE_DEFAULTS)
-            features[f"{label} {embedding}"] = model.transform(smiles)
+            name = f"{label} {embedding}"
+            if embedding == "latent" or name in wanted:
+                features[name] = cached(name, f"{fingerprint} {INFORMATIVE_DEFAULTS}",
+                                        embed(model, embedding=embedding, **INFORMATIVE_DEFAULTS))
+        if f"{label} informative" not in wanted:
+            continue
         for layers, pooling, with_latent in VARIANTS:
-            model.set_params(embedding="informative", informative_layers=layers,
-                             informative_pooling=pooling, informative_with_latent=with_latent)
-            variants[variant_name(label, layers, pooling, with_latent)] = model.transform(smiles)
+            name = variant_name(label, layers, pooling, with_latent)
+            variants[name] = cached(name, fingerprint, embed(
+                model, embedding="informative", informative_layers=layers, informative_pooling=pooling,
+                informative_with_latent=with_latent))
     return features, variants
 
 
@@ -394,7 +469,8 @@ def run_dataset(name: str, models: dict, args) -> dict:
     readable = np.array([s is not None for s in scaffolds])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        features, variants = featurise([s for s, ok in zip(smiles, readable, strict=True) if ok], models)
+        features, variants = featurise([s for s, ok in zip(smiles, readable, strict=True) if ok], models,
+                                       args.feature_sets, args.cache)
     for message in dict.fromkeys(str(w.message) for w in caught):  # each distinct one once, not per call
         print(f"  warning: {message}")
     features, variants = ({k: _rows_at(X, readable) for k, X in d.items()} for d in (features, variants))
@@ -419,12 +495,24 @@ def run_dataset(name: str, models: dict, args) -> dict:
                "scaffold_parts": {part: len(p) for part, p in used_parts.items()},
                "split_file": relative_link(split_file, ROOT),
                "features": {}, "variants": {}}
+    # Everything a score depends on besides its feature matrix, for the cache key.
+    setting = {"dataset": name, "labels": Y.tolist(), "usable": np.flatnonzero(usable).tolist(),
+               "scaffold_parts": {part: p.tolist() for part, p in used_parts.items()},
+               "folds": args.folds, "seeds": args.seeds, "inner_folds": args.inner_folds,
+               "bootstrap": args.bootstrap, "quick": args.quick,
+               "protocol": PROTOCOL_VERSION}
     for kind, matrices, linear_only in (("features", features, False), ("variants", variants, True)):
         for feature_name, X in matrices.items():
+            if kind == "features" and feature_name not in args.feature_sets:
+                continue  # computed only for its NaN rows
             tick = time.perf_counter()
             heads = make_heads(dataset.task, feature_name, args.quick, linear_only)
-            results[kind][feature_name] = evaluate_feature_set(X, Y, dataset.task, heads, used_parts,
-                                                               folds, groups, args)
+            key = {**setting, "features": feature_name, "linear_only": linear_only,
+                   "X": hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest()}
+            def evaluate(X=X, heads=heads):
+                return evaluate_feature_set(X, Y, dataset.task, heads, used_parts, folds, groups, args)
+
+            results[kind][feature_name] = args.cache.result(key, evaluate)
             best = results[kind][feature_name]
             print(f"  {feature_name}: scaffold {fmt(best['scaffold']['best']['test'])}, random CV "
                   f"{fmt(best['random_cv']['best']['mean'])} ({time.perf_counter() - tick:.0f} s)",
@@ -608,6 +696,11 @@ def parse_args(argv):
     parser.add_argument("--inner-folds", type=int, default=3)
     parser.add_argument("--bootstrap", type=int, default=200, help="resamples for scaffold error bars")
     parser.add_argument("--n-jobs", type=int, default=1, help="parallel grid-search fits")
+    parser.add_argument("--feature-sets", nargs="+", choices=FEATURE_SETS, default=FEATURE_SETS,
+                        help="evaluate only these (fills the cache; the report needs all of them)")
+    parser.add_argument("--cache", type=Path, help="features and scores kept here, so a killed run "
+                        "resumes (default runs/downstream-cache)")
+    parser.add_argument("--no-cache", action="store_true", help="compute everything afresh")
     parser.add_argument("--out", type=Path, help="JSON and figures (default docs/benchmarks)")
     parser.add_argument("--markdown", type=Path, help=f"report to update (default {DOCS_MARKDOWN})")
     parser.add_argument("--splits-dir", type=Path, help=f"default {SPLITS_DIR}")
@@ -623,13 +716,18 @@ def parse_args(argv):
         args.out = args.out or ROOT / "runs" / "downstream-quick"
     elif args.splits_only:
         args.datasets = args.datasets or CORE + EXTRAS
-    elif not (args.cmim_model and args.mim_model):
-        parser.error("--cmim-model and --mim-model are required outside --quick and --splits-only")
+    else:
+        for label, option in (("cMIM", "cmim_model"), ("MIM", "mim_model")):
+            if not getattr(args, option) and any(f.startswith(label + " ") for f in args.feature_sets):
+                parser.error(f"--{option.replace('_', '-')} is required for the {label} feature sets "
+                             "outside --quick and --splits-only")
     args.datasets = (args.datasets or CORE) + (EXTRAS if args.extras else [])
     args.out = args.out or ROOT / "docs" / "benchmarks"
     # A quick run's tiny subsets must never overwrite the committed splits or the docs.
     args.splits_dir = args.splits_dir or (args.out / "splits" if args.quick else SPLITS_DIR)
     args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
+    default_cache = args.out / "cache" if args.quick else ROOT / "runs" / "downstream-cache"
+    args.cache = Cache(None if args.no_cache else args.cache or default_cache)
     return args
 
 
@@ -642,10 +740,15 @@ def main(argv=None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/downstream.py " + " ".join(sys.argv[1:] if argv is None else argv)
     model_paths = {"cmim": args.cmim_model, "mim": args.mim_model}
-    if not all(model_paths.values()):
+    if args.quick and not all(model_paths.values()):
         model_paths = train_quick_models(args.out / "models")
-    models = {"MIM": load_model(model_paths["mim"]), "cMIM": load_model(model_paths["cmim"])}
+    models = {label: (load_model(model_paths[key]), model_fingerprint(model_paths[key]))
+              for label, key in (("MIM", "mim"), ("cMIM", "cmim"))
+              if any(f.startswith(label + " ") for f in args.feature_sets)}
     datasets = {name: run_dataset(name, models, args) for name in args.datasets}
+    if args.feature_sets != FEATURE_SETS:
+        print("partial run: its scores are cached; run with every feature set for the report")
+        return {"datasets": datasets}
     report = {
         "config": {"cmim_model": model_paths["cmim"], "mim_model": model_paths["mim"],
                    "quick": args.quick, "datasets": args.datasets, "max_molecules": args.max_molecules,

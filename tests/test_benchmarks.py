@@ -127,6 +127,18 @@ def test_downstream_quick(tmp_path):
     assert report["goal"]["met"] is None  # two datasets cannot decide a goal over five
     assert {p: p.read_text() for p in committed} == committed  # tiny subsets never touch the real splits
 
+    # A rerun (as after a kill) takes every feature matrix and score from the cache: nothing is
+    # featurised or evaluated again, and the report is the same.
+    def recomputed(*args, **kwargs):
+        raise AssertionError("recomputed instead of read from the cache")
+
+    for name in ("evaluate_feature_set", "ECFPTransformer", "RDKitDescriptorsTransformer"):
+        setattr(downstream, name, recomputed)
+    models = ["--cmim-model", str(tmp_path / "models" / "cmim-quick"),
+              "--mim-model", str(tmp_path / "models" / "mim-quick")]
+    downstream.main(["--quick", "--out", str(tmp_path), *models])
+    assert json.loads((tmp_path / "downstream.json").read_text())["datasets"] == report["datasets"]
+
 
 @pytest.mark.slow
 def test_batch_size_quick(tmp_path):
@@ -153,6 +165,8 @@ def test_speed_quick(tmp_path):
     assert finite(report["hardware"]["peak_bf16_flops"]) and report["hardware"]["peak_bf16_flops"] > 0
     assert all(finite(r["fraction_of_bf16_peak"]) and r["fraction_of_bf16_peak"] > 0
                for r in report["training"])
+    # A streamed run's peak memory is a few hundred MiB of Python, torch and RDKit, never GBs.
+    assert report["memory"]["molecules"] == 500 and 0 < report["memory"]["peak_rss_bytes"] < 2**31
 
 
 # ----------------------------------------------------------------------------------- descriptors
