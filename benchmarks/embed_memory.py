@@ -7,7 +7,7 @@ A run on 100 molecules first gives the baseline: the memory and time of starting
 and RDKit and loading the model, which the streamed molecules add to.
 
     python benchmarks/embed_memory.py                        # 1,000,000 molecules, a small model
-    python benchmarks/embed_memory.py --n 20000 --model path/to/model --chunk-size 10000
+    python benchmarks/embed_memory.py --n 20000 --model cmim-moses --embedding latent
 """
 
 from __future__ import annotations
@@ -101,17 +101,19 @@ def main(argv=None) -> dict:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000, help="molecules to embed")
     parser.add_argument("--model", help="model name or directory (default: a small model trained here)")
+    parser.add_argument("--embedding", choices=("informative", "latent"), default="informative")
     parser.add_argument("--chunk-size", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
-    options = ["--batch-size", str(args.batch_size), "--precision", args.precision, "--errors", "nan"]
+    options = ["--embedding", args.embedding, "--batch-size", str(args.batch_size),
+               "--precision", args.precision, "--errors", "nan"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = args.model or train_small_model(tmp / "model")
-        results = {"n": args.n, "chunk_size": args.chunk_size,
+        results = {"n": args.n, "chunk_size": args.chunk_size, "embedding": args.embedding,
                    "model": str(args.model or "small, trained here"),
                    "threads": os.environ.get("OMP_NUM_THREADS", "torch default")}
         for label, n in (("baseline", 100), ("run", args.n)):
@@ -125,7 +127,8 @@ def main(argv=None) -> dict:
                               "output_bytes": (tmp / f"{label}.npy").stat().st_size}
     base, run = results["baseline"], results["run"]
     results["molecules_per_s_after_startup"] = (args.n - 100) / max(run["seconds"] - base["seconds"], 1e-9)
-    print(f"{args.n:,} molecules from {results['source']}, chunks of {args.chunk_size:,}, "
+    print(f"{args.n:,} molecules from {results['source']}, {args.embedding} embeddings of "
+          f"{results['model']}, chunks of {args.chunk_size:,}, "
           f"threads: {results['threads']}")
     print(f"baseline (100 molecules): peak RSS {base['peak_rss_bytes'] / MIB:.0f} MiB, "
           f"{base['seconds']:.1f} s")

@@ -5,7 +5,9 @@
 * ECFP4 and RDKit 2D descriptor featurisation molecules/s, the baselines' cost;
 * a large bf16 (and fp32) matmul's FLOP/s: the hardware peak;
 * training tokens/s, and the model FLOP/s they imply as a fraction of that peak (as in
-  ``benchmarks/train_throughput.py``).
+  ``benchmarks/train_throughput.py``);
+* peak resident memory of ``cmim embed`` streaming 100,000 molecules from a file, in a child
+  process (``benchmarks/embed_memory.py`` measures the same at 1,000,000).
 
 The model's weights do not change its speed, so without ``--model`` a freshly initialised model
 of the package's default architecture is timed. Full run:
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,6 +48,7 @@ from common import (
     update_markdown_section,
     write_json,
 )
+from embed_memory import run_embed, write_smiles
 
 
 def molecules_per_second(function, molecules) -> float:
@@ -91,6 +95,24 @@ def training_speed(smiles, args, device, peak_bf16: float) -> list[dict]:
     return rows
 
 
+def streaming_memory(args) -> dict:
+    """Peak RSS of ``cmim embed`` over ``args.memory_molecules`` molecules (informative embeddings)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = args.model
+        if model is None:  # a fresh model of the timed architecture, saved for the child process
+            model = CMIMTransformer(**args.architecture, max_epochs=0, random_state=0).fit(["CCO"])
+            model = model.save_pretrained(tmp / "model")
+        source = write_smiles(tmp / "molecules.smi", args.memory_molecules)
+        run = run_embed(tmp / "molecules.smi", tmp / "embeddings.npy", model, 10_000, "--errors", "nan")
+        if run.returncode != 0:
+            sys.exit(f"cmim embed failed:\n{run.stderr}")
+    print(f"cmim embed, {args.memory_molecules:,} molecules: peak RSS {run.peak_rss_bytes / 2**20:.0f} MiB, "
+          f"{args.memory_molecules / run.seconds:.0f} molecules/s", flush=True)
+    return {"molecules": args.memory_molecules, "source": source, "peak_rss_bytes": run.peak_rss_bytes,
+            "seconds": run.seconds}
+
+
 def markdown(report: dict, command: str) -> str:
     hardware, config = report["hardware"], report["config"]
     lines = [
@@ -121,7 +143,13 @@ def markdown(report: dict, command: str) -> str:
              f"{r['model_flops'] / 1e9:,.2f}", f"{100 * r['fraction_of_bf16_peak']:.1f}%"]
             for r in report["training"]]
     lines += [markdown_table(["precision", "molecules/s", "tokens/s", "model GFLOP/s",
-                              "of bf16 matmul peak"], rows)]
+                              "of bf16 matmul peak"], rows), ""]
+    memory = report["memory"]
+    rate = memory["molecules"] / memory["seconds"]
+    lines += [f"Peak resident memory of `cmim embed` streaming {memory['molecules']:,} molecules "
+              f"({memory['source']}) to a .npy file, informative embeddings, in chunks of 10,000: "
+              f"**{memory['peak_rss_bytes'] / 2**20:,.0f} MiB** ({rate:,.0f} molecules/s, "
+              "start-up included)."]
     return "\n".join(lines)
 
 
@@ -133,6 +161,8 @@ def parse_args(argv):
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--train-molecules", type=int, default=2048)
     parser.add_argument("--train-batch-size", type=int, default=64)
+    parser.add_argument("--memory-molecules", type=int, default=100_000,
+                        help="molecules streamed through cmim embed for the peak-memory figure")
     parser.add_argument("--device", help="default: cuda, then mps, then cpu")
     parser.add_argument("--out", type=Path, help="JSON (default docs/benchmarks)")
     parser.add_argument("--markdown", type=Path, help=f"report to update (default {DOCS_MARKDOWN})")
@@ -141,6 +171,7 @@ def parse_args(argv):
     args.architecture = {}
     if args.quick:
         args.molecules, args.batch_sizes, args.train_molecules, args.train_batch_size = 64, [16, 64], 64, 16
+        args.memory_molecules = 500
         args.architecture = {} if args.model else QUICK_MODEL
         args.out = args.out or ROOT / "runs" / "speed-quick"
     args.out = args.out or ROOT / "docs" / "benchmarks"
@@ -182,6 +213,7 @@ def main(argv=None) -> dict:
         "featurisers": featurisers,
         "transform": embedding_speed(embed, args, device),
         "training": training_speed(smiles[:args.train_molecules], args, device, peak_bf16),
+        "memory": streaming_memory(args),
     }
     write_json(args.out / "speed.json", report)
     update_markdown_section(args.markdown, "speed", markdown(report, command))
