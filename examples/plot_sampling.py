@@ -10,7 +10,7 @@ from rdkit import Chem
 from rdkit.Chem import Draw
 
 from sklearn_cmim.chem import canonical_smiles
-from sklearn_cmim.sample import sample_around, summary
+from sklearn_cmim.sample import summary
 
 
 def label(smiles: str, seed: str) -> str:
@@ -32,9 +32,9 @@ def main() -> None:
     parser.add_argument("--random-state", type=int, default=0, help="seed of the noise")
     args = parse(parser)
 
-    # embedding="latent": transform gives the latent mean, which is where the samples are centred.
-    cmim = embedder(args, embedding="latent").fit(esol(args)[0])
-    samples = sample_around(cmim, cmim.transform([args.around]), args.n, args.sigma, args.random_state)
+    # Each sample decodes the seed's latent mean plus sigma * N(0, I) noise.
+    cmim = embedder(args).fit(esol(args)[0])
+    samples = cmim.sample(args.n, random_state=args.random_state, around=[args.around], sigma=args.sigma)
     print(summary(samples))
 
     # The seed first, then each sample; an invalid one gets an empty cell. The seed is compared

@@ -14,9 +14,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-from sklearn.utils import check_random_state
-
 from .chem import canonical_smiles
 from .cli import (
     ArgumentParser,
@@ -29,35 +26,8 @@ from .cli import (
 )
 from .embed import ChunkEmbedder, load_model
 from .smiles_files import read_smiles, text_output
-from .transformer import CMIMTransformer
 
-__all__ = ["build_parser", "main", "sample_around", "summary"]
-
-
-def sample_around(model: CMIMTransformer, latents: np.ndarray, n: int, sigma: float,
-                  random_state=None) -> np.ndarray:
-    """Decode ``n`` molecules around each latent vector, from the latent plus ``sigma`` * N(0, I).
-
-    Parameters
-    ----------
-    model : CMIMTransformer
-        A fitted model.
-    latents : ndarray of shape (n_molecules, K x D)
-        Latent means, e.g. ``transform`` with ``embedding="latent"``.
-    n : int
-        Molecules per latent.
-    sigma : float
-        Standard deviation of the noise, in units of the prior's.
-    random_state : int, RandomState instance or None
-
-    Returns
-    -------
-    smiles : ndarray of str (object), shape (n_molecules * n,)
-        The ``n`` molecules of the first latent, then those of the second, and so on.
-    """
-    rng = check_random_state(random_state)
-    centres = np.repeat(latents, n, axis=0)
-    return model.inverse_transform((centres + sigma * rng.standard_normal(centres.shape)).astype(np.float32))
+__all__ = ["build_parser", "main", "summary"]
 
 
 def summary(smiles) -> str:
@@ -166,8 +136,9 @@ def main(argv=None, prog: str = "cmim sample") -> int:
             seeds, where = list(enumerate(args.around or [], 1)), "--around molecule {}"
         model = load_model(args.model, embedding="latent", device=args.device)
         if seeds:
-            latents = ChunkEmbedder(model, "raise", where)(seeds)
-            smiles = sample_around(model, latents, args.n, args.sigma, args.random_state)
+            ChunkEmbedder(model, "raise", where)(seeds)  # a bad seed's error names its line
+            smiles = model.sample(args.n, random_state=args.random_state,
+                                  around=[smiles for _, smiles in seeds], sigma=args.sigma)
         else:
             smiles = model.sample(args.n, random_state=args.random_state)
         with text_output(args.output) as handle:

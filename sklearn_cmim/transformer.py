@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from numbers import Real
 
 import numpy as np
 import torch
@@ -326,6 +327,17 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
             index = [rows[j] for j in batch]
             yield index, pad([sequences[i] for i in index]).to(self.device_)
 
+    def _latent_means(self, encoded) -> np.ndarray:
+        """Latent means of encoded molecules whatever ``embedding`` says; NaN rows for bad ones."""
+        config = self.model_.config
+        latent = np.full((len(encoded.sequences), config.n_latents * config.latent_dim), np.nan,
+                         dtype=np.float32)
+        spec = EmbeddingSpec("latent")
+        with torch.inference_mode(), autocast(self.device_, self.precision_):
+            for index, ids in self._batches(encoded.sequences):
+                latent[index] = spec(self.model_, ids).cpu().numpy()
+        return latent
+
     def transform(self, X):
         """Embed molecules.
 
@@ -478,27 +490,36 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
                     out[row] = self.vocabulary_.decode(seq)
         return out
 
-    def sample(self, n_samples=1, random_state=None):
-        """Decode molecules from latents drawn from the prior N(0, I).
+    def sample(self, n_samples=1, random_state=None, *, around=None, sigma=0.1):
+        """Decode molecules from latents drawn from the prior N(0, I), or near given molecules.
 
         Parameters
         ----------
         n_samples : int, default=1
-            Molecules to decode.
+            Molecules to decode (per molecule of ``around``, when given).
         random_state : int, RandomState instance or None, default=None
             Seeds the latent draws (``None``: NumPy's global generator).
+        around : sequence of str or rdkit.Chem.Mol, optional
+            Draw around these molecules instead of from the prior: each one's latent mean plus
+            ``sigma`` times N(0, I) noise. Bad items follow ``errors``: they raise, or, with
+            ``errors="nan"``, their samples are ``None``.
+        sigma : float, default=0.1
+            Noise scale around each molecule, in units of the prior's standard deviation: small
+            values stay close to the molecule (more valid decodings), larger ones explore.
 
         Returns
         -------
-        smiles : ndarray of str (object), shape (n_samples,)
-            Greedy decodings; a string may be an invalid SMILES.
+        smiles : ndarray of str (object), shape (n_samples,) or (len(around) * n_samples,)
+            Greedy decodings, the samples of the first molecule of ``around`` first; a string may
+            be an invalid SMILES.
 
         Raises
         ------
         sklearn.exceptions.NotFittedError
             If the estimator is not fitted.
         ValueError
-            If ``n_samples`` is not a positive integer.
+            If ``n_samples`` is not a positive integer or ``sigma`` is negative, or, with
+            ``errors="raise"``, at the first bad item of ``around``.
 
         Examples
         --------
@@ -512,12 +533,29 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
 
         >>> list(cmim.sample(2, random_state=0)) == list(smiles)
         True
+
+        Three molecules near each of two seeds; with ``sigma=0`` every draw is the seed's own
+        latent mean, so its three decodings agree:
+
+        >>> near = cmim.sample(3, random_state=0, around=["CCOc1ccccc1", "CC(=O)Nc1ccc(O)cc1"])
+        >>> near.shape
+        (6,)
+        >>> len(set(cmim.sample(3, around=["CCOc1ccccc1"], sigma=0.0)))
+        1
         """
         check_is_fitted(self, "model_")
-        config = self.model_.config
+        n_samples = check_n_samples(n_samples)
+        if not (isinstance(sigma, Real) and sigma >= 0):
+            raise ValueError(f"sigma must be a non-negative number, got {sigma!r}")
         rng = check_random_state(random_state)
-        z = rng.standard_normal((check_n_samples(n_samples), config.n_latents * config.latent_dim))
-        return self._decode(z.astype(np.float32), np.zeros(len(z), dtype=bool))
+        if around is None:
+            config = self.model_.config
+            centres = np.zeros((n_samples, config.n_latents * config.latent_dim), dtype=np.float32)
+            sigma = 1.0
+        else:
+            centres = np.repeat(self._latent_means(self._encode(around)), n_samples, axis=0)
+        z = (centres + sigma * rng.standard_normal(centres.shape)).astype(np.float32)
+        return self._decode(z, ~np.isfinite(z).all(axis=1))
 
     def score(self, X, y=None):
         """Exact reconstruction accuracy: share of molecules whose decoded latent mean gives back
@@ -549,12 +587,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         (True, True)
         """
         encoded = self._encode(X)
-        latent = np.full((len(encoded.sequences), self.model_.config.n_latents
-                          * self.model_.config.latent_dim), np.nan, dtype=np.float32)
-        spec = EmbeddingSpec("latent")
-        with torch.inference_mode(), autocast(self.device_, self.precision_):
-            for index, ids in self._batches(encoded.sequences):
-                latent[index] = spec(self.model_, ids).cpu().numpy()
+        latent = self._latent_means(encoded)
         valid = encoded.valid
         if not valid.any():
             raise ValueError("none of the molecules in X is usable")

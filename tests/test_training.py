@@ -1,5 +1,7 @@
 """Training behaviour: failure modes, interruption, and that learning actually happens."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -102,3 +104,23 @@ def test_tiny_model_overfits_32_molecules_to_exact_reconstruction(esol):
 def test_sample_is_reproducible(fitted):
     a, b = fitted.sample(4, random_state=0), fitted.sample(4, random_state=0)
     assert a.shape == (4,) and list(a) == list(b)
+
+
+def test_sample_around_molecules_is_centred_on_their_latent_means(fitted, smiles):
+    seeds = smiles[:2]
+    # With no noise every draw is the seed's latent mean: its decoding, repeated per sample.
+    latent = copy.deepcopy(fitted).set_params(embedding="latent")
+    own = latent.inverse_transform(latent.transform(seeds))
+    assert list(fitted.sample(3, around=seeds, sigma=0.0)) == [own[0]] * 3 + [own[1]] * 3
+    a = fitted.sample(3, random_state=0, around=seeds, sigma=0.5)
+    assert a.shape == (6,) and list(a) == list(fitted.sample(3, random_state=0, around=seeds, sigma=0.5))
+    with pytest.raises(ValueError, match=r"X\[1\].*'C1CC'"):
+        fitted.sample(2, around=["CCO", "C1CC"])
+    with pytest.raises(ValueError, match="sigma must be a non-negative number"):
+        fitted.sample(2, around=["CCO"], sigma=-1.0)
+
+
+def test_sample_around_a_bad_seed_gives_none_with_errors_nan(fitted):
+    lenient = copy.deepcopy(fitted).set_params(errors="nan")
+    samples = lenient.sample(2, random_state=0, around=["CCO", "C1CC", "CCN"], sigma=0.1)
+    assert [s is None for s in samples] == [False, False, True, True, False, False]
