@@ -14,12 +14,15 @@ import copy
 import faulthandler
 import io
 import os
+import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -49,12 +52,40 @@ def fuzz(max_examples: int):
 
 
 @pytest.fixture(autouse=True)
-def no_hang():
+def no_hang(request):
     """A test stuck anywhere, even inside RDKit's or torch's C++, ends the run with every thread's
-    traceback instead of blocking it."""
-    faulthandler.dump_traceback_later(HANG_SECONDS, exit=True)
+    traceback instead of blocking it.
+
+    A timer thread prints the tracebacks past pytest's output capture (else they would vanish
+    with the process) and exits; faulthandler's own watchdog, which needs no GIL, is the backstop
+    for code that never releases it.
+    """
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+
+    def give_up():
+        with capture.global_and_fixture_disabled():
+            print(f"\n{request.node.nodeid} ran over {HANG_SECONDS} s; every thread's traceback:",
+                  file=sys.stderr, flush=True)
+            faulthandler.dump_traceback(all_threads=True)
+        os._exit(1)
+
+    timer = threading.Timer(HANG_SECONDS, give_up)
+    timer.daemon = True
+    timer.start()
+    faulthandler.dump_traceback_later(2 * HANG_SECONDS, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
+    timer.cancel()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model gains nothing from threads, and on a busy machine torch's OpenMP team waits
+    at every operation for a descheduled thread (measured: 30 s for a decode that takes 0.1 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
