@@ -141,6 +141,16 @@ def test_downstream_quick(tmp_path):
 
 
 @pytest.mark.slow
+def test_reconstruction_quick(tmp_path):
+    report = load_script("reconstruction").main(["--quick", "--out", str(tmp_path)])
+    check_report(tmp_path, "reconstruction.json", "reconstruction", [])
+    assert [r["label"] for r in report["results"]] == ["cMIM", "MIM"]
+    assert [r["contrastive_weight"] for r in report["results"]] == [1.0, 0.0]
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["n"] == 40 for r in report["results"])
+    assert "claim 3" in (tmp_path / "benchmarks.md").read_text()
+
+
+@pytest.mark.slow
 def test_batch_size_quick(tmp_path):
     load_script("batch_size").main(["--quick", "--out", str(tmp_path)])
     report = check_report(tmp_path, "batch_size.json", "batch_size", ["batch_size.png"])
