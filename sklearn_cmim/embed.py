@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .cli import ArgumentParser, HelpFormatter, device_name, positive_int, report_error
+from .inputs import token_problem
 from .progress import progress
 from .smiles_files import chunked, count_smiles, read_smiles, written_atomically
 from .transformer import CMIMTransformer
@@ -81,12 +82,11 @@ class ChunkEmbedder:
 
     def problem(self, smiles: str) -> str:
         """Why the model cannot read ``smiles``: the checks ``transform`` makes, in its order."""
-        model = self.model
         try:
-            tokens = len(model.vocabulary_.encode(model.standardizer_(smiles)))
-        except ValueError as error:  # not a molecule, or characters the tokenizer cannot read
+            standardized = self.model.standardizer_(smiles)
+        except ValueError as error:  # not a molecule RDKit can read
             return str(error)
-        return f"it is {tokens} tokens long, over the model's max_length={model.model_.config.max_length}"
+        return token_problem(standardized, self.model.model_.config.max_length)
 
 
 def write_npy(path: Path, embedded, n_rows: int, names: list[str]) -> None:

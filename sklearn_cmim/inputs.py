@@ -20,7 +20,7 @@ from .chem import MoleculeError, Standardizer
 from .tokenizer import Vocabulary, tokenize
 
 __all__ = ["EncodedInput", "MoleculeInputMixin", "as_items", "check_n_samples", "encode_items",
-           "encode_smiles", "standardize_items"]
+           "encode_smiles", "standardize_items", "token_problem"]
 
 ERRORS = ("raise", "nan")
 

@@ -136,7 +136,9 @@ def main(argv=None, prog: str = "cmim sample") -> int:
             seeds, where = list(enumerate(args.around or [], 1)), "--around molecule {}"
         model = load_model(args.model, embedding="latent", device=args.device)
         if seeds:
-            ChunkEmbedder(model, "raise", where)(seeds)  # a bad seed's error names its line
+            # Checked first, before any decoding: the model reads bad seeds as NaN rows, so this
+            # is what names one by its line. The encoder pass it repeats is cheap beside decoding.
+            ChunkEmbedder(model, "raise", where)(seeds)
             smiles = model.sample(args.n, random_state=args.random_state,
                                   around=[smiles for _, smiles in seeds], sigma=args.sigma)
         else:

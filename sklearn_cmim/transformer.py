@@ -327,16 +327,18 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
             index = [rows[j] for j in batch]
             yield index, pad([sequences[i] for i in index]).to(self.device_)
 
+    def _embed(self, encoded, spec: EmbeddingSpec, n_features: int) -> np.ndarray:
+        """``spec``'s embedding of encoded molecules, batch by batch; NaN rows for bad ones."""
+        out = np.full((len(encoded.sequences), n_features), np.nan, dtype=np.float32)
+        with torch.inference_mode(), autocast(self.device_, self.precision_):
+            for index, ids in self._batches(encoded.sequences):
+                out[index] = spec(self.model_, ids).cpu().numpy()
+        return out
+
     def _latent_means(self, encoded) -> np.ndarray:
         """Latent means of encoded molecules whatever ``embedding`` says; NaN rows for bad ones."""
         config = self.model_.config
-        latent = np.full((len(encoded.sequences), config.n_latents * config.latent_dim), np.nan,
-                         dtype=np.float32)
-        spec = EmbeddingSpec("latent")
-        with torch.inference_mode(), autocast(self.device_, self.precision_):
-            for index, ids in self._batches(encoded.sequences):
-                latent[index] = spec(self.model_, ids).cpu().numpy()
-        return latent
+        return self._embed(encoded, EmbeddingSpec("latent"), config.n_latents * config.latent_dim)
 
     def transform(self, X):
         """Embed molecules.
@@ -375,12 +377,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         array([False,  True])
         """
         spec = self._embedding_spec()
-        encoded = self._encode(X)
-        out = np.full((len(encoded.sequences), self._n_features_out()), np.nan, dtype=np.float32)
-        with torch.inference_mode(), autocast(self.device_, self.precision_):
-            for index, ids in self._batches(encoded.sequences):
-                out[index] = spec(self.model_, ids).cpu().numpy()
-        return out
+        return self._embed(self._encode(X), spec, self._n_features_out())
 
     def _n_features_out(self) -> int:
         return len(self.get_feature_names_out())
@@ -550,12 +547,12 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         rng = check_random_state(random_state)
         if around is None:
             config = self.model_.config
-            centres = np.zeros((n_samples, config.n_latents * config.latent_dim), dtype=np.float32)
-            sigma = 1.0
+            z = rng.standard_normal((n_samples, config.n_latents * config.latent_dim))
         else:
             centres = np.repeat(self._latent_means(self._encode(around)), n_samples, axis=0)
-        z = (centres + sigma * rng.standard_normal(centres.shape)).astype(np.float32)
-        return self._decode(z, ~np.isfinite(z).all(axis=1))
+            z = centres + sigma * rng.standard_normal(centres.shape)
+        z = z.astype(np.float32)
+        return self._decode(z, ~np.isfinite(z).all(axis=1))  # NaN rows: bad molecules of ``around``
 
     def score(self, X, y=None):
         """Exact reconstruction accuracy: share of molecules whose decoded latent mean gives back
