@@ -125,6 +125,15 @@ def test_downstream_quick(tmp_path):
         rows = [set(split[k]) for k in ("train", "valid", "test")]
         assert sum(map(len, rows)) == len(set.union(*rows)) == split["rows"] - len(split["unparsable"])
     assert report["goal"]["met"] is None  # two datasets cannot decide a goal over five
+    ranking = report["variant_ranking"]
+    # 2 datasets x 2 models x 2 splits, each ranking all recipes once: ranks 1..8 average to 4.5.
+    assert ranking["comparisons"] == 8 and len(ranking["mean_rank"]) == len(downstream.VARIANTS)
+    assert np.mean(list(ranking["mean_rank"].values())) == pytest.approx(4.5)
+    assert ranking["best"] == min(ranking["mean_rank"], key=ranking["mean_rank"].get)
+    assert ranking["default"] == "layers last | pool mean | with latent"
+    timing = report["timing"]
+    assert timing["computed"] > 0 and timing["cached"] == timing["untimed"] == 0
+    assert 0 < timing["compute_seconds"] <= timing["this_run_seconds"]
     assert {p: p.read_text() for p in committed} == committed  # tiny subsets never touch the real splits
 
     # A rerun (as after a kill) takes every feature matrix and score from the cache: nothing is
@@ -136,8 +145,11 @@ def test_downstream_quick(tmp_path):
         setattr(downstream, name, recomputed)
     models = ["--cmim-model", str(tmp_path / "models" / "cmim-quick"),
               "--mim-model", str(tmp_path / "models" / "mim-quick")]
-    downstream.main(["--quick", "--out", str(tmp_path), *models])
+    rerun = downstream.main(["--quick", "--out", str(tmp_path), *models])
     assert json.loads((tmp_path / "downstream.json").read_text())["datasets"] == report["datasets"]
+    # The rerun computed nothing yet still reports the first run's compute time.
+    assert rerun["timing"]["computed"] == 0 and rerun["timing"]["cached"] == timing["computed"]
+    assert rerun["timing"]["compute_seconds"] == pytest.approx(timing["compute_seconds"], abs=0.05)
 
 
 @pytest.mark.slow
