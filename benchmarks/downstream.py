@@ -43,7 +43,7 @@ import os
 import sys
 import time
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,6 +284,20 @@ def featurise(smiles: list[str], models: dict[str, tuple[CMIMTransformer, str]],
     return features, variants
 
 
+def outside_vocabulary(smiles: list[str], models: dict[str, tuple[CMIMTransformer, str]]) -> dict:
+    """Per model, how many of the molecules hold a token its vocabulary lacks (read as <unk>):
+    MOSES has no charges, P or I, and MoleculeNet has all three."""
+    counts = {}
+    for label, (model, _) in models.items():
+        standard = standardize_items(smiles, model.standardizer_, errors="nan")
+        counts[label] = 0
+        for text in filter(None, standard):
+            unknown = Counter()
+            model.vocabulary_.encode(text, unknown)
+            counts[label] += bool(unknown)
+    return counts
+
+
 def _rows_at(X: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """X's rows placed where ``mask`` is True, NaN rows elsewhere."""
     out = np.full((len(mask), X.shape[1]), np.nan, dtype=X.dtype)
@@ -515,6 +529,7 @@ def run_dataset(name: str, models: dict, args) -> dict:
                            **{k: int((readable & ~featurised[k]).sum()) for k in features
                               if (readable & ~featurised[k]).any()}},
                "scaffold_parts": {part: len(p) for part, p in used_parts.items()},
+               "outside_vocabulary": outside_vocabulary([smiles[p] for p in np.flatnonzero(usable)], models),
                "split_file": relative_link(split_file, ROOT),
                "features": {}, "variants": {}}
     # Everything a score depends on besides its feature matrix, for the cache key.
@@ -704,14 +719,17 @@ def markdown(report: dict, figures: list[Path], markdown_path: Path, command: st
               f"informative, each on at least 4 of the 5 core tasks): **{verdict[report['goal']['met']]}**.",
               ""]
 
-    lines += ["### Molecules dropped", "",
-              "Dropped for every feature set alike when any of them cannot featurise a molecule.", ""]
+    lines += ["### Molecules dropped, and tokens the models lack", "",
+              "Dropped for every feature set alike when any of them cannot featurise a molecule. The last "
+              "column counts the used molecules holding a token outside each model's vocabulary, read "
+              "as <unk>.", ""]
     rows = [[r["label"], r["molecules"], r["dropped"]["total"],
              ", ".join(f"{k}: {v}" for k, v in r["dropped"].items() if k != "total") or "none",
-             " / ".join(str(r["scaffold_parts"][p]) for p in ("train", "valid", "test"))]
+             " / ".join(str(r["scaffold_parts"][p]) for p in ("train", "valid", "test")),
+             ", ".join(f"{label}: {n} ({n / r['used']:.1%})" for label, n in r["outside_vocabulary"].items())]
             for r in datasets.values()]
-    lines += [markdown_table(["dataset", "molecules", "dropped", "why", "scaffold train / valid / test"],
-                             rows), ""]
+    lines += [markdown_table(["dataset", "molecules", "dropped", "why", "scaffold train / valid / test",
+                              "with <unk> tokens"], rows), ""]
     lines += [f"![{path.stem}]({relative_link(path, markdown_path)})" for path in figures]
     return "\n".join(lines)
 

@@ -5,13 +5,16 @@ import json
 import math
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from sklearn_cmim import Standardizer
 from sklearn_cmim.datasets import load_esol
 from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
+from sklearn_cmim.tokenizer import Vocabulary
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -90,6 +93,14 @@ def test_scaffold_split_is_deterministic_disjoint_by_scaffold_and_80_10_10():
         assert abs(len(part) - fraction * n) < 2
 
 
+def test_outside_vocabulary_counts_molecules_not_tokens():
+    downstream = load_script("downstream")
+    model = SimpleNamespace(standardizer_=Standardizer(), vocabulary_=Vocabulary.build(["CCO"]))
+    # N is missing once, the aromatic ring six times: two molecules, whatever the token count.
+    counts = downstream.outside_vocabulary(["OCC", "CCN", "c1ccccc1", "CCCO"], {"toy": (model, "")})
+    assert counts == {"toy": 2}
+
+
 @pytest.mark.shared_data
 @needs_shared_data
 def test_committed_esol_split_matches_a_fresh_one():
@@ -125,6 +136,8 @@ def test_downstream_quick(tmp_path):
         rows = [set(split[k]) for k in ("train", "valid", "test")]
         assert sum(map(len, rows)) == len(set.union(*rows)) == split["rows"] - len(split["unparsable"])
     assert report["goal"]["met"] is None  # two datasets cannot decide a goal over five
+    for result in report["datasets"].values():
+        assert set(result["outside_vocabulary"]) == {"MIM", "cMIM"}
     ranking = report["variant_ranking"]
     # 2 datasets x 2 models x 2 splits, each ranking all recipes once: ranks 1..8 average to 4.5.
     assert ranking["comparisons"] == 8 and len(ranking["mean_rank"]) == len(downstream.VARIANTS)
