@@ -101,6 +101,37 @@ def test_outside_vocabulary_counts_molecules_not_tokens():
     assert counts == {"toy": 2}
 
 
+def test_coverage_profiles_what_the_pretraining_corpus_lacks():
+    coverage = load_script("coverage")
+    model = SimpleNamespace(standardizer_=Standardizer(), vocabulary_=Vocabulary.build(["CCO"]))
+    reference = coverage.profile(["CCO", "CCCO"], model)
+    # A quaternary ammonium cannot be neutralised; P is an element the reference lacks.
+    rows = coverage.profile(["OCC", "C[N+](C)(C)C", "CCP", "not a molecule"], model)
+    summary = coverage.summarise(rows, reference, {"C", "O"}, long_tokens=3)
+    assert summary["molecules"] == 3
+    assert summary["charged"] == pytest.approx(1 / 3)
+    assert summary["new_elements"] == summary["unknown_tokens"] == pytest.approx(2 / 3)
+    assert summary["longer_than_moses_p99"] == pytest.approx(1 / 3)  # only the 5-token ammonium
+    assert summary["median_heavy_atoms"] == 3
+    assert summary["median_nearest_moses_similarity"] < 1.0
+    itself = coverage.summarise(reference[:1], reference, {"C", "O"}, 3)
+    assert itself["median_nearest_moses_similarity"] == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@needs_shared_data
+def test_coverage_quick(tmp_path):
+    report = load_script("coverage").main(["--quick", "--out", str(tmp_path)])
+    check_report(tmp_path, "coverage.json", "coverage", [])
+    rows = report["datasets"]
+    assert list(rows)[1:] == ["ESOL", "FreeSolv", "Lipophilicity", "BACE", "BBBP"]
+    assert all(rows[name]["molecules"] == 100 for name in list(rows)[1:])
+    # BACE's inhibitors are far larger than MOSES's fragment-like molecules: the shift it measures.
+    assert rows["BACE"]["median_heavy_atoms"] > rows["MOSES train (sample)"]["median_heavy_atoms"]
+    assert rows["MOSES train (sample)"]["new_elements"] == 0.0
+
+
 @pytest.mark.shared_data
 @needs_shared_data
 def test_committed_esol_split_matches_a_fresh_one():
