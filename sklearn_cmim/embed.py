@@ -233,7 +233,7 @@ def main(argv=None, prog: str = "cmim embed") -> int:
     wrote ...embeddings.npy
     0
     >>> np.load(npy).shape
-    (2, 512)
+    (2, 768)
 
     A .csv output starts with the input SMILES:
 

@@ -23,7 +23,7 @@ KINDS, LAYERS, POOLINGS = ("latent", "informative"), ("last", "mean"), ("mean", 
 class EmbeddingSpec:
     kind: str = "informative"
     layers: str = "last"
-    pooling: str = "mean"
+    pooling: str = "mean_max"
     with_latent: bool = True
 
     def __post_init__(self):

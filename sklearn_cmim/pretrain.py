@@ -222,7 +222,7 @@ def main(argv=None, prog: str = "cmim pretrain") -> int:
     ['checkpoints', 'config.json', 'vocab.json', 'weights.pt']
     >>> cmim = CMIMTransformer(pretrained=output, max_epochs=0).fit(["CCO"])
     >>> cmim.transform(["CCCO"]).shape
-    (1, 24)
+    (1, 40)
     >>> tmp.cleanup()
     """
     parser = build_parser(prog)

@@ -86,7 +86,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         What ``transform`` returns: decoder-state "informative" embeddings, or the latent mean.
     informative_layers : {"last", "mean"}, default="last"
         Decoder layers pooled for informative embeddings.
-    informative_pooling : {"mean", "mean_max"}, default="mean"
+    informative_pooling : {"mean", "mean_max"}, default="mean_max"
         Pooling over the molecule's tokens.
     informative_with_latent : bool, default=True
         Put the latent mean in front of the pooled decoder states.
@@ -159,7 +159,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
     >>> cmim = CMIMTransformer(d_model=32, d_ff=64, n_decoder_layers=1, n_encoder_layers=1,
     ...                        n_latents=1, latent_dim=8, max_epochs=2, random_state=0)
     >>> cmim.fit_transform(smiles).shape
-    (4, 40)
+    (4, 72)
     >>> cmim.set_params(embedding="latent").transform(["CCCO"]).shape
     (1, 8)
     """
@@ -169,7 +169,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
                  n_encoder_layers=2, n_decoder_layers=4, n_latents=8, latent_dim=32,
                  dropout=0.1, max_length=128, max_epochs=10, batch_size=64, learning_rate=5e-4,
                  weight_decay=1e-3, mim_warmup_steps=1000, inference_batch_size=256,
-                 embedding="informative", informative_layers="last", informative_pooling="mean",
+                 embedding="informative", informative_layers="last", informative_pooling="mean_max",
                  informative_with_latent=True, standardizer=None, device=None, precision="auto",
                  random_state=None, verbose=0, errors="raise"):
         self.pretrained = pretrained
@@ -239,7 +239,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         >>> [record["epoch"] for record in cmim.history_]
         [1, 2]
         >>> cmim.transform(["CCCO"]).shape
-        (1, 40)
+        (1, 72)
 
         With ``pretrained`` and ``max_epochs=0``, ``fit`` only loads the model (X just has to
         be usable):
@@ -365,7 +365,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         >>> cmim = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(["CCO"])
         >>> X = cmim.transform(["CCO", "c1ccccc1"])
         >>> X.shape, X.dtype
-        ((2, 512), dtype('float32'))
+        ((2, 768), dtype('float32'))
         >>> cmim.set_params(embedding="latent").transform(["CCO", "c1ccccc1"]).shape
         (2, 256)
 
@@ -407,7 +407,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         >>> cmim = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(["CCO"])
         >>> names = cmim.get_feature_names_out()
         >>> len(names), names[0], names[-1]
-        (512, 'latent0', 'decoder_mean255')
+        (768, 'latent0', 'decoder_max255')
         >>> cmim.set_params(embedding="latent").get_feature_names_out()[-1]
         'latent255'
         """

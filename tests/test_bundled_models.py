@@ -28,7 +28,7 @@ def test_bundled_model_embeds_all_of_esol_offline(esol, name):
         X = model.transform(esol[0])
     # ESOL has nitro groups, phosphorus and iodine, which MOSES lacks: one warning, no failure.
     assert sum("<unk>" in str(w.message) for w in caught) == 1
-    assert X.shape == (len(esol[0]), 8 * 32 + 256) and np.isfinite(X).all()
+    assert X.shape == (len(esol[0]), 8 * 32 + 2 * 256) and np.isfinite(X).all()  # mu, mean, max
 
 
 @pytest.mark.shared_data

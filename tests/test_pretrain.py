@@ -328,7 +328,7 @@ def test_two_process_gloo_job_gathers_global_negatives_and_learns(tmp_path):
 
     smiles, _ = load_esol()
     cmim = CMIMTransformer(pretrained=str(out), max_epochs=0, errors="nan").fit(smiles[:50])
-    assert cmim.transform(smiles[:10]).shape == (10, 8 + 16)
+    assert cmim.transform(smiles[:10]).shape == (10, 8 + 2 * 16)  # mu, then mean and max pooling
 
 
 def _contrast_across_ranks(rank, world_size, directory):

@@ -58,10 +58,11 @@ def test_fit_transform_equals_fit_then_transform(smiles):
 
 def test_transform_output_type_and_feature_names(fitted, smiles):
     out = fitted.transform(smiles)
-    assert out.dtype == np.float32 and out.shape == (len(smiles), 8 + 32)
+    assert out.dtype == np.float32 and out.shape == (len(smiles), 8 + 2 * 32)  # mu, mean, max
     assert np.isfinite(out).all()
     names = fitted.get_feature_names_out()
     assert len(names) == out.shape[1] and names[0] == "latent0" and names[8] == "decoder_mean0"
+    assert names[8 + 32] == "decoder_max0"
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
