@@ -174,7 +174,7 @@ def test_downstream_quick(tmp_path):
     assert ranking["comparisons"] == 8 and len(ranking["mean_rank"]) == len(downstream.VARIANTS)
     assert np.mean(list(ranking["mean_rank"].values())) == pytest.approx(4.5)
     assert ranking["best"] == min(ranking["mean_rank"], key=ranking["mean_rank"].get)
-    assert ranking["default"] == "layers last | pool mean | with latent"
+    assert ranking["default"] == "layers last | pool mean_max | with latent"
     timing = report["timing"]
     assert timing["computed"] > 0 and timing["cached"] == timing["untimed"] == 0
     assert 0 < timing["compute_seconds"] <= timing["this_run_seconds"]
