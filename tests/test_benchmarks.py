@@ -250,3 +250,14 @@ def test_descriptors_follow_the_errors_policy_and_are_nan_safe():
     big = "C" * 10 + "".join(f"C(C{i % 3 * 'C'})" for i in range(60))
     ipc = RDKitDescriptorsTransformer(descriptors=["Ipc", "MolWt"]).transform([big])
     assert np.isnan(ipc[0, 0]) and np.isfinite(ipc[0, 1])
+
+
+@pytest.mark.slow
+def test_train_throughput_breaks_an_epoch_down_by_operator():
+    report = load_script("train_throughput").main(
+        ["--molecules", "96", "--epochs", "1", "--d-model", "16", "--n-heads", "2", "--d-ff", "32",
+         "--n-encoder-layers", "1", "--n-decoder-layers", "1", "--latent-dim", "4", "--profile"])
+    shares = report["bf16_time_breakdown"]
+    assert sum(shares.values()) == pytest.approx(1.0, abs=0.02)
+    assert shares["matrix multiply"] > 0 and shares["layer norm"] > 0
+    assert all(0.0 <= share <= 1.0 for share in shares.values())
