@@ -239,6 +239,11 @@ def plot(report: dict, out: Path) -> list[Path]:
     return [path]
 
 
+def fold_noise(runs: list[dict], dataset: str) -> float:
+    """Mean standard deviation of the RMSE over CV folds, over every trained model."""
+    return float(np.mean([run["downstream"][dataset]["std"] for run in runs]))
+
+
 def aggregate(runs: list[dict], method: str, dataset: str) -> list[tuple[int, float, float]]:
     """(batch size, mean RMSE, std over CV folds and seeds) for one method."""
     by_size = {}
@@ -273,6 +278,14 @@ def markdown(report: dict, figures: list[Path], markdown_path: Path, command: st
               markdown_table(["method", *names], rows), "",
               f"cMIM is less sensitive than InfoNCE on {report['sensitivity']['cmim_less_sensitive_on']} of "
               f"{report['sensitivity']['of']} datasets.", ""]
+    for name in names:
+        noise = fold_noise(report["runs"], name)
+        gap = abs(spread["cmim"][name] - spread["infonce"][name])
+        lines.append(f"* {name}: the spreads differ by {fmt(gap)}, against a typical standard deviation "
+                     f"over CV folds of {fmt(noise)}: "
+                     + ("larger, so the difference is resolved." if gap > noise else
+                        "smaller, so this run cannot tell the two objectives apart."))
+    lines.append("")
     lines += [f"![{path.stem}]({relative_link(path, markdown_path)})" for path in figures]
     return "\n".join(lines)
 
