@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from sklearn_cmim.tokenizer import tokenize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
 from common import DOCS_MARKDOWN, ROOT, markdown_table, read_moses, update_markdown_section, write_json
-from downstream import CORE, DATASETS, EXTRAS, load_dataset
+from downstream import CORE, DATASETS, EXTRAS, holds_unknown_token, load_dataset
 
 
 def profile(smiles: list[str], model: CMIMTransformer) -> list[dict]:
@@ -41,12 +40,11 @@ def profile(smiles: list[str], model: CMIMTransformer) -> list[dict]:
         mol = None if text is None else Chem.MolFromSmiles(text)
         if mol is None:
             continue
-        unknown = Counter()
-        model.vocabulary_.encode(text, unknown)
         rows.append({"heavy_atoms": mol.GetNumHeavyAtoms(), "tokens": len(tokenize(text)),
                      "charged": any(atom.GetFormalCharge() for atom in mol.GetAtoms()),
                      "elements": {atom.GetSymbol() for atom in mol.GetAtoms()},
-                     "unknown": bool(unknown), "fingerprint": generator.GetFingerprint(mol)})
+                     "unknown": holds_unknown_token(model.vocabulary_, text),
+                     "fingerprint": generator.GetFingerprint(mol)})
     return rows
 
 

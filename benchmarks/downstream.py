@@ -207,6 +207,14 @@ class Cache:
         else:
             self.compute_seconds += seconds
 
+    def _compute(self, compute):
+        """``compute()`` and the seconds it took, counted as served."""
+        start = time.perf_counter()
+        value = compute()
+        seconds = time.perf_counter() - start
+        self._served(seconds, hit=False)
+        return value, seconds
+
     def _path(self, key: dict, suffix: str) -> Path | None:
         if self.directory is None:
             return None
@@ -227,10 +235,7 @@ class Cache:
         if path is not None and path.exists():
             self._served(float(timing.read_text()) if timing.exists() else None, hit=True)
             return np.load(path, allow_pickle=False)
-        start = time.perf_counter()
-        X = compute()
-        seconds = time.perf_counter() - start
-        self._served(seconds, hit=False)
+        X, seconds = self._compute(compute)
         self._store(path, lambda handle: np.save(handle, X, allow_pickle=False))
         self._store(timing, lambda handle: handle.write(f"{seconds:.3f}".encode()))
         return X
@@ -241,10 +246,8 @@ class Cache:
             result = json.loads(path.read_text())
             self._served(result.get("seconds"), hit=True)
             return result
-        start = time.perf_counter()
-        result = compute()
-        result["seconds"] = time.perf_counter() - start
-        self._served(result["seconds"], hit=False)
+        result, seconds = self._compute(compute)
+        result["seconds"] = seconds
         # NaN survives (Python's json writes it); numpy scalars become Python ones.
         text = json.dumps(result, default=lambda value: value.item()).encode()
         self._store(path, lambda handle: handle.write(text))
@@ -291,12 +294,15 @@ def outside_vocabulary(smiles: list[str], models: dict[str, tuple[CMIMTransforme
     counts = {}
     for label, (model, _) in models.items():
         standard = standardize_items(smiles, model.standardizer_, errors="nan")
-        counts[label] = 0
-        for text in filter(None, standard):
-            unknown = Counter()
-            model.vocabulary_.encode(text, unknown)
-            counts[label] += bool(unknown)
+        counts[label] = sum(holds_unknown_token(model.vocabulary_, text) for text in filter(None, standard))
     return counts
+
+
+def holds_unknown_token(vocabulary, smiles: str) -> bool:
+    """Whether the model would read any token of (standardised) ``smiles`` as <unk>."""
+    unknown = Counter()
+    vocabulary.encode(smiles, unknown)
+    return bool(unknown)
 
 
 def _rows_at(X: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -307,7 +313,11 @@ def _rows_at(X: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def variant_name(label: str, layers: str, pooling: str, with_latent: bool) -> str:
-    return f"{label} | layers {layers} | pool {pooling} | {'with' if with_latent else 'no'} latent"
+    return f"{label} | {recipe_name(layers, pooling, with_latent)}"
+
+
+def recipe_name(layers: str, pooling: str, with_latent: bool) -> str:
+    return f"layers {layers} | pool {pooling} | {'with' if with_latent else 'no'} latent"
 
 
 # ---------------------------------------------------------------------------------------- heads
@@ -592,14 +602,14 @@ def rank_variants(datasets: dict) -> dict:
         for name, scores in result["variants"].items():
             model, recipe = name.split(" | ", 1)
             by_model[model][recipe] = scores
+        sign = 1 if result["task"] == "regression" else -1  # rank 1 = lowest RMSE, highest AUC
         for recipes in by_model.values():
             for split in SPLITS:
-                sign = 1 if result["task"] == "regression" else -1  # rank 1 = lowest RMSE, highest AUC
                 order = sorted(recipes, key=lambda r: sign * _best_score(recipes[r], split))
                 for rank, recipe in enumerate(order, start=1):
                     ranks[recipe].append(rank)
     mean_rank = {recipe: float(np.mean(r)) for recipe, r in ranks.items()}
-    default = variant_name("", *DEFAULT_RECIPE).split(" | ", 1)[1]
+    default = recipe_name(*DEFAULT_RECIPE)
     best = min(mean_rank, key=mean_rank.get) if mean_rank else None
     return {"mean_rank": mean_rank, "comparisons": len(next(iter(ranks.values()), [])),
             "best": best, "default": default}
