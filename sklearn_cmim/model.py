@@ -18,6 +18,28 @@ __all__ = ["CMIMModel", "ModelConfig"]
 UNK_ID = 3  # tokenizer.Vocabulary.unk_id; ids above it are ordinary tokens
 
 
+def attention(q, k, v, mask=None, causal=False, dropout_p=0.0):
+    """Scaled dot-product attention over (B, heads, T, head width) tensors.
+
+    ``mask`` is True where a key may be seen. On CPU in bf16 or fp16 it is written out, with the
+    softmax in fp32: PyTorch's fused CPU kernels are 2-6x slower there for this model's short
+    sequences and 64-wide heads (``python benchmarks/attention_kernel.py``). Elsewhere PyTorch's
+    own kernel runs.
+    """
+    if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                              is_causal=causal and mask is None)
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    if causal:  # query i sees keys 0..i, as is_causal does
+        t, s = scores.shape[-2:]
+        scores = scores.masked_fill(torch.ones(t, s, dtype=torch.bool, device=q.device).triu(1),
+                                    float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = F.dropout(scores.float().softmax(-1), dropout_p).to(v.dtype)
+    return weights @ v
+
+
 @dataclass
 class ModelConfig:
     """Everything needed to rebuild a :class:`CMIMModel` (saved with every checkpoint)."""
@@ -67,10 +89,7 @@ class Attention(nn.Module):
         mask = None
         if key_padding_mask is not None:  # True where the key is a real token
             mask = key_padding_mask[:, None, None, :]
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal and mask is None,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
+        y = attention(q, k, v, mask, causal, self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, t, h))
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import sklearn_cmim.model as network
 from sklearn_cmim import Standardizer
 from sklearn_cmim.datasets import load_esol
 from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
@@ -218,6 +219,19 @@ def test_batch_size_quick(tmp_path):
             assert all(finite(s) and s > 0 for s in scores["folds"]) and len(scores["folds"]) == 5
     assert all(finite(v) and v >= 0 for spread in report["sensitivity"]["spread"].values()
                for v in spread.values())
+
+
+def test_attention_kernel_quick(tmp_path):
+    module = load_script("attention_kernel")
+    report = module.main(["--quick", "--out", str(tmp_path)])
+    assert check_report(tmp_path, "attention_kernel.json", "attention-kernel", []) == json.loads(
+        json.dumps(report))
+    # Every call is timed with all three implementations in bf16, PyTorch's two in fp32.
+    assert [len(row["ms"]) for row in report["calls"]] == [3, 2] * 3
+    assert all(finite(ms) and ms > 0 for row in report["calls"] for ms in row["ms"].values())
+    assert all(finite(report["training"][kernel]["molecules_per_s"]) for kernel in module.KERNELS)
+    # Forcing a kernel for the measurement must not leave it in place.
+    assert network.attention is module.KERNELS["written out"]
 
 
 @pytest.mark.slow

@@ -1,6 +1,8 @@
+import pytest
 import torch
+import torch.nn.functional as F
 
-from sklearn_cmim.model import CMIMModel, ModelConfig
+from sklearn_cmim.model import CMIMModel, ModelConfig, attention
 
 
 def tiny_model(**overrides):
@@ -82,3 +84,33 @@ def test_cached_decoding_matches_full_recomputation():
     shifted = torch.cat([torch.zeros(4, 1, dtype=torch.bool), finished[:, :-1]], dim=1)
     expected = ids[:, 1:].masked_fill(shifted, 2)  # after <eos>, generate pads with <eos>
     torch.testing.assert_close(cached, expected)
+
+
+@pytest.mark.parametrize("causal, masked", [(True, False), (False, True), (False, False)])
+def test_written_out_bf16_attention_matches_pytorch_in_fp32(causal, masked):
+    # The bf16 CPU path is the package's own code; PyTorch's fp32 kernel is the reference.
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 7, 8, generator=generator) for _ in range(3))
+    mask = torch.rand(3, 1, 1, 7, generator=generator) > 0.4 if masked else None
+    if masked:
+        mask[..., 0] = True  # every query sees at least one key
+        v = v.masked_fill(~mask.transpose(-1, -2), 1e4)  # a masked key leaking in would show
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, causal)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected, atol=0.05, rtol=0.02)
+
+
+def test_bf16_attention_backpropagates_like_pytorch():
+    generator = torch.Generator().manual_seed(1)
+    leaves = [torch.randn(2, 2, 5, 8, generator=generator, requires_grad=True) for _ in range(3)]
+    F.scaled_dot_product_attention(*leaves, is_causal=True).square().sum().backward()
+    expected = [leaf.grad.clone() for leaf in leaves]
+    for leaf in leaves:
+        leaf.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attention(*(leaf.bfloat16() for leaf in leaves), causal=True)
+    out.float().square().sum().backward()
+    for leaf, grad in zip(leaves, expected, strict=True):
+        torch.testing.assert_close(leaf.grad, grad, atol=0.1, rtol=0.05)
