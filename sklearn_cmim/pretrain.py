@@ -70,6 +70,10 @@ __all__ = ["build_parser", "main", "pretrain"]
 
 MODEL = ModelConfig(vocab_size=0)  # the defaults, shared with CMIMTransformer
 TRAIN = TrainSettings()
+# Where pretraining departs from the estimator: a large corpus is seen about once, so dropout
+# buys nothing and costs step time, and a larger batch keeps the matmuls busier (model FLOP
+# utilisation, ``python benchmarks/pretrain_throughput.py``). The bundled models were trained so.
+PRETRAIN_BATCH_SIZE, PRETRAIN_DROPOUT = 128, 0.0
 
 
 DESCRIPTION = "Train a cMIM model on SMILES files, on one device or as a torchrun (DDP) job."
@@ -104,8 +108,8 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
     --------
     >>> from sklearn_cmim.pretrain import build_parser
     >>> args = build_parser().parse_args(["zinc.smi", "--output", "runs/zinc", "--max-steps", "100"])
-    >>> args.inputs, args.output.name, args.max_steps, args.d_model, args.batch_size
-    (['zinc.smi'], 'zinc', 100, 256, 64)
+    >>> args.inputs, args.output.name, args.max_steps, args.d_model, args.batch_size, args.dropout
+    (['zinc.smi'], 'zinc', 100, 256, 128, 0.0)
     """
     parser = ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EXAMPLES,
                             formatter_class=HelpFormatter)
@@ -135,7 +139,7 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
     for name, help_ in MODEL_HELP.items():
         model.add_argument("--" + name.replace("_", "-"), type=positive_int, default=getattr(MODEL, name),
                            help=help_)
-    model.add_argument("--dropout", type=probability, default=MODEL.dropout, help="dropout rate")
+    model.add_argument("--dropout", type=probability, default=PRETRAIN_DROPOUT, help="dropout rate")
 
     loss = parser.add_argument_group("loss and optimisation")
     loss.add_argument("--contrastive-weight", type=non_negative_float, default=TRAIN.contrastive_weight,
@@ -146,7 +150,7 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
                       help="positive of the contrastive term: the code itself or its posterior mean")
     loss.add_argument("--mim-warmup-steps", type=non_negative_int, default=TRAIN.mim_warmup_steps,
                       help="steps over which the MIM latent term's weight ramps from 0 to 1")
-    loss.add_argument("--batch-size", type=positive_int, default=TRAIN.batch_size,
+    loss.add_argument("--batch-size", type=positive_int, default=PRETRAIN_BATCH_SIZE,
                       help="molecules per process and step (the global batch is this x processes)")
     loss.add_argument("--learning-rate", type=positive_float, default=TRAIN.learning_rate,
                       help="AdamW peak rate (1%% warm-up, cosine decay to 10%%)")

@@ -19,7 +19,11 @@ __all__ = ["Meter", "format_record", "format_validation", "validate"]
 
 
 class Meter:
-    """Losses and throughput since the last log line; reading it is the only host sync of a step."""
+    """Losses and throughput since the last log line, kept on the device between reads.
+
+    Reading it syncs with the device once per log line; the only other per-step sync is
+    :func:`~sklearn_cmim.training.train_step`'s finiteness check before the update.
+    """
 
     def __init__(self):
         self.reset()

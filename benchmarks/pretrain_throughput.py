@@ -1,0 +1,116 @@
+"""Model FLOP utilisation of ``cmim pretrain`` on this machine, at its defaults and around them.
+
+``cmim pretrain`` logs tokens/s and its model FLOP utilisation (MFU): achieved model FLOP/s over a
+bf16 matmul's FLOP/s measured by the same process at start-up. This script runs the command
+in-process for a few hundred steps on MOSES train with the default architecture, at the default
+batch size and dropout and at the alternatives, and reports the last log interval of each (the
+first one holds the warm-up). Everything the command does per step counts: reading and
+standardising the molecules, the optimiser, the logging.
+
+    python benchmarks/pretrain_throughput.py           # 300 steps per setting
+    python benchmarks/pretrain_throughput.py --quick   # smoke run (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from sklearn_cmim.datasets import load_esol
+from sklearn_cmim.persistence import load_pretrained
+from sklearn_cmim.pretrain import build_parser
+from sklearn_cmim.pretrain import main as pretrain
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
+from common import (
+    DOCS_MARKDOWN,
+    MOSES,
+    QUICK_MODEL,
+    ROOT,
+    markdown_table,
+    update_markdown_section,
+    write_json,
+)
+
+SETTINGS = [(64, 0.1), (64, 0.0), (128, 0.1), (128, 0.0)]  # (batch size, dropout)
+
+
+def run(corpus: Path, batch_size: int, dropout: float, steps: int, architecture: dict, workdir: Path) -> dict:
+    """One short ``cmim pretrain`` run; its last log record (the steps after the first third)."""
+    output = workdir / f"b{batch_size}-d{dropout}"
+    flags = [str(corpus), "--output", str(output), "--max-steps", str(steps),
+             "--log-every", str(max(1, steps // 3)), "--batch-size", str(batch_size),
+             "--dropout", str(dropout), "--validation-size", "16", "--vocab-records", "5000",
+             "--checkpoint-every-steps", str(steps), "--device", "cpu", "--precision", "bf16"]
+    for name, value in architecture.items():
+        flags += ["--" + name.replace("_", "-"), str(value)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        status = pretrain(flags)
+    if status:
+        raise RuntimeError(f"cmim pretrain {' '.join(flags)} exited with status {status}")
+    last = load_pretrained(output).metadata["training_log"][-1]
+    record = {"batch_size": batch_size, "dropout": dropout, "molecules_per_s": last["molecules_per_s"],
+              "tokens_per_s": last["tokens_per_s"], "mfu": last["mfu"]}
+    print(f"batch {batch_size}, dropout {dropout}: {record['molecules_per_s']:.0f} molecules/s, "
+          f"{record['tokens_per_s']:,.0f} tokens/s, MFU {100 * record['mfu']:.1f}%", flush=True)
+    return record
+
+
+def markdown(report: dict) -> str:
+    config = report["config"]
+    defaults = config["defaults"]
+    rows = [[r["batch_size"], r["dropout"], f"{r['molecules_per_s']:.0f}", f"{r['tokens_per_s']:,.0f}",
+             f"{100 * r['mfu']:.1f}%", "yes" if [r["batch_size"], r["dropout"]] == defaults else ""]
+            for r in report["runs"]]
+    return "\n\n".join([
+        "## Pretraining throughput and model FLOP utilisation",
+        f"Written by `{config['command']}`. {config['threads']} threads, bf16 autocast, "
+        f"{config['steps']} steps per setting on {config['source']}; the last "
+        f"{config['steps'] - config['steps'] // 3} steps are measured. MFU: model FLOP/s over the bf16 "
+        "matmul FLOP/s each run measures at start-up, as `cmim pretrain` logs it.",
+        markdown_table(["batch size", "dropout", "molecules/s", "tokens/s", "MFU", "the defaults"], rows),
+    ])
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--out", type=Path, help="JSON (default docs/benchmarks)")
+    parser.add_argument("--markdown", type=Path, help=f"report to update (default {DOCS_MARKDOWN})")
+    parser.add_argument("--quick", action="store_true", help="CI smoke run: tiny model, 6 steps")
+    args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python benchmarks/pretrain_throughput.py", *given])
+    architecture = QUICK_MODEL if args.quick else {}
+    if args.quick:
+        args.steps = 6
+        args.out = args.out or ROOT / "runs" / "pretrain-throughput-quick"
+    args.out = args.out or ROOT / "docs" / "benchmarks"
+    args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
+    defaults = build_parser().parse_args(["corpus", "--output", "out"])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus, source = MOSES / "train.csv.gz", "MOSES train"
+        if not corpus.exists():
+            corpus, source = Path(tmp, "esol.smi"), "bundled ESOL (MOSES not found)"
+            corpus.write_text("\n".join(load_esol()[0]) + "\n")
+        runs = [run(corpus, batch, dropout, args.steps, architecture, Path(tmp))
+                for batch, dropout in SETTINGS]
+    report = {"config": {"command": command, "threads": torch.get_num_threads(), "steps": args.steps,
+                         "source": source, "architecture": architecture,
+                         "defaults": [defaults.batch_size, defaults.dropout]},
+              "runs": runs}
+    write_json(args.out / "pretrain_throughput.json", report)
+    update_markdown_section(args.markdown, "pretrain-throughput", markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
