@@ -2,8 +2,10 @@ from collections import Counter
 
 import pytest
 from rdkit import Chem
+from rdkit.Chem.MolStandardize import rdMolStandardize
 
 from sklearn_cmim.chem import MoleculeError, Standardizer, canonical_smiles
+from sklearn_cmim.datasets import load_esol, load_freesolv, load_lipophilicity
 from sklearn_cmim.tokenizer import Vocabulary, tokenize
 
 
@@ -69,3 +71,25 @@ def test_standardizer_rejects_molecules_whose_smiles_cannot_be_read_back():
 
 def test_tokenize_reads_dative_bonds():
     assert tokenize("N->[Pt]<-N") == ["N", "-", ">", "[Pt]", "<", "-", "N"]
+
+
+@pytest.mark.parametrize("options", [{}, {"isomeric": True}, {"largest_fragment": False},
+                                     {"neutralize": False}])
+def test_standardizer_shortcut_gives_what_both_steps_always_give(options):
+    # The standardiser skips fragment choice and uncharging for one uncharged fragment; both
+    # steps applied to every molecule are the reference. The bundled data sets hold salts,
+    # charges, stereo and isotopes.
+    standardizer = Standardizer(**options)
+
+    def reference(smiles):
+        mol = Chem.MolFromSmiles(smiles)
+        if standardizer.largest_fragment:
+            mol = rdMolStandardize.LargestFragmentChooser().choose(mol)
+        if standardizer.neutralize:
+            mol = rdMolStandardize.Uncharger().uncharge(mol)
+        return Chem.MolToSmiles(mol, isomericSmiles=standardizer.isomeric)
+
+    smiles = [s for load in (load_esol, load_freesolv, load_lipophilicity) for s in load()[0]]
+    assert any("." in s for s in smiles) and any("+" in s for s in smiles)
+    mismatches = [(i, s) for i, s in enumerate(smiles) if standardizer(s) != reference(s)]
+    assert not mismatches
