@@ -7,6 +7,9 @@ batch size and dropout and at the alternatives, and reports the last log interva
 first one holds the warm-up). Everything the command does per step counts: reading and
 standardising the molecules, the optimiser, the logging.
 
+A last run splits the default global batch over two single-threaded processes under
+``torchrun`` (DistributedDataParallel over gloo), the other way to use two CPU cores.
+
     python benchmarks/pretrain_throughput.py           # 300 steps per setting
     python benchmarks/pretrain_throughput.py --quick   # smoke run (seconds)
 """
@@ -16,6 +19,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -41,40 +46,71 @@ from common import (
 SETTINGS = [(64, 0.1), (64, 0.0), (128, 0.1), (128, 0.0)]  # (batch size, dropout)
 
 
-def run(corpus: Path, batch_size: int, dropout: float, steps: int, architecture: dict, workdir: Path) -> dict:
-    """One short ``cmim pretrain`` run; its last log record (the steps after the first third)."""
-    output = workdir / f"b{batch_size}-d{dropout}"
+def flags_for(corpus: Path, output: Path, batch_size: int, dropout: float, steps: int,
+              architecture: dict) -> list[str]:
     flags = [str(corpus), "--output", str(output), "--max-steps", str(steps),
              "--log-every", str(max(1, steps // 3)), "--batch-size", str(batch_size),
              "--dropout", str(dropout), "--validation-size", "16", "--vocab-records", "5000",
              "--checkpoint-every-steps", str(steps), "--device", "cpu", "--precision", "bf16"]
     for name, value in architecture.items():
         flags += ["--" + name.replace("_", "-"), str(value)]
+    return flags
+
+
+def last_record(output: Path, launch: str, batch_size: int, dropout: float) -> dict:
+    """The run's last log record: global molecules and tokens per second, MFU per process."""
+    last = load_pretrained(output).metadata["training_log"][-1]
+    record = {"launch": launch, "batch_size": batch_size, "dropout": dropout,
+              "molecules_per_s": last["molecules_per_s"], "tokens_per_s": last["tokens_per_s"],
+              "mfu": last["mfu"]}
+    print(f"{launch}, batch {batch_size}, dropout {dropout}: {record['molecules_per_s']:.0f} molecules/s, "
+          f"{record['tokens_per_s']:,.0f} tokens/s, MFU {100 * record['mfu']:.1f}%", flush=True)
+    return record
+
+
+def run(corpus: Path, batch_size: int, dropout: float, steps: int, architecture: dict, workdir: Path) -> dict:
+    """One short ``cmim pretrain`` run in this process."""
+    output = workdir / f"b{batch_size}-d{dropout}"
+    flags = flags_for(corpus, output, batch_size, dropout, steps, architecture)
     with contextlib.redirect_stdout(io.StringIO()):
         status = pretrain(flags)
     if status:
         raise RuntimeError(f"cmim pretrain {' '.join(flags)} exited with status {status}")
-    last = load_pretrained(output).metadata["training_log"][-1]
-    record = {"batch_size": batch_size, "dropout": dropout, "molecules_per_s": last["molecules_per_s"],
-              "tokens_per_s": last["tokens_per_s"], "mfu": last["mfu"]}
-    print(f"batch {batch_size}, dropout {dropout}: {record['molecules_per_s']:.0f} molecules/s, "
-          f"{record['tokens_per_s']:,.0f} tokens/s, MFU {100 * record['mfu']:.1f}%", flush=True)
-    return record
+    threads = torch.get_num_threads()
+    launch = f"1 process x {threads} thread{'s' if threads > 1 else ''}"
+    return last_record(output, launch, batch_size, dropout)
+
+
+def run_torchrun(corpus: Path, batch_size: int, dropout: float, steps: int, architecture: dict,
+                 workdir: Path) -> dict:
+    """The same run as two single-threaded DDP processes, each with half the batch."""
+    output = workdir / "torchrun"
+    flags = flags_for(corpus, output, batch_size // 2, dropout, steps, architecture)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "sklearn_cmim.pretrain", *flags]
+    job = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                         text=True, timeout=3600)
+    if job.returncode:
+        raise RuntimeError(f"{' '.join(command)} exited with status {job.returncode}:\n{job.stderr}")
+    return last_record(output, "torchrun: 2 processes x 1 thread", batch_size, dropout)
 
 
 def markdown(report: dict) -> str:
     config = report["config"]
     defaults = config["defaults"]
-    rows = [[r["batch_size"], r["dropout"], f"{r['molecules_per_s']:.0f}", f"{r['tokens_per_s']:,.0f}",
-             f"{100 * r['mfu']:.1f}%", "yes" if [r["batch_size"], r["dropout"]] == defaults else ""]
+    rows = [[r["launch"], r["batch_size"], r["dropout"], f"{r['molecules_per_s']:.0f}",
+             f"{r['tokens_per_s']:,.0f}", f"{100 * r['mfu']:.1f}%",
+             "yes" if [r["batch_size"], r["dropout"]] == defaults else ""]
             for r in report["runs"]]
     return "\n\n".join([
         "## Pretraining throughput and model FLOP utilisation",
         f"Written by `{config['command']}`. {config['threads']} threads, bf16 autocast, "
         f"{config['steps']} steps per setting on {config['source']}; the last "
         f"{config['steps'] - config['steps'] // 3} steps are measured. MFU: model FLOP/s over the bf16 "
-        "matmul FLOP/s each run measures at start-up, as `cmim pretrain` logs it.",
-        markdown_table(["batch size", "dropout", "molecules/s", "tokens/s", "MFU", "the defaults"], rows),
+        "matmul FLOP/s each process measures at start-up, as `cmim pretrain` logs it. The batch size "
+        "is the global one; under torchrun each process takes half of it.",
+        markdown_table(["launch", "batch size", "dropout", "molecules/s", "tokens/s", "MFU",
+                        "the defaults"], rows),
     ])
 
 
@@ -103,6 +139,8 @@ def main(argv=None) -> dict:
             corpus.write_text("\n".join(load_esol()[0]) + "\n")
         runs = [run(corpus, batch, dropout, args.steps, architecture, Path(tmp))
                 for batch, dropout in SETTINGS]
+        runs.append(run_torchrun(corpus, defaults.batch_size, defaults.dropout, args.steps, architecture,
+                                 Path(tmp)))
     report = {"config": {"command": command, "threads": torch.get_num_threads(), "steps": args.steps,
                          "source": source, "architecture": architecture,
                          "defaults": [defaults.batch_size, defaults.dropout]},
