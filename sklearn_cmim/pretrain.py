@@ -64,7 +64,14 @@ from .model import CMIMModel, ModelConfig
 from .persistence import Pretrained, load_pretrained, save_pretrained
 from .reporting import Meter, format_record, format_validation, validate
 from .tokenizer import Vocabulary
-from .training import NonFiniteLossError, TrainSettings, make_optimizer, make_scheduler, train_step
+from .training import (
+    NonFiniteLossError,
+    StepSkipper,
+    TrainSettings,
+    make_optimizer,
+    make_scheduler,
+    train_step,
+)
 
 __all__ = ["build_parser", "main", "pretrain"]
 
@@ -300,6 +307,9 @@ def _pretrain(args, context: Context, device: torch.device) -> Path:
     gather = LatentGather(context) if context.distributed else None
     schedule = CheckpointSchedule(args.checkpoint_every_steps, args.checkpoint_every_minutes)
     meter = Meter()
+    # Bad steps are skipped on the device and looked for at each log line, so that no step
+    # waits for the device to say whether its loss was finite.
+    skipper, checked = StepSkipper.for_device(device), run.step
     batches = iter(stream)
     while run.step < args.max_steps:
         batch = next(batches)
@@ -308,11 +318,16 @@ def _pretrain(args, context: Context, device: torch.device) -> Path:
             ids = ids.pin_memory()
         try:
             losses = train_step(ddp, ids.to(device, non_blocking=True), optimizer, run.scheduler, run.step,
-                                settings, autocast(device, precision), gather)
+                                settings, autocast(device, precision), gather, skipper)
         except NonFiniteLossError as error:
             raise NonFiniteLossError(f"step {run.step + 1}: {error}") from None
         run.step += 1
         step, last = run.step, run.step == args.max_steps
+        if skipper is not None and (step % args.log_every == 0 or last):
+            if skipper.skipped():
+                raise NonFiniteLossError(f"a step from {checked + 1} to {step} had a non-finite loss or "
+                                         "gradient; it was skipped, so the weights are those of a good step")
+            checked = step
         if context.is_main:
             meter.add(losses, batch, ids.shape[1])
             if step % args.log_every == 0 or last:

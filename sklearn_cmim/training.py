@@ -19,7 +19,8 @@ from .batching import length_bucketed_batches, pad
 from .device import autocast
 from .losses import total_loss
 
-__all__ = ["NonFiniteLossError", "TrainSettings", "fit_model", "make_optimizer", "train_step"]
+__all__ = ["NonFiniteLossError", "StepSkipper", "TrainSettings", "fit_model", "make_optimizer",
+           "train_step"]
 
 
 @dataclass
@@ -65,6 +66,42 @@ def _fused_adamw(model: torch.nn.Module) -> bool:
     return (major, minor) >= (2, 4) and {p.device.type for p in model.parameters()} <= {"cpu", "cuda"}
 
 
+class StepSkipper:
+    """Skips a step whose gradients are not finite on the device, with no host sync.
+
+    :func:`train_step` otherwise checks on the host before every update, which makes the host
+    wait for the device at each step. PyTorch's ``GradScaler`` can leave the decision to the
+    device: fused AdamW skips the update itself when told a gradient was not finite. Its loss
+    scale stays at 1 (an exact multiplication) and halves at each skipped step, which is how
+    :meth:`skipped` tells, at the cost of one sync, whether any step since the last call was.
+
+    Examples
+    --------
+    >>> import torch
+    >>> skipper = StepSkipper.for_device(torch.device("cpu"))
+    >>> skipper is None or skipper.skipped()
+    False
+    """
+
+    def __init__(self, device: torch.device):
+        # The scale never grows, so it stays exactly 1 until a step is skipped.
+        self.scaler = torch.amp.GradScaler(device.type, init_scale=1.0, growth_interval=2**31 - 1)
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> StepSkipper | None:
+        """A skipper where PyTorch has one for ``device`` (torch 2.3 on; CPU and CUDA), else None."""
+        if not hasattr(torch.amp, "GradScaler") or device.type not in ("cpu", "cuda"):
+            return None
+        return cls(device)
+
+    def skipped(self) -> bool:
+        """Whether a step was skipped since the last call (one host sync)."""
+        skipped = self.scaler.get_scale() < 1.0
+        if skipped:
+            self.scaler.update(1.0)
+        return skipped
+
+
 def make_scheduler(optimizer, total_steps: int, settings: TrainSettings):
     warmup = max(1, math.ceil(settings.warmup_fraction * total_steps))
 
@@ -79,11 +116,13 @@ def make_scheduler(optimizer, total_steps: int, settings: TrainSettings):
 
 
 def train_step(model, ids, optimizer, scheduler, step: int, settings: TrainSettings, amp,
-               gather: Callable | None = None) -> dict:
+               gather: Callable | None = None, skipper: StepSkipper | None = None) -> dict:
     """Forward, loss, backward, clip, update; returns the detached loss terms.
 
     ``gather(z) -> (negatives, offset)`` supplies the contrastive negatives from every rank.
-    Raises :class:`NonFiniteLossError` *before* the update, so a bad step changes no weight.
+    Without ``skipper``, raises :class:`NonFiniteLossError` *before* the update, so a bad step
+    changes no weight; the check waits for the device. With one, a bad step is skipped on the
+    device instead, also changing no weight, and ``skipper.skipped()`` reports it later.
     """
     model.train()
     with amp:
@@ -97,13 +136,20 @@ def train_step(model, ids, optimizer, scheduler, step: int, settings: TrainSetti
             contrastive_positive=settings.contrastive_positive, negatives=negatives, offset=offset,
         )
     optimizer.zero_grad(set_to_none=True)
-    losses["total"].backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-    if not (torch.isfinite(losses["total"]) and torch.isfinite(grad_norm)):
-        raise NonFiniteLossError(
-            f"non-finite loss ({losses['total'].item()}) or gradient norm ({grad_norm.item()})"
-        )
-    optimizer.step()
+    if skipper is not None:
+        skipper.scaler.scale(losses["total"]).backward()
+        skipper.scaler.unscale_(optimizer)  # gradients back to true size, and checked, on the device
+        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        skipper.scaler.step(optimizer)
+        skipper.scaler.update()
+    else:
+        losses["total"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        if not (torch.isfinite(losses["total"]) and torch.isfinite(grad_norm)):
+            raise NonFiniteLossError(
+                f"non-finite loss ({losses['total'].item()}) or gradient norm ({grad_norm.item()})"
+            )
+        optimizer.step()
     scheduler.step()
     return {name: value.detach() for name, value in losses.items()}
 

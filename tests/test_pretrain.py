@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from sklearn_cmim import CMIMTransformer, cli, pretrain
+from sklearn_cmim import CMIMTransformer, cli, pretrain, training
 from sklearn_cmim.checkpoint import CheckpointError, Checkpoints, CheckpointWarning, load_checkpoint
 from sklearn_cmim.chem import Standardizer
 from sklearn_cmim.corpus import BatchStream, Corpus, CorpusError, HoldOut, MoleculeEncoder
@@ -202,6 +202,30 @@ def test_resume_after_corrupt_checkpoint_end_to_end(tmp_path, capsys):
     # Without --resume an existing run is never overwritten.
     assert pretrain.main([*common, "--max-steps", "8"]) == 2
     assert "pass --resume" in capsys.readouterr().err
+
+
+def test_a_diverging_step_is_skipped_and_stops_the_run_at_the_next_log_line(tmp_path, capsys,
+                                                                            monkeypatch):
+    real_loss = training.total_loss
+
+    def nan_at_step_seven(*args, **kwargs):
+        losses = real_loss(*args, **kwargs)
+        if kwargs["step"] == 6:  # zero-based: the 7th step
+            losses["total"] = losses["total"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(training, "total_loss", nan_at_step_seven)
+    out = tmp_path / "run"
+    status = pretrain.main([DELANEY, "--output", str(out), *TINY, "--max-steps", "20",
+                            "--checkpoint-every-steps", "4"])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1
+    assert "a step from 6 to 10 had a non-finite loss or gradient" in err  # logs every 5 steps
+    assert checkpoint_steps(out / "checkpoints") == [4, 8]  # stopped at 10, before the one at 12
+    # Step 7 changed no weight, so the checkpoint after it holds only finite values.
+    state = load_checkpoint(out / "checkpoints" / "step-00000008.pt")
+    assert all(torch.isfinite(value).all() for value in state["model"].values())
+    assert not (out / "config.json").exists()  # a diverged run does not pass for a finished model
 
 
 def test_time_based_checkpoints_are_taken_at_logging_steps(tmp_path):

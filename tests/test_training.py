@@ -61,6 +61,50 @@ def test_a_failed_step_changes_no_weight():
         torch.testing.assert_close(value, snapshot[name], equal_nan=True)
 
 
+def _tiny_training_setup():
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=10, d_model=16, n_heads=2, d_ff=32, n_encoder_layers=1,
+                         n_decoder_layers=1, latent_dim=4, dropout=0.0)
+    model = CMIMModel(config)
+    settings = training.TrainSettings()
+    optimizer = training.make_optimizer(model, settings)
+    return model, settings, optimizer, training.make_scheduler(optimizer, 10, settings)
+
+
+def test_skipper_steps_exactly_as_the_host_checked_step_does():
+    ids = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])
+    no_amp = torch.autocast("cpu", enabled=False)
+    weights = []
+    for skipper in (None, training.StepSkipper(torch.device("cpu"))):
+        model, settings, optimizer, scheduler = _tiny_training_setup()
+        for step in range(3):
+            torch.manual_seed(step)  # the same latent noise for both runs
+            training.train_step(model, ids, optimizer, scheduler, step, settings, no_amp, skipper=skipper)
+        weights.append(model.state_dict())
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, rtol=0, atol=0)
+
+
+def test_skipper_skips_a_non_finite_step_on_the_device_and_reports_it_once():
+    model, settings, optimizer, scheduler = _tiny_training_setup()
+    skipper = training.StepSkipper(torch.device("cpu"))
+    ids = torch.tensor([[1, 5, 6, 2], [1, 7, 2, 0]])
+    no_amp = torch.autocast("cpu", enabled=False)
+    training.train_step(model, ids, optimizer, scheduler, 0, settings, no_amp, skipper=skipper)
+    assert not skipper.skipped()
+    snapshot = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = [state["exp_avg"].clone() for state in optimizer.state.values()]
+    with torch.no_grad():
+        model.to_posterior.bias.fill_(float("inf"))
+        snapshot["to_posterior.bias"].fill_(float("inf"))
+    training.train_step(model, ids, optimizer, scheduler, 1, settings, no_amp, skipper=skipper)  # no raise
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, snapshot[name], equal_nan=True, rtol=0, atol=0)
+    for state, before in zip(optimizer.state.values(), moments, strict=True):
+        torch.testing.assert_close(state["exp_avg"], before, rtol=0, atol=0)
+    assert skipper.skipped() and not skipper.skipped()  # reported, then reset
+
+
 def test_keyboard_interrupt_during_fit_leaves_estimator_as_it_was(fitted, smiles, monkeypatch):
     before = fitted.transform(smiles)
 
