@@ -307,8 +307,8 @@ def _pretrain(args, context: Context, device: torch.device) -> Path:
     gather = LatentGather(context) if context.distributed else None
     schedule = CheckpointSchedule(args.checkpoint_every_steps, args.checkpoint_every_minutes)
     meter = Meter()
-    # Bad steps are skipped on the device and looked for at each log line, so that no step
-    # waits for the device to say whether its loss was finite.
+    # On a GPU, bad steps are skipped on the device and looked for at each log line, so that no
+    # step waits for the device to say whether its loss was finite.
     skipper, checked = StepSkipper.for_device(device), run.step
     batches = iter(stream)
     while run.step < args.max_steps:

@@ -21,8 +21,8 @@ __all__ = ["Meter", "format_record", "format_validation", "validate"]
 class Meter:
     """Losses and throughput since the last log line, kept on the device between reads.
 
-    Reading it syncs with the device once per log line. Pretraining has no per-step sync: a
-    :class:`~sklearn_cmim.training.StepSkipper` leaves the finiteness check to the device.
+    Reading it syncs with the device once per log line. On a GPU, pretraining has no per-step
+    sync: a :class:`~sklearn_cmim.training.StepSkipper` leaves the finiteness check to the device.
     """
 
     def __init__(self):

@@ -204,8 +204,14 @@ def test_resume_after_corrupt_checkpoint_end_to_end(tmp_path, capsys):
     assert "pass --resume" in capsys.readouterr().err
 
 
-def test_a_diverging_step_is_skipped_and_stops_the_run_at_the_next_log_line(tmp_path, capsys,
-                                                                            monkeypatch):
+@pytest.mark.parametrize(("checked_on", "message", "checkpoints"), [
+    # A CPU checks every step on the host and stops at the bad step itself.
+    ("host", "step 7: non-finite loss", [4]),
+    # CUDA leaves the check to the device, and asks at the next log line (every 5 steps here).
+    ("device", "a step from 6 to 10 had a non-finite loss or gradient", [4, 8]),
+])
+def test_a_diverging_step_changes_no_weight_and_stops_the_run(tmp_path, capsys, monkeypatch,
+                                                              checked_on, message, checkpoints):
     real_loss = training.total_loss
 
     def nan_at_step_seven(*args, **kwargs):
@@ -215,16 +221,17 @@ def test_a_diverging_step_is_skipped_and_stops_the_run_at_the_next_log_line(tmp_
         return losses
 
     monkeypatch.setattr(training, "total_loss", nan_at_step_seven)
+    if checked_on == "device":
+        monkeypatch.setattr(training.StepSkipper, "for_device", classmethod(lambda cls, device: cls(device)))
     out = tmp_path / "run"
     status = pretrain.main([DELANEY, "--output", str(out), *TINY, "--max-steps", "20",
                             "--checkpoint-every-steps", "4"])
     err = capsys.readouterr().err
-    assert status == 1 and err.count("\n") == 1
-    assert "a step from 6 to 10 had a non-finite loss or gradient" in err  # logs every 5 steps
-    assert checkpoint_steps(out / "checkpoints") == [4, 8]  # stopped at 10, before the one at 12
-    # Step 7 changed no weight, so the checkpoint after it holds only finite values.
-    state = load_checkpoint(out / "checkpoints" / "step-00000008.pt")
-    assert all(torch.isfinite(value).all() for value in state["model"].values())
+    assert status == 1 and err.count("\n") == 1 and message in err
+    assert checkpoint_steps(out / "checkpoints") == checkpoints
+    for step in checkpoints:  # step 7 changed no weight, so even a checkpoint after it is finite
+        state = load_checkpoint(out / "checkpoints" / f"step-{step:08d}.pt")
+        assert all(torch.isfinite(value).all() for value in state["model"].values())
     assert not (out / "config.json").exists()  # a diverged run does not pass for a finished model
 
 
