@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import multiprocessing
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -164,24 +165,46 @@ class MoleculeEncoder:
 
     def __call__(self, smiles: str) -> tuple[list[int], str] | None:
         """Token ids and the standardised SMILES, or ``None`` (and a count) for a bad molecule."""
+        return self.count(self.encode(smiles))
+
+    def encode(self, smiles: str) -> tuple[list[int], str] | str:
+        """Token ids and the standardised SMILES, or the reason to skip the molecule (uncounted).
+
+        Depends on nothing but its arguments, so worker processes can run it.
+        """
         try:
             standard = self.standardizer(smiles)
         except MoleculeError:
-            return self._skip("invalid")
+            return "invalid"
         unknown: Counter = Counter()
         try:
             ids = self.vocabulary.encode(standard, unknown)
         except ValueError:
-            return self._skip("untokenizable")
+            return "untokenizable"
         if unknown:
-            return self._skip("unknown_token")
+            return "unknown_token"
         if len(ids) > self.max_length:
-            return self._skip("too_long")
+            return "too_long"
         return ids, standard
 
-    def _skip(self, reason: str) -> None:
-        self.skipped[reason] += 1
-        return None
+    def count(self, result: tuple[list[int], str] | str) -> tuple[list[int], str] | None:
+        """A result of :meth:`encode`, with a skipped molecule counted and returned as ``None``."""
+        if isinstance(result, str):
+            self.skipped[result] += 1
+            return None
+        return result
+
+
+_worker_encoder: MoleculeEncoder | None = None  # each data worker's own copy
+
+
+def _start_worker(encoder: MoleculeEncoder) -> None:
+    global _worker_encoder
+    _worker_encoder = encoder
+
+
+def _encode_in_worker(smiles: str):
+    return _worker_encoder.encode(smiles)
 
 
 def build_vocabulary(corpus: Corpus, split: HoldOut, standardizer: Standardizer,
@@ -227,16 +250,30 @@ class BatchStream:
     :meth:`state_dict` records where the current pool started (epoch, record number, generator
     state, skip counts) and how many of its batches were handed out; :meth:`load_state_dict`
     rebuilds that pool and continues with the same next batch as an uninterrupted run.
+
+    With ``data_workers`` > 0, that many processes standardise and tokenise the molecules, a
+    chunk of records ahead of the pool being filled (RDKit holds the GIL, so threads would not
+    run in parallel). The batches are the same as without; call :meth:`close` to stop them.
     """
 
+    chunk_records = 2048  # records handed to the data workers at a time
+
     def __init__(self, corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder, batch_size: int,
-                 seed: int, rank: int = 0, world_size: int = 1, pool_batches: int = 50):
+                 seed: int, rank: int = 0, world_size: int = 1, pool_batches: int = 50,
+                 data_workers: int = 0):
         self.corpus, self.split, self.encoder = corpus, split, encoder
         self.batch_size, self.pool_batches = batch_size, pool_batches
         self.rank, self.world_size = rank, world_size
+        self.data_workers, self._workers = data_workers, None
         self.rng = np.random.default_rng([seed, rank])
         self.pool_start = {"epoch": 0, "record": 0, "rng": self.rng.bit_generator.state, "skipped": {}}
         self.taken = 0
+
+    def close(self) -> None:
+        """Stop the data workers, if any."""
+        if self._workers is not None:
+            self._workers.terminate()
+            self._workers = None
 
     def state_dict(self) -> dict:
         return {**self.pool_start, "taken": self.taken}
@@ -251,7 +288,8 @@ class BatchStream:
 
     def __iter__(self) -> Iterator[list[list[int]]]:
         # One open reader runs on from pool to pool; only a resume skips records to get to its start.
-        epoch, records = self.pool_start["epoch"], self.corpus.records(self.pool_start["record"])
+        epoch = self.pool_start["epoch"]
+        records = self._encoded(self.corpus.records(self.pool_start["record"]))
         while True:
             # Rewinding the generator and the counts makes a pool rebuilt after a resume
             # identical to the one the interrupted run was using.
@@ -267,18 +305,37 @@ class BatchStream:
                                "skipped": dict(self.encoder.skipped)}
             self.taken = 0
 
-    def _read_pool(self, epoch: int, records: Iterator[tuple[int, str]]):
-        """Fill a pool from ``records``, wrapping round into new epochs.
+    def _encoded(self, records: Iterator[tuple[int, str]]) -> Iterator[tuple[int, tuple | str]]:
+        """``(number, encoder.encode(text))`` of this rank's training records, in order."""
+        split, rank, world_size = self.split, self.rank, self.world_size
+        mine = ((number, text) for number, text in records
+                if not split.is_validation(number) and split.owner(number, world_size) == rank)
+        if not self.data_workers:
+            yield from ((number, self.encoder.encode(text)) for number, text in mine)
+            return
+        if self._workers is None:
+            # spawn: a forked copy of a process running torch's thread pools can deadlock.
+            context = multiprocessing.get_context("spawn")
+            self._workers = context.Pool(self.data_workers, _start_worker, (self.encoder,))
+        pending = None
+        while chunk := list(islice(mine, self.chunk_records)):
+            job = self._workers.map_async(_encode_in_worker, [text for _, text in chunk], chunksize=64)
+            if pending is not None:  # the chunk before this one: encoded while this one was read
+                yield from zip(pending[0], pending[1].get(), strict=True)
+            pending = ([number for number, _ in chunk], job)
+        if pending is not None:
+            yield from zip(pending[0], pending[1].get(), strict=True)
+
+    def _read_pool(self, epoch: int, records: Iterator[tuple[int, tuple | str]]):
+        """Fill a pool from encoded ``records``, wrapping round into new epochs.
 
         Returns the pool, the epoch and reader it ends in, and the number of the next record.
         """
         pool, wanted = [], self.pool_batches * self.batch_size
         ends_without_molecule = 0  # two ends of the corpus with nothing between: none will ever come
         while True:
-            for number, text in records:
-                if self.split.is_validation(number) or self.split.owner(number, self.world_size) != self.rank:
-                    continue
-                encoded = self.encoder(text)
+            for number, result in records:
+                encoded = self.encoder.count(result)
                 if encoded is None:
                     continue
                 pool.append(encoded[0])
@@ -290,4 +347,4 @@ class BatchStream:
                 raise CorpusError(f"rank {self.rank} of {self.world_size} found no usable training "
                                   f"molecule in {', '.join(map(str, self.corpus.paths))} "
                                   f"(skipped: {dict(self.encoder.skipped) or 'none'})")
-            epoch, records = epoch + 1, self.corpus.records()
+            epoch, records = epoch + 1, self._encoded(self.corpus.records())

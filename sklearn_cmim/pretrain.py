@@ -19,6 +19,7 @@ import argparse
 import sys
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,6 +142,9 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
                       help="standardiser: keep stereochemistry and isotopes")
     data.add_argument("--pool-batches", type=positive_int, default=50,
                       help="batches read at a time and grouped by length")
+    data.add_argument("--data-workers", type=non_negative_int, default=0,
+                      help="processes that standardise and tokenise ahead of training (0: the training "
+                           "process does); on a GPU, whose steps outrun one core's RDKit, use several")
 
     model = parser.add_argument_group("model (with --resume the checkpoint's are used)")
     for name, help_ in MODEL_HELP.items():
@@ -256,12 +260,13 @@ def pretrain(args: argparse.Namespace) -> Path:
     context = Context.from_environment()
     device = context.start(resolve_device(args.device))
     try:
-        return _pretrain(args, context, device)
+        with ExitStack() as cleanup:
+            return _pretrain(args, context, device, cleanup)
     finally:
         context.stop()
 
 
-def _pretrain(args, context: Context, device: torch.device) -> Path:
+def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) -> Path:
     def log(message: str) -> None:
         if context.is_main:
             print(message, flush=True)
@@ -287,7 +292,8 @@ def _pretrain(args, context: Context, device: torch.device) -> Path:
     optimizer = make_optimizer(model, settings)
     stream = BatchStream(corpus, split, MoleculeEncoder(standardizer, vocabulary, config.max_length),
                          args.batch_size, args.random_state, context.rank, context.world_size,
-                         args.pool_batches)
+                         args.pool_batches, args.data_workers)
+    cleanup.callback(stream.close)
     run = Run(model, optimizer, make_scheduler(optimizer, args.max_steps, settings), stream)
     torch.manual_seed(args.random_state + context.rank)  # distinct dropout and latent noise per rank
     if state is not None:

@@ -111,10 +111,36 @@ def take(stream_batches, n):
     return [[list(ids) for ids in next(stream_batches)] for _ in range(n)]
 
 
-def make_stream(path):
+def make_stream(path, data_workers=0):
     vocabulary = Vocabulary.build(ALCOHOLS)
     encoder = MoleculeEncoder(Standardizer(), vocabulary, max_length=40)
-    return BatchStream(Corpus([path]), HoldOut(every=7), encoder, batch_size=4, seed=3, pool_batches=2)
+    stream = BatchStream(Corpus([path]), HoldOut(every=7), encoder, batch_size=4, seed=3, pool_batches=2,
+                         data_workers=data_workers)
+    stream.chunk_records = 5  # many chunks in flight across pools and epochs
+    return stream
+
+
+def test_data_workers_give_the_same_batches_counts_and_positions(tmp_path):
+    path = tmp_path / "alcohols.smi"
+    path.write_text("\n".join(ALCOHOLS) + "\nnot-a-smiles\nCCN\n")
+    runs = []
+    for workers in (0, 2):
+        stream = make_stream(path, data_workers=workers)
+        try:
+            batches = iter(stream)
+            first = take(batches, 9)
+            state = copy.deepcopy(stream.state_dict())
+            runs.append((first, state, take(batches, 12), dict(stream.encoder.skipped)))
+            resumed = make_stream(path, data_workers=workers)
+            resumed.load_state_dict(state)
+            try:
+                assert take(iter(resumed), 12) == runs[-1][2]
+            finally:
+                resumed.close()
+        finally:
+            stream.close()
+    assert runs[0] == runs[1]
+    assert runs[0][3] == {"invalid": 3, "unknown_token": 3}  # once in each of the epochs read
 
 
 def test_data_position_restores_the_same_batches(tmp_path):
@@ -233,6 +259,17 @@ def test_a_diverging_step_changes_no_weight_and_stops_the_run(tmp_path, capsys, 
         state = load_checkpoint(out / "checkpoints" / f"step-{step:08d}.pt")
         assert all(torch.isfinite(value).all() for value in state["model"].values())
     assert not (out / "config.json").exists()  # a diverged run does not pass for a finished model
+
+
+def test_pretraining_with_data_workers_trains_the_same_model(tmp_path):
+    weights = []
+    for workers in ("0", "2"):
+        out = tmp_path / f"workers-{workers}"
+        assert pretrain.main([DELANEY, "--output", str(out), *TINY, "--max-steps", "4",
+                              "--data-workers", workers]) == 0
+        weights.append(load_pretrained(out).model.state_dict())
+    for name, value in weights[0].items():
+        torch.testing.assert_close(weights[1][name], value, rtol=0, atol=0)
 
 
 def test_time_based_checkpoints_are_taken_at_logging_steps(tmp_path):
