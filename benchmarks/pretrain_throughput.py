@@ -7,8 +7,10 @@ batch size and dropout and at the alternatives, and reports the last log interva
 first one holds the warm-up). Everything the command does per step counts: reading and
 standardising the molecules, the optimiser, the logging.
 
-A last run splits the default global batch over two single-threaded processes under
-``torchrun`` (DistributedDataParallel over gloo), the other way to use two CPU cores.
+Two more runs at the defaults: one with a data worker process standardising molecules ahead of
+training (``--data-workers 1``), and one splitting the global batch over two single-threaded
+processes under ``torchrun`` (DistributedDataParallel over gloo), the other way to use two CPU
+cores.
 
     python benchmarks/pretrain_throughput.py           # 300 steps per setting
     python benchmarks/pretrain_throughput.py --quick   # smoke run (seconds)
@@ -47,11 +49,12 @@ SETTINGS = [(64, 0.1), (64, 0.0), (128, 0.1), (128, 0.0)]  # (batch size, dropou
 
 
 def flags_for(corpus: Path, output: Path, batch_size: int, dropout: float, steps: int,
-              architecture: dict) -> list[str]:
+              architecture: dict, data_workers: int = 0) -> list[str]:
     flags = [str(corpus), "--output", str(output), "--max-steps", str(steps),
              "--log-every", str(max(1, steps // 3)), "--batch-size", str(batch_size),
              "--dropout", str(dropout), "--validation-size", "16", "--vocab-records", "5000",
-             "--checkpoint-every-steps", str(steps), "--device", "cpu", "--precision", "bf16"]
+             "--checkpoint-every-steps", str(steps), "--device", "cpu", "--precision", "bf16",
+             "--data-workers", str(data_workers)]
     for name, value in architecture.items():
         flags += ["--" + name.replace("_", "-"), str(value)]
     return flags
@@ -68,16 +71,19 @@ def last_record(output: Path, launch: str, batch_size: int, dropout: float) -> d
     return record
 
 
-def run(corpus: Path, batch_size: int, dropout: float, steps: int, architecture: dict, workdir: Path) -> dict:
+def run(corpus: Path, batch_size: int, dropout: float, steps: int, architecture: dict, workdir: Path,
+        data_workers: int = 0) -> dict:
     """One short ``cmim pretrain`` run in this process."""
-    output = workdir / f"b{batch_size}-d{dropout}"
-    flags = flags_for(corpus, output, batch_size, dropout, steps, architecture)
+    output = workdir / f"b{batch_size}-d{dropout}-w{data_workers}"
+    flags = flags_for(corpus, output, batch_size, dropout, steps, architecture, data_workers)
     with contextlib.redirect_stdout(io.StringIO()):
         status = pretrain(flags)
     if status:
         raise RuntimeError(f"cmim pretrain {' '.join(flags)} exited with status {status}")
     threads = torch.get_num_threads()
     launch = f"1 process x {threads} thread{'s' if threads > 1 else ''}"
+    if data_workers:
+        launch += f" + {data_workers} data worker{'s' if data_workers > 1 else ''}"
     return last_record(output, launch, batch_size, dropout)
 
 
@@ -139,6 +145,8 @@ def main(argv=None) -> dict:
             corpus.write_text("\n".join(load_esol()[0]) + "\n")
         runs = [run(corpus, batch, dropout, args.steps, architecture, Path(tmp))
                 for batch, dropout in SETTINGS]
+        runs.append(run(corpus, defaults.batch_size, defaults.dropout, args.steps, architecture, Path(tmp),
+                        data_workers=1))
         runs.append(run_torchrun(corpus, defaults.batch_size, defaults.dropout, args.steps, architecture,
                                  Path(tmp)))
     report = {"config": {"command": command, "threads": torch.get_num_threads(), "steps": args.steps,

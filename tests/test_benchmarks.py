@@ -239,7 +239,8 @@ def test_pretrain_throughput_quick(tmp_path):
     check_report(tmp_path, "pretrain_throughput.json", "pretrain-throughput", [])
     runs = report["runs"]
     assert [(r["batch_size"], r["dropout"]) for r in runs] == [(64, 0.1), (64, 0.0), (128, 0.1), (128, 0.0),
-                                                                (128, 0.0)]
+                                                                (128, 0.0), (128, 0.0)]
+    assert runs[-2]["launch"].endswith("+ 1 data worker")  # the defaults, with molecules read ahead
     assert runs[-1]["launch"].startswith("torchrun: 2 processes")  # the defaults, split over two
     assert all(finite(r[key]) and r[key] > 0 for r in runs for key in ("molecules_per_s", "mfu"))
     assert report["config"]["defaults"] == [128, 0.0]  # what `cmim pretrain` runs without flags
