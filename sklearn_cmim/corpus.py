@@ -19,6 +19,8 @@ import io
 import multiprocessing
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -272,7 +274,7 @@ class BatchStream:
     def close(self) -> None:
         """Stop the data workers, if any."""
         if self._workers is not None:
-            self._workers.terminate()
+            self._workers.shutdown(wait=False, cancel_futures=True)
             self._workers = None
 
     def state_dict(self) -> dict:
@@ -315,16 +317,25 @@ class BatchStream:
             return
         if self._workers is None:
             # spawn: a forked copy of a process running torch's thread pools can deadlock.
-            context = multiprocessing.get_context("spawn")
-            self._workers = context.Pool(self.data_workers, _start_worker, (self.encoder,))
+            self._workers = ProcessPoolExecutor(self.data_workers, multiprocessing.get_context("spawn"),
+                                                _start_worker, (self.encoder,))
         pending = None
         while chunk := list(islice(mine, self.chunk_records)):
-            job = self._workers.map_async(_encode_in_worker, [text for _, text in chunk], chunksize=64)
+            job = self._workers.map(_encode_in_worker, [text for _, text in chunk], chunksize=64)
             if pending is not None:  # the chunk before this one: encoded while this one was read
-                yield from zip(pending[0], pending[1].get(), strict=True)
+                yield from self._collect(*pending)
             pending = ([number for number, _ in chunk], job)
         if pending is not None:
-            yield from zip(pending[0], pending[1].get(), strict=True)
+            yield from self._collect(*pending)
+
+    @staticmethod
+    def _collect(numbers: list[int], results: Iterator) -> Iterator[tuple[int, tuple | str]]:
+        try:
+            yield from zip(numbers, list(results), strict=True)
+        except BrokenProcessPool:
+            raise CorpusError(f"a data worker died while reading records {numbers[0]} to {numbers[-1]}; "
+                              "--data-workers 0 reads them in the training process, where the "
+                              "failing molecule shows") from None
 
     def _read_pool(self, epoch: int, records: Iterator[tuple[int, tuple | str]]):
         """Fill a pool from encoded ``records``, wrapping round into new epochs.

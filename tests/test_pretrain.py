@@ -261,6 +261,26 @@ def test_a_diverging_step_changes_no_weight_and_stops_the_run(tmp_path, capsys, 
     assert not (out / "config.json").exists()  # a diverged run does not pass for a finished model
 
 
+class StandardizerThatKillsItsProcess(Standardizer):
+    def __call__(self, molecule):
+        if molecule == "CCCCCO":  # stands for a molecule that crashes RDKit
+            os._exit(1)
+        return super().__call__(molecule)
+
+
+def test_a_dead_data_worker_is_a_clear_error_not_a_hang(tmp_path):
+    path = tmp_path / "alcohols.smi"
+    path.write_text("\n".join(ALCOHOLS) + "\n")
+    encoder = MoleculeEncoder(StandardizerThatKillsItsProcess(), Vocabulary.build(ALCOHOLS), max_length=40)
+    stream = BatchStream(Corpus([path]), HoldOut(every=7), encoder, batch_size=4, seed=3, data_workers=1)
+    try:
+        with pytest.raises(CorpusError, match=r"a data worker died while reading records 1 to 29; "
+                                              r"--data-workers 0"):
+            next(iter(stream))
+    finally:
+        stream.close()
+
+
 def test_pretraining_with_data_workers_trains_the_same_model(tmp_path):
     weights = []
     for workers in ("0", "2"):
