@@ -21,12 +21,13 @@ UNK_ID = 3  # tokenizer.Vocabulary.unk_id; ids above it are ordinary tokens
 def attention(q, k, v, mask=None, causal=False, dropout_p=0.0):
     """Scaled dot-product attention over (B, heads, T, head width) tensors.
 
-    ``mask`` is True where a key may be seen. On CPU in bf16 or fp16 it is written out, with the
-    softmax in fp32: PyTorch's fused CPU kernels are 2-6x slower there for this model's short
-    sequences and 64-wide heads (``python benchmarks/attention_kernel.py``). Elsewhere PyTorch's
-    own kernel runs.
+    ``mask`` is True where a key may be seen. When training on CPU in bf16 or fp16 it is written
+    out, with the softmax in fp32: PyTorch's fused CPU kernels are 2-7x slower there, forward and
+    backward, for this model's short sequences and 64-wide heads
+    (``python benchmarks/attention_kernel.py``). Without gradients PyTorch's kernel is as fast or
+    faster and never holds the (T, T) scores, so inference and everything else use it.
     """
-    if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
+    if not q.requires_grad or q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
                                               is_causal=causal and mask is None)
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)

@@ -96,6 +96,7 @@ def test_written_out_bf16_attention_matches_pytorch_in_fp32(causal, masked):
         mask[..., 0] = True  # every query sees at least one key
         v = v.masked_fill(~mask.transpose(-1, -2), 1e4)  # a masked key leaking in would show
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+    q.requires_grad_()  # the written-out path serves training
     with torch.autocast("cpu", dtype=torch.bfloat16):
         got = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, causal)
     assert got.dtype == torch.bfloat16
