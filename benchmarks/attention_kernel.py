@@ -28,17 +28,15 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import sklearn_cmim.model
 from sklearn_cmim import CMIMTransformer
-from sklearn_cmim.datasets import load_esol
 from sklearn_cmim.flops import matmul_peak_flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
 from common import (
     DOCS_MARKDOWN,
-    MOSES,
     QUICK_MODEL,
     ROOT,
     markdown_table,
-    read_moses,
+    moses_or_esol,
     update_markdown_section,
     write_json,
 )
@@ -160,10 +158,7 @@ def main(argv=None) -> dict:
     args.out = args.out or ROOT / "docs" / "benchmarks"
     args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
 
-    if (MOSES / "train.csv.gz").exists():
-        smiles, source = read_moses("train.csv.gz", args.molecules), "MOSES train"
-    else:
-        smiles, source = load_esol()[0][:args.molecules], "bundled ESOL (MOSES not found)"
+    smiles, source = moses_or_esol("train.csv.gz", args.molecules)
     size, seconds = (512, 0.2) if args.quick else (2048, 2.0)
     peak = matmul_peak_flops("cpu", torch.bfloat16, size=size, min_seconds=seconds)
     report = {

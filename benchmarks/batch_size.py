@@ -65,8 +65,8 @@ from common import (
     fmt,
     markdown_table,
     mean_std,
+    moses_or_esol,
     pyplot,
-    read_moses,
     relative_link,
     update_markdown_section,
     write_json,
@@ -325,12 +325,9 @@ def main(argv=None) -> dict:
     architecture = {k: defaults[k] if getattr(args, k) is None else getattr(args, k) for k in ARCHITECTURE}
     device = resolve_device(args.device)
     args.precision = resolve_precision(args.precision, device)
-    if (MOSES / "train.csv.gz").exists():
-        smiles, source = read_moses("train.csv.gz", args.molecules), "MOSES train"
-    else:  # lets the quick mode run from a bare clone; a full run needs MOSES
-        if not args.quick:
-            raise SystemExit(f"MOSES not found at {MOSES}")
-        smiles, source = load_esol()[0][:args.molecules], "bundled ESOL (MOSES not found)"
+    if not (MOSES / "train.csv.gz").exists() and not args.quick:  # the quick mode runs from a bare clone
+        raise SystemExit(f"MOSES not found at {MOSES}")
+    smiles, source = moses_or_esol("train.csv.gz", args.molecules)
     corpus = Corpus(smiles, MAX_LENGTH)
     datasets = {}
     for name, loader in DOWNSTREAM.items():

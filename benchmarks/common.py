@@ -45,6 +45,15 @@ def read_moses(name: str = "train.csv.gz", n: int | None = None) -> list[str]:
         return [line.strip() for line in itertools.islice(handle, n)]
 
 
+def moses_or_esol(name: str, n: int) -> tuple[list[str], str]:
+    """The first ``n`` SMILES of a MOSES file and where they came from; bundled ESOL's where MOSES
+    is absent (a fresh clone, where the quick modes still have to run)."""
+    if (MOSES / name).exists():
+        return read_moses(name, n), f"MOSES {name.split('.')[0]}"
+    from sklearn_cmim.datasets import load_esol
+    return load_esol()[0][:n], "bundled ESOL (MOSES not found)"
+
+
 def write_json(path: Path, data) -> None:
     """Strict JSON: numpy values become Python ones, and NaN or infinity becomes null."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 
 from sklearn_cmim import CMIMTransformer
-from sklearn_cmim.datasets import load_esol
 from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
 from sklearn_cmim.device import bf16_supported, resolve_device
 from sklearn_cmim.fingerprints import ECFPTransformer
@@ -40,11 +39,10 @@ from sklearn_cmim.flops import matmul_peak_flops
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
 from common import (
     DOCS_MARKDOWN,
-    MOSES,
     QUICK_MODEL,
     ROOT,
     markdown_table,
-    read_moses,
+    moses_or_esol,
     update_markdown_section,
     write_json,
 )
@@ -184,10 +182,7 @@ def main(argv=None) -> dict:
     command = "python benchmarks/speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
     device = resolve_device(args.device)
     n = max(args.molecules, args.train_molecules)
-    if (MOSES / "test.csv.gz").exists():
-        smiles, source = read_moses("test.csv.gz", n), "MOSES test"
-    else:
-        smiles, source = load_esol()[0][:n], "bundled ESOL (MOSES not found)"
+    smiles, source = moses_or_esol("test.csv.gz", n)
 
     # A short matmul in quick mode: it only has to produce a number, not the true peak.
     size, seconds = (512, 0.2) if args.quick else (2048, 2.0)

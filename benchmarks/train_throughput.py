@@ -11,26 +11,18 @@ FLOP/s measured in the same process (the hardware peak).
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from sklearn_cmim import CMIMTransformer
-from sklearn_cmim.datasets import load_esol
 from sklearn_cmim.flops import matmul_peak_flops
 
-MOSES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "moses" / "train.csv.gz"
-
-
-def load_molecules(n: int) -> tuple[list[str], str]:
-    if MOSES.exists():
-        with gzip.open(MOSES, "rt") as handle:
-            next(handle)
-            return [next(handle).strip() for _ in range(n)], "MOSES train"
-    return load_esol()[0][:n], "bundled ESOL (MOSES not found)"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
+from common import moses_or_esol
 
 
 def operator_kind(name: str) -> str:
@@ -79,7 +71,7 @@ def main(argv=None) -> dict:
     params = CMIMTransformer().get_params()
     architecture = {k: v for k, v in vars(args).items() if v is not None and k in params}
 
-    smiles, source = load_molecules(args.molecules)
+    smiles, source = moses_or_esol("train.csv.gz", args.molecules)
     peak_bf16 = matmul_peak_flops("cpu", torch.bfloat16)
     peak_fp32 = matmul_peak_flops("cpu", torch.float32)
     print(f"{len(smiles)} molecules from {source}; {torch.get_num_threads()} threads")
