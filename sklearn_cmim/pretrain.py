@@ -329,14 +329,15 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
             raise NonFiniteLossError(f"step {run.step + 1}: {error}") from None
         run.step += 1
         step, last = run.step, run.step == args.max_steps
-        if skipper is not None and (step % args.log_every == 0 or last):
+        log_line = step % args.log_every == 0 or last
+        if skipper is not None and log_line:
             if skipper.skipped():
                 raise NonFiniteLossError(f"a step from {checked + 1} to {step} had a non-finite loss or "
                                          "gradient; it was skipped, so the weights are those of a good step")
             checked = step
         if context.is_main:
             meter.add(losses, batch, ids.shape[1])
-            if step % args.log_every == 0 or last:
+            if log_line:
                 # The gathered batch, as measured; without a gather the contrastive term used this batch.
                 negatives = (gather.global_batch if gather and gather.global_batch else len(batch)) - 1
                 record = {"step": step, "epoch": stream.epoch,
