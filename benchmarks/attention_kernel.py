@@ -102,8 +102,8 @@ def training(smiles: list[str], architecture: dict, batch: int, peak: float) -> 
             est = CMIMTransformer(**architecture, dropout=0.0, batch_size=batch, max_epochs=2,
                                   precision="bf16", device="cpu", random_state=0).fit(smiles)
             last = est.history_[-1]  # the first epoch is warm-up
-            length = round(last["tokens_per_s"] / last["molecules_per_s"])
-            flops = est.model_.flops_per_token(length) * last["tokens_per_s"]
+            length = last["tokens_per_s"] / last["molecules_per_s"]
+            flops = est.model_.training_flops(last["tokens_per_s"], last["molecules_per_s"], length)
             results[kernel] = {"molecules_per_s": last["molecules_per_s"],
                                "fraction_of_bf16_peak": flops / peak}
             print(f"training with {kernel}: {last['molecules_per_s']:.0f} molecules/s, "

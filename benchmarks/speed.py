@@ -83,7 +83,7 @@ def training_speed(smiles, args, device, peak_bf16: float) -> list[dict]:
                                     errors="nan", random_state=0).fit(smiles)
         last = estimator.history_[-1]
         mean_length = last["tokens_per_s"] / last["molecules_per_s"]
-        flops = estimator.model_.flops_per_token(round(mean_length)) * last["tokens_per_s"]
+        flops = estimator.model_.training_flops(last["tokens_per_s"], last["molecules_per_s"], mean_length)
         rows.append({"precision": precision, "molecules_per_s": last["molecules_per_s"],
                      "tokens_per_s": last["tokens_per_s"], "model_flops": flops,
                      "fraction_of_bf16_peak": flops / peak_bf16,

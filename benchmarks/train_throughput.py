@@ -85,7 +85,7 @@ def main(argv=None) -> dict:
         est.fit(smiles)
         last = est.history_[-1]
         mean_length = last["tokens_per_s"] / last["molecules_per_s"]
-        flops = est.model_.flops_per_token(round(mean_length)) * last["tokens_per_s"]
+        flops = est.model_.training_flops(last["tokens_per_s"], last["molecules_per_s"], mean_length)
         run = {"molecules_per_s": last["molecules_per_s"], "tokens_per_s": last["tokens_per_s"],
                "model_flops": flops, "fraction_of_bf16_peak": flops / peak_bf16,
                "parameters": est.model_.num_parameters(), "wall_s": time.perf_counter() - start}

@@ -51,9 +51,9 @@ class Meter:
         losses = {name: value / self.steps for name, value in zip(self.sums, sums, strict=True)}
         seconds = time.perf_counter() - self.start
         tokens_per_s = self.tokens * world_size / seconds
-        flops_per_token = model.flops_per_token(self.width / self.steps)
+        flops = model.training_flops(self.tokens, self.molecules, self.width / self.steps)
         record = {**losses, "molecules_per_s": self.molecules * world_size / seconds,
-                  "tokens_per_s": tokens_per_s, "mfu": flops_per_token * tokens_per_s / (peak * world_size)}
+                  "tokens_per_s": tokens_per_s, "mfu": flops / seconds / peak}
         self.reset()
         return record
 

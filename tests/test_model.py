@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from sklearn_cmim.model import CMIMModel, ModelConfig, attention
 
@@ -68,8 +69,21 @@ def test_generate_stops_at_eos_and_respects_max_length():
             assert all(t == 2 for t in row[row.index(2):])
 
 
-def test_flops_per_token_grows_with_depth():
-    assert tiny_model(n_decoder_layers=4).flops_per_token(30) > tiny_model().flops_per_token(30)
+@pytest.mark.parametrize("overrides", [{}, {"n_latents": 8, "n_encoder_layers": 2},
+                                       {"d_ff": 64, "latent_dim": 6}])
+def test_training_flops_match_what_pytorch_counts(overrides):
+    """The analytic count behind the logged model FLOP utilisation equals PyTorch's own count of
+    the matmuls in one forward and backward pass (bf16 training on the CPU writes attention out
+    as matmuls, so the counter sees those too). Equal lengths: the counter would count padding."""
+    model = tiny_model(**overrides).train()
+    ids = torch.randint(4, 12, (6, 9))
+    ids[:, 0], ids[:, -1] = 1, 2
+    with FlopCounterMode(display=False) as counter, torch.autocast("cpu", dtype=torch.bfloat16):
+        z, _, _, logits = model(ids)
+        (logits.float().square().mean() + z.float().square().mean()).backward()
+    counted = counter.get_total_flops()
+    assert counter.get_flop_counts()["Global"][torch.ops.aten.bmm] > 0  # attention was counted
+    assert model.training_flops(tokens=ids.numel(), molecules=6, width=9) == pytest.approx(counted, rel=1e-9)
 
 
 def test_cached_decoding_matches_full_recomputation():
