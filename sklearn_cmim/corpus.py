@@ -16,8 +16,9 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 import multiprocessing
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -253,9 +254,9 @@ class BatchStream:
     state, skip counts) and how many of its batches were handed out; :meth:`load_state_dict`
     rebuilds that pool and continues with the same next batch as an uninterrupted run.
 
-    With ``data_workers`` > 0, that many processes standardise and tokenise the molecules, a
-    chunk of records ahead of the pool being filled (RDKit holds the GIL, so threads would not
-    run in parallel). The batches are the same as without; call :meth:`close` to stop them.
+    With ``data_workers`` > 0, that many processes standardise and tokenise the molecules of the
+    next pool while the batches of this one train (RDKit holds the GIL, so threads would not run
+    in parallel). The batches are the same as without; call :meth:`close` to stop them.
     """
 
     chunk_records = 2048  # records handed to the data workers at a time
@@ -319,14 +320,16 @@ class BatchStream:
             # spawn: a forked copy of a process running torch's thread pools can deadlock.
             self._workers = ProcessPoolExecutor(self.data_workers, multiprocessing.get_context("spawn"),
                                                 _start_worker, (self.encoder,))
-        pending = None
+        # Enough chunks in flight to fill the next pool while the batches of this one train.
+        ahead = math.ceil(self.pool_batches * self.batch_size / self.chunk_records) + 1
+        in_flight = deque()
         while chunk := list(islice(mine, self.chunk_records)):
             job = self._workers.map(_encode_in_worker, [text for _, text in chunk], chunksize=64)
-            if pending is not None:  # the chunk before this one: encoded while this one was read
-                yield from self._collect(*pending)
-            pending = ([number for number, _ in chunk], job)
-        if pending is not None:
-            yield from self._collect(*pending)
+            in_flight.append(([number for number, _ in chunk], job))
+            if len(in_flight) > ahead:
+                yield from self._collect(*in_flight.popleft())
+        while in_flight:
+            yield from self._collect(*in_flight.popleft())
 
     @staticmethod
     def _collect(numbers: list[int], results: Iterator) -> Iterator[tuple[int, tuple | str]]:
