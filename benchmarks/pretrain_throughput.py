@@ -62,12 +62,14 @@ def flags_for(corpus: Path, output: Path, batch_size: int, dropout: float, steps
 
 def last_record(output: Path, launch: str, batch_size: int, dropout: float) -> dict:
     """The run's last log record: global molecules and tokens per second, MFU per process."""
-    last = load_pretrained(output).metadata["training_log"][-1]
+    metadata = load_pretrained(output).metadata
+    last = metadata["training_log"][-1]
     record = {"launch": launch, "batch_size": batch_size, "dropout": dropout,
               "molecules_per_s": last["molecules_per_s"], "tokens_per_s": last["tokens_per_s"],
-              "mfu": last["mfu"]}
+              "peak_flops": metadata["pretraining"]["matmul_peak_flops"], "mfu": last["mfu"]}
     print(f"{launch}, batch {batch_size}, dropout {dropout}: {record['molecules_per_s']:.0f} molecules/s, "
-          f"{record['tokens_per_s']:,.0f} tokens/s, MFU {100 * record['mfu']:.1f}%", flush=True)
+          f"{record['tokens_per_s']:,.0f} tokens/s, peak {record['peak_flops'] / 1e9:.0f} GFLOP/s, "
+          f"MFU {100 * record['mfu']:.1f}%", flush=True)
     return record
 
 
@@ -105,18 +107,21 @@ def markdown(report: dict) -> str:
     config = report["config"]
     defaults = config["defaults"]
     rows = [[r["launch"], r["batch_size"], r["dropout"], f"{r['molecules_per_s']:.0f}",
-             f"{r['tokens_per_s']:,.0f}", f"{100 * r['mfu']:.1f}%",
+             f"{r['tokens_per_s']:,.0f}", f"{r['peak_flops'] / 1e9:.0f}", f"{100 * r['mfu']:.1f}%",
              "yes" if [r["batch_size"], r["dropout"]] == defaults else ""]
             for r in report["runs"]]
     return "\n\n".join([
         "## Pretraining throughput and model FLOP utilisation",
         f"Written by `{config['command']}`. {config['threads']} threads, bf16 autocast, "
         f"{config['steps']} steps per setting on {config['source']}; the last "
-        f"{config['steps'] - config['steps'] // 3} steps are measured. MFU: model FLOP/s over the bf16 "
-        "matmul FLOP/s each process measures at start-up, as `cmim pretrain` logs it. The batch size "
+        f"{config['steps'] // 3} steps are measured (the log interval that holds no warm-up). MFU: "
+        "model FLOP/s over the bf16 matmul FLOP/s each process measures at start-up, as "
+        "`cmim pretrain` logs it. Model FLOPs are those of every matmul of a training pass over the "
+        "real tokens (`CMIMModel.training_flops`, equal to PyTorch's own FLOP counter); the peak "
+        "differs from process to process on a shared machine, and MFU moves with it. The batch size "
         "is the global one; under torchrun each process takes half of it.",
-        markdown_table(["launch", "batch size", "dropout", "molecules/s", "tokens/s", "MFU",
-                        "the defaults"], rows),
+        markdown_table(["launch", "batch size", "dropout", "molecules/s", "tokens/s",
+                        "peak GFLOP/s (per process)", "MFU", "the defaults"], rows),
     ])
 
 

@@ -365,7 +365,7 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
     if context.is_main:
         pretraining = {"steps": run.step, "molecules_seen": run.step * args.batch_size * context.world_size,
                        "world_size": context.world_size, "skipped_molecules": dict(skipped),
-                       "arguments": arguments(args)}
+                       "matmul_peak_flops": peak, "arguments": arguments(args)}
         metadata = {"contrastive_weight": args.contrastive_weight, "temperature": args.temperature,
                     "pretraining": pretraining, "learning_curve": run.history["validation"],
                     "training_log": run.history["training"]}
