@@ -275,7 +275,7 @@ class CountingCorpus(Corpus):
 
     def records(self, start=0):
         for record in super().records(start):
-            CountingCorpus.read += 1
+            self.read += 1
             yield record
 
 
@@ -284,13 +284,13 @@ def test_data_workers_encode_the_next_pool_while_this_one_trains(tmp_path):
     path.write_text("\n".join(ALCOHOLS * 20) + "\n")  # 600 records, one epoch
     encoder = MoleculeEncoder(Standardizer(), Vocabulary.build(ALCOHOLS), max_length=40)
     for workers, least, most in ((0, 10 * 4, 50), (1, 2 * 10 * 4, 600)):
-        CountingCorpus.read = 0
-        stream = BatchStream(CountingCorpus([path]), HoldOut(every=7), encoder, batch_size=4, seed=3,
-                             pool_batches=10, data_workers=workers)
+        corpus = CountingCorpus([path])
+        stream = BatchStream(corpus, HoldOut(every=7), encoder, batch_size=4, seed=3, pool_batches=10,
+                             data_workers=workers)
         stream.chunk_records = 8
         try:
             next(iter(stream))  # the first pool of 10 batches is read and its first batch handed out
-            assert least <= CountingCorpus.read <= most, (workers, CountingCorpus.read)
+            assert least <= corpus.read <= most, (workers, corpus.read)
         finally:
             stream.close()
 
