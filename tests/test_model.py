@@ -129,3 +129,28 @@ def test_bf16_attention_backpropagates_like_pytorch():
     out.float().square().sum().backward()
     for leaf, grad in zip(leaves, expected, strict=True):
         torch.testing.assert_close(leaf.grad, grad, atol=0.1, rtol=0.05)
+
+
+def test_training_under_autocast_keeps_the_residual_stream_in_bf16_and_inference_in_fp32():
+    model = tiny_model()
+    seen = []
+    for block in [*model.encoder.blocks, *model.decoder.blocks]:
+        block.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+    ids = torch.tensor([[1, 5, 6, 7, 2], [1, 8, 2, 0, 0]])
+    blocks = len(model.encoder.blocks) + len(model.decoder.blocks)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model.train()
+        _, mu, _, logits = model(ids)
+        assert seen == [torch.bfloat16] * blocks
+        (mu.float().sum() + logits.float().sum()).backward()  # gradients reach the fp32 weights
+        assert model.token_embedding.weight.grad.dtype == torch.float32
+        assert model.encoder.latents.grad.abs().sum() > 0
+        seen.clear()
+        model.eval()
+        with torch.no_grad():
+            model(ids)
+        assert seen == [torch.float32] * blocks
+    seen.clear()
+    model.train()
+    model(ids)  # without autocast, training is fp32 throughout
+    assert seen == [torch.float32] * blocks
