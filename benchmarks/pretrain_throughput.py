@@ -7,7 +7,8 @@ batch size and dropout and at the alternatives, and reports the last log interva
 first one holds the warm-up). Everything the command does per step counts: reading and
 standardising the molecules, the optimiser, the logging.
 
-Two more runs at the defaults: one with a data worker process standardising molecules ahead of
+Three more runs at the defaults: one with bias terms in the blocks' layers, as the bundled
+models have them (``--bias``), one with a data worker process standardising molecules ahead of
 training (``--data-workers 1``), and one splitting the global batch over two single-threaded
 processes under ``torchrun`` (DistributedDataParallel over gloo), the other way to use two CPU
 cores.
@@ -49,12 +50,12 @@ SETTINGS = [(64, 0.1), (64, 0.0), (128, 0.1), (128, 0.0)]  # (batch size, dropou
 
 
 def flags_for(corpus: Path, output: Path, batch_size: int, dropout: float, steps: int,
-              architecture: dict, data_workers: int = 0) -> list[str]:
+              architecture: dict, data_workers: int = 0, bias: bool = False) -> list[str]:
     flags = [str(corpus), "--output", str(output), "--max-steps", str(steps),
              "--log-every", str(max(1, steps // 3)), "--batch-size", str(batch_size),
              "--dropout", str(dropout), "--validation-size", "16", "--vocab-records", "5000",
              "--checkpoint-every-steps", str(steps), "--device", "cpu", "--precision", "bf16",
-             "--data-workers", str(data_workers)]
+             "--data-workers", str(data_workers), "--bias" if bias else "--no-bias"]
     for name, value in architecture.items():
         flags += ["--" + name.replace("_", "-"), str(value)]
     return flags
@@ -66,7 +67,8 @@ def last_record(output: Path, launch: str, batch_size: int, dropout: float) -> d
     last = metadata["training_log"][-1]
     record = {"launch": launch, "batch_size": batch_size, "dropout": dropout,
               "molecules_per_s": last["molecules_per_s"], "tokens_per_s": last["tokens_per_s"],
-              "peak_flops": metadata["pretraining"]["matmul_peak_flops"], "mfu": last["mfu"]}
+              "peak_flops": metadata["pretraining"]["matmul_peak_flops"], "mfu": last["mfu"],
+              "bias": metadata["pretraining"]["arguments"]["bias"]}
     print(f"{launch}, batch {batch_size}, dropout {dropout}: {record['molecules_per_s']:.0f} molecules/s, "
           f"{record['tokens_per_s']:,.0f} tokens/s, peak {record['peak_flops'] / 1e9:.0f} GFLOP/s, "
           f"MFU {100 * record['mfu']:.1f}%", flush=True)
@@ -74,10 +76,10 @@ def last_record(output: Path, launch: str, batch_size: int, dropout: float) -> d
 
 
 def run(corpus: Path, batch_size: int, dropout: float, steps: int, architecture: dict, workdir: Path,
-        data_workers: int = 0) -> dict:
+        data_workers: int = 0, bias: bool = False) -> dict:
     """One short ``cmim pretrain`` run in this process."""
-    output = workdir / f"b{batch_size}-d{dropout}-w{data_workers}"
-    flags = flags_for(corpus, output, batch_size, dropout, steps, architecture, data_workers)
+    output = workdir / f"b{batch_size}-d{dropout}-w{data_workers}-bias{int(bias)}"
+    flags = flags_for(corpus, output, batch_size, dropout, steps, architecture, data_workers, bias)
     with contextlib.redirect_stdout(io.StringIO()):
         status = pretrain(flags)
     if status:
@@ -86,6 +88,8 @@ def run(corpus: Path, batch_size: int, dropout: float, steps: int, architecture:
     launch = f"1 process x {threads} thread{'s' if threads > 1 else ''}"
     if data_workers:
         launch += f" + {data_workers} data worker{'s' if data_workers > 1 else ''}"
+    if bias:
+        launch += ", bias terms (--bias)"
     return last_record(output, launch, batch_size, dropout)
 
 
@@ -108,7 +112,7 @@ def markdown(report: dict) -> str:
     defaults = config["defaults"]
     rows = [[r["launch"], r["batch_size"], r["dropout"], f"{r['molecules_per_s']:.0f}",
              f"{r['tokens_per_s']:,.0f}", f"{r['peak_flops'] / 1e9:.0f}", f"{100 * r['mfu']:.1f}%",
-             "yes" if [r["batch_size"], r["dropout"]] == defaults else ""]
+             "yes" if [r["batch_size"], r["dropout"]] == defaults and not r["bias"] else ""]
             for r in report["runs"]]
     return "\n\n".join([
         "## Pretraining throughput and model FLOP utilisation",
@@ -150,6 +154,8 @@ def main(argv=None) -> dict:
             corpus.write_text("\n".join(load_esol()[0]) + "\n")
         runs = [run(corpus, batch, dropout, args.steps, architecture, Path(tmp))
                 for batch, dropout in SETTINGS]
+        runs.append(run(corpus, defaults.batch_size, defaults.dropout, args.steps, architecture, Path(tmp),
+                        bias=True))
         runs.append(run(corpus, defaults.batch_size, defaults.dropout, args.steps, architecture, Path(tmp),
                         data_workers=1))
         runs.append(run_torchrun(corpus, defaults.batch_size, defaults.dropout, args.steps, architecture,

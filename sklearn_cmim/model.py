@@ -75,9 +75,18 @@ class ModelConfig:
     # Share of decoder input tokens replaced by <unk> in training, so that the decoder must read
     # the molecule from z instead of guessing it from its own prefix (word dropout).
     decoder_token_dropout: float = 0.0
+    # Bias terms in the blocks' attention and MLP layers. Without them a CPU training step is about
+    # 5% faster (each layer saves a bias copy forward and a row sum backward), and many recent
+    # Transformers leave them out; the bundled models were trained with them.
+    bias: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ModelConfig:
+        """Rebuild a saved config; one saved before ``bias`` existed describes a model with biases."""
+        return cls(**{"bias": True, **values})
 
 
 class Attention(nn.Module):
@@ -86,9 +95,9 @@ class Attention(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.n_heads = config.n_heads
-        self.query = nn.Linear(config.d_model, config.d_model)
-        self.key_value = nn.Linear(config.d_model, 2 * config.d_model)
-        self.out = nn.Linear(config.d_model, config.d_model)
+        self.query = nn.Linear(config.d_model, config.d_model, bias=config.bias)
+        self.key_value = nn.Linear(config.d_model, 2 * config.d_model, bias=config.bias)
+        self.out = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.dropout = config.dropout
 
     def forward(self, x, context, key_padding_mask=None, causal=False, cache=None):
@@ -113,9 +122,9 @@ class Attention(nn.Module):
 class FeedForward(nn.Sequential):
     def __init__(self, config: ModelConfig):
         super().__init__(
-            nn.Linear(config.d_model, config.d_ff),
+            nn.Linear(config.d_model, config.d_ff, bias=config.bias),
             nn.GELU(),
-            nn.Linear(config.d_ff, config.d_model),
+            nn.Linear(config.d_ff, config.d_model, bias=config.bias),
             nn.Dropout(config.dropout),
         )
 

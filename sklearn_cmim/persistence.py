@@ -106,7 +106,7 @@ def load_weights(source, origin: str) -> dict:
 
 
 def build_model(config: dict, state: dict, origin: str) -> CMIMModel:
-    model = CMIMModel(ModelConfig(**config))
+    model = CMIMModel(ModelConfig.from_dict(config))
     try:
         model.load_state_dict(state)
     except RuntimeError as error:

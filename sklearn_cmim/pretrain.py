@@ -151,6 +151,9 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
         model.add_argument("--" + name.replace("_", "-"), type=positive_int, default=getattr(MODEL, name),
                            help=help_)
     model.add_argument("--dropout", type=probability, default=PRETRAIN_DROPOUT, help="dropout rate")
+    model.add_argument("--bias", action=argparse.BooleanOptionalAction, default=MODEL.bias,
+                       help="bias terms in the attention and MLP layers (the bundled models have them; "
+                            "without, a CPU step is about 5%% faster)")
 
     loss = parser.add_argument_group("loss and optimisation")
     loss.add_argument("--contrastive-weight", type=non_negative_float, default=TRAIN.contrastive_weight,
@@ -433,13 +436,13 @@ def resume_state(args, context: Context, checkpoints: Checkpoints) -> dict | Non
 def model_spec(args, context: Context, corpus: Corpus, split: HoldOut, state: dict | None):
     """Model config, vocabulary and standardiser: the checkpoint's when resuming, else from ``args``."""
     if state is not None:
-        return (ModelConfig(**state["config"]), Vocabulary(state["vocabulary"]),
+        return (ModelConfig.from_dict(state["config"]), Vocabulary(state["vocabulary"]),
                 Standardizer(**state["standardizer"]))
     standardizer = Standardizer(args.largest_fragment, args.neutralize, args.isomeric)
     # Rank 0 reads the corpus prefix once; the others receive the result.
     vocabulary = Vocabulary(context.broadcast(
         make_vocabulary(args, corpus, split, standardizer).to_list() if context.is_main else None))
-    config = ModelConfig(vocab_size=len(vocabulary), dropout=args.dropout,
+    config = ModelConfig(vocab_size=len(vocabulary), dropout=args.dropout, bias=args.bias,
                          **{name: getattr(args, name) for name in MODEL_HELP})
     return config, vocabulary, standardizer
 

@@ -239,7 +239,9 @@ def test_pretrain_throughput_quick(tmp_path):
     check_report(tmp_path, "pretrain_throughput.json", "pretrain-throughput", [])
     runs = report["runs"]
     assert [(r["batch_size"], r["dropout"]) for r in runs] == [(64, 0.1), (64, 0.0), (128, 0.1), (128, 0.0),
-                                                                (128, 0.0), (128, 0.0)]
+                                                                (128, 0.0), (128, 0.0), (128, 0.0)]
+    assert [r["bias"] for r in runs] == [False] * 4 + [True, False, False]
+    assert runs[-3]["launch"].endswith("bias terms (--bias)")  # the defaults, with the bundled layers
     assert runs[-2]["launch"].endswith("+ 1 data worker")  # the defaults, with molecules read ahead
     assert runs[-1]["launch"].startswith("torchrun: 2 processes")  # the defaults, split over two
     keys = ("molecules_per_s", "peak_flops", "mfu")

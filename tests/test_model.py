@@ -154,3 +154,17 @@ def test_training_under_autocast_keeps_the_residual_stream_in_bf16_and_inference
     model.train()
     model(ids)  # without autocast, training is fp32 throughout
     assert seen == [torch.float32] * blocks
+
+
+def test_blocks_have_no_bias_by_default_and_configs_saved_before_the_option_keep_theirs():
+    def block_biases(model):
+        return [m.bias for block in [*model.encoder.blocks, *model.decoder.blocks]
+                for m in block.modules() if isinstance(m, torch.nn.Linear)]
+
+    model = tiny_model()
+    assert block_biases(model) and all(bias is None for bias in block_biases(model))
+    saved = model.config.to_dict()
+    del saved["bias"]  # as every config written before the option
+    old = CMIMModel(ModelConfig.from_dict(saved))
+    assert all(bias is not None for bias in block_biases(old))
+    assert not CMIMModel(ModelConfig.from_dict(model.config.to_dict())).config.bias
