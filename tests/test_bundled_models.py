@@ -40,3 +40,14 @@ def test_bundled_model_reconstructs_held_out_scaffolds_as_its_card_says(name):
         smiles = [line.strip() for line in itertools.islice(handle, 200)]
     model = CMIMTransformer(pretrained=name, max_epochs=0).fit(smiles[:1])
     assert model.score(smiles) >= CARDS[name]
+
+
+def test_fine_tuning_a_bundled_model_keeps_and_trains_its_biases(esol):
+    # The bundled configs were saved before ModelConfig.bias existed: their layers have biases.
+    frozen = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(esol[0][:1])
+    tuned = CMIMTransformer(pretrained="cmim-moses", max_epochs=1, batch_size=8, random_state=0,
+                            precision="bf16").fit(esol[0][:16])
+    assert tuned.model_.config.bias
+    before = frozen.model_.decoder.blocks[0].ff[0].bias
+    after = tuned.model_.decoder.blocks[0].ff[0].bias
+    assert before.shape == after.shape and not np.allclose(before.detach(), after.detach())
