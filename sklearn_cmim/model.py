@@ -48,8 +48,9 @@ def training_stream_dtype(x: torch.Tensor, training: bool) -> torch.dtype | None
     addition and layer norm, in fp32: each linear layer's input is then cast to bf16 again, and
     the additions move twice the bytes. Training keeps the stream in bf16 instead, as
     mixed-precision trainers commonly do; layer norm still computes its statistics in fp32. On
-    2 CPU cores that makes a training step about 5% faster (``python benchmarks/train_throughput.py``).
-    Inference keeps fp32, so the embeddings and decodings of a trained model do not change.
+    2 CPU cores that made a training step 4-6% faster than an fp32 stream, measured in one process
+    with the two interleaved (``docs/findings.md``). Inference keeps fp32, so the embeddings and
+    decodings of a trained model do not change.
     """
     device_type = x.device.type
     if not training or not torch.is_autocast_enabled(device_type):
