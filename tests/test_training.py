@@ -8,7 +8,7 @@ import torch
 
 import sklearn_cmim.training as training
 from sklearn_cmim import CMIMTransformer
-from sklearn_cmim.batching import length_bucketed_batches
+from sklearn_cmim.batching import length_bucketed_batches, pad
 from sklearn_cmim.model import CMIMModel, ModelConfig
 from tests.conftest import TINY
 
@@ -125,6 +125,15 @@ def test_length_bucketed_batches_cover_every_index_once_and_group_lengths():
     assert sorted(flat.tolist()) == list(range(1000))
     spread = np.mean([np.ptp(lengths[b]) for b in batches])
     assert spread < 0.25 * np.ptp(lengths)  # far tighter than random batches
+
+
+def test_pad_right_pads_each_row_with_its_own_ids():
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(1, 50, size=n).tolist() for n in rng.integers(1, 30, size=200)]
+    padded = pad(sequences, pad_id=-1)
+    assert padded.dtype == torch.long and padded.shape == (200, max(map(len, sequences)))
+    for row, sequence in zip(padded.tolist(), sequences, strict=True):
+        assert row == sequence + [-1] * (padded.shape[1] - len(sequence))
 
 
 def test_verbose_prints_one_line_per_epoch(smiles, capsys):
