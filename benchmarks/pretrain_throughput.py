@@ -13,8 +13,13 @@ training (``--data-workers 1``), and one splitting the global batch over two sin
 processes under ``torchrun`` (DistributedDataParallel over gloo), the other way to use two CPU
 cores.
 
-    python benchmarks/pretrain_throughput.py           # 300 steps per setting
-    python benchmarks/pretrain_throughput.py --quick   # smoke run (seconds)
+On a GPU (``--device cuda``) the settings are GPU-sized instead: batches of 1,024 and 4,096
+molecules, eager and compiled (``--compile``), with data workers on all but two of the CPU cores,
+since one core's RDKit cannot standardise molecules as fast as the GPU trains on them.
+
+    python benchmarks/pretrain_throughput.py                 # 300 steps per setting
+    python benchmarks/pretrain_throughput.py --device cuda   # the GPU settings
+    python benchmarks/pretrain_throughput.py --quick         # smoke run (seconds)
 """
 
 from __future__ import annotations
@@ -47,28 +52,32 @@ from common import (
 )
 
 SETTINGS = [(64, 0.1), (64, 0.0), (128, 0.1), (128, 0.0)]  # (batch size, dropout)
+GPU_SETTINGS = [(1024, False), (4096, False), (4096, True)]  # (batch size, compiled), dropout 0
 
 
 def flags_for(corpus: Path, output: Path, batch_size: int, dropout: float, steps: int,
-              architecture: dict, data_workers: int = 0, bias: bool = False) -> list[str]:
+              architecture: dict, data_workers: int = 0, bias: bool = False, device: str = "cpu",
+              compile_: bool = False) -> list[str]:
     flags = [str(corpus), "--output", str(output), "--max-steps", str(steps),
              "--log-every", str(max(1, steps // 3)), "--batch-size", str(batch_size),
              "--dropout", str(dropout), "--validation-size", "16", "--vocab-records", "5000",
-             "--checkpoint-every-steps", str(steps), "--device", "cpu", "--precision", "bf16",
+             "--checkpoint-every-steps", str(steps), "--device", device, "--precision", "bf16",
              "--data-workers", str(data_workers), "--bias" if bias else "--no-bias"]
+    if compile_:
+        flags.append("--compile")
     for name, value in architecture.items():
         flags += ["--" + name.replace("_", "-"), str(value)]
     return flags
 
 
-def last_record(output: Path, launch: str, batch_size: int, dropout: float) -> dict:
+def last_record(output: Path, launch: str, batch_size: int, dropout: float, compiled: bool = False) -> dict:
     """The run's last log record: global molecules and tokens per second, MFU per process."""
     metadata = load_pretrained(output).metadata
     last = metadata["training_log"][-1]
     record = {"launch": launch, "batch_size": batch_size, "dropout": dropout,
               "molecules_per_s": last["molecules_per_s"], "tokens_per_s": last["tokens_per_s"],
               "peak_flops": metadata["pretraining"]["matmul_peak_flops"], "mfu": last["mfu"],
-              "bias": metadata["pretraining"]["arguments"]["bias"]}
+              "bias": metadata["pretraining"]["arguments"]["bias"], "compiled": compiled}
     print(f"{launch}, batch {batch_size}, dropout {dropout}: {record['molecules_per_s']:.0f} molecules/s, "
           f"{record['tokens_per_s']:,.0f} tokens/s, peak {record['peak_flops'] / 1e9:.0f} GFLOP/s, "
           f"MFU {100 * record['mfu']:.1f}%", flush=True)
@@ -76,21 +85,27 @@ def last_record(output: Path, launch: str, batch_size: int, dropout: float) -> d
 
 
 def run(corpus: Path, batch_size: int, dropout: float, steps: int, architecture: dict, workdir: Path,
-        data_workers: int = 0, bias: bool = False) -> dict:
+        data_workers: int = 0, bias: bool = False, device: str = "cpu", compile_: bool = False) -> dict:
     """One short ``cmim pretrain`` run in this process."""
-    output = workdir / f"b{batch_size}-d{dropout}-w{data_workers}-bias{int(bias)}"
-    flags = flags_for(corpus, output, batch_size, dropout, steps, architecture, data_workers, bias)
+    output = workdir / f"b{batch_size}-d{dropout}-w{data_workers}-bias{int(bias)}-c{int(compile_)}"
+    flags = flags_for(corpus, output, batch_size, dropout, steps, architecture, data_workers, bias,
+                      device, compile_)
     with contextlib.redirect_stdout(io.StringIO()):
         status = pretrain(flags)
     if status:
         raise RuntimeError(f"cmim pretrain {' '.join(flags)} exited with status {status}")
-    threads = torch.get_num_threads()
-    launch = f"1 process x {threads} thread{'s' if threads > 1 else ''}"
+    if device == "cuda":
+        launch = f"1 process on {torch.cuda.get_device_name()}"
+    else:
+        threads = torch.get_num_threads()
+        launch = f"1 process x {threads} thread{'s' if threads > 1 else ''}"
     if data_workers:
         launch += f" + {data_workers} data worker{'s' if data_workers > 1 else ''}"
     if bias:
         launch += ", bias terms (--bias)"
-    return last_record(output, launch, batch_size, dropout)
+    if compile_:
+        launch += ", compiled (--compile)"
+    return last_record(output, launch, batch_size, dropout, compile_)
 
 
 def run_torchrun(corpus: Path, batch_size: int, dropout: float, steps: int, architecture: dict,
@@ -107,16 +122,48 @@ def run_torchrun(corpus: Path, batch_size: int, dropout: float, steps: int, arch
     return last_record(output, "torchrun: 2 processes x 1 thread", batch_size, dropout)
 
 
+def cpu_runs(corpus: Path, defaults, steps: int, architecture: dict, workdir: Path) -> list[dict]:
+    """The CPU settings, then the defaults with biases, with a data worker and under torchrun."""
+    runs = [run(corpus, batch, dropout, steps, architecture, workdir) for batch, dropout in SETTINGS]
+    runs.append(run(corpus, defaults.batch_size, defaults.dropout, steps, architecture, workdir, bias=True))
+    runs.append(run(corpus, defaults.batch_size, defaults.dropout, steps, architecture, workdir,
+                    data_workers=1))
+    runs.append(run_torchrun(corpus, defaults.batch_size, defaults.dropout, steps, architecture, workdir))
+    return runs
+
+
+def gpu_run(corpus: Path, batch_size: int, dropout: float, steps: int, architecture: dict, workdir: Path,
+            data_workers: int, compiled: bool) -> dict:
+    """One GPU setting; a failure (a compiler missing on the GPU machine, say) is reported as a
+    row rather than losing the settings measured before it, on a machine lent for minutes."""
+    try:
+        return run(corpus, batch_size, dropout, steps, architecture, workdir, data_workers, device="cuda",
+                   compile_=compiled)
+    except Exception as error:  # any failure becomes the row's result
+        print(f"batch {batch_size}, compiled {compiled}: failed: {error!r}", flush=True)
+        return {"launch": f"1 process on {torch.cuda.get_device_name()}" + (", compiled (--compile)"
+                                                                             if compiled else ""),
+                "batch_size": batch_size, "dropout": dropout, "compiled": compiled, "bias": False,
+                "error": repr(error)[:200]}
+
+
 def markdown(report: dict) -> str:
     config = report["config"]
     defaults = config["defaults"]
     rows = [[r["launch"], r["batch_size"], r["dropout"], f"{r['molecules_per_s']:.0f}",
              f"{r['tokens_per_s']:,.0f}", f"{r['peak_flops'] / 1e9:.0f}", f"{100 * r['mfu']:.1f}%",
-             "yes" if [r["batch_size"], r["dropout"]] == defaults and not r["bias"] else ""]
+             "yes" if [r["batch_size"], r["dropout"]] == defaults and not (r["bias"] or r["compiled"])
+             else ""]
+            if "error" not in r else [r["launch"], r["batch_size"], r["dropout"], f"failed: {r['error']}",
+                                      "", "", "", ""]
             for r in report["runs"]]
+    gpu = config["device"] == "cuda"
     return "\n\n".join([
-        "## Pretraining throughput and model FLOP utilisation",
-        f"Written by `{config['command']}`. {config['threads']} threads, bf16 autocast, "
+        "## Pretraining throughput and model FLOP utilisation" + (" on a GPU" if gpu else ""),
+        f"Written by `{config['command']}`. "
+        + (f"{config['device_name']}, {config['data_workers']} data workers" if gpu
+           else f"{config['threads']} threads")
+        + ", bf16 autocast, "
         f"{config['steps']} steps per setting on {config['source']}; the last "
         f"{config['steps'] // 3} steps are measured (the log interval that holds no warm-up). MFU: "
         "model FLOP/s over the bf16 matmul FLOP/s each process measures at start-up, as "
@@ -136,6 +183,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, help="JSON (default docs/benchmarks)")
     parser.add_argument("--markdown", type=Path, help=f"report to update (default {DOCS_MARKDOWN})")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: tiny model, 6 steps")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda: the GPU settings (GPU_SETTINGS), measured on the first GPU")
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(["python benchmarks/pretrain_throughput.py", *given])
@@ -146,26 +195,28 @@ def main(argv=None) -> dict:
     args.out = args.out or ROOT / "docs" / "benchmarks"
     args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
     defaults = build_parser().parse_args(["corpus", "--output", "out"])
+    data_workers = max(1, (os.cpu_count() or 1) - 2)
 
     with tempfile.TemporaryDirectory() as tmp:
         corpus, source = MOSES / "train.csv.gz", "MOSES train"
         if not corpus.exists():
             corpus, source = Path(tmp, "esol.smi"), "bundled ESOL (MOSES not found)"
             corpus.write_text("\n".join(load_esol()[0]) + "\n")
-        runs = [run(corpus, batch, dropout, args.steps, architecture, Path(tmp))
-                for batch, dropout in SETTINGS]
-        runs.append(run(corpus, defaults.batch_size, defaults.dropout, args.steps, architecture, Path(tmp),
-                        bias=True))
-        runs.append(run(corpus, defaults.batch_size, defaults.dropout, args.steps, architecture, Path(tmp),
-                        data_workers=1))
-        runs.append(run_torchrun(corpus, defaults.batch_size, defaults.dropout, args.steps, architecture,
-                                 Path(tmp)))
+        if args.device == "cuda":
+            runs = [gpu_run(corpus, batch, defaults.dropout, args.steps, architecture, Path(tmp),
+                            data_workers, compiled)
+                    for batch, compiled in GPU_SETTINGS]
+        else:
+            runs = cpu_runs(corpus, defaults, args.steps, architecture, Path(tmp))
     report = {"config": {"command": command, "threads": torch.get_num_threads(), "steps": args.steps,
-                         "source": source, "architecture": architecture,
+                         "source": source, "architecture": architecture, "device": args.device,
+                         "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+                         "data_workers": data_workers if args.device == "cuda" else 0,
                          "defaults": [defaults.batch_size, defaults.dropout]},
               "runs": runs}
-    write_json(args.out / "pretrain_throughput.json", report)
-    update_markdown_section(args.markdown, "pretrain-throughput", markdown(report))
+    suffix = "_cuda" if args.device == "cuda" else ""
+    write_json(args.out / f"pretrain_throughput{suffix}.json", report)
+    update_markdown_section(args.markdown, "pretrain-throughput" + suffix.replace("_", "-"), markdown(report))
     return report
 
 
