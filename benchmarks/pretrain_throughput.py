@@ -7,15 +7,16 @@ batch size and dropout and at the alternatives, and reports the last log interva
 first one holds the warm-up). Everything the command does per step counts: reading and
 standardising the molecules, the optimiser, the logging.
 
-Three more runs at the defaults: one with bias terms in the blocks' layers, as the bundled
+Four more runs at the defaults: one with bias terms in the blocks' layers, as the bundled
 models have them (``--bias``), one with a data worker process standardising molecules ahead of
-training (``--data-workers 1``), and one splitting the global batch over two single-threaded
-processes under ``torchrun`` (DistributedDataParallel over gloo), the other way to use two CPU
-cores.
+training (``--data-workers 1``), one training from the corpus standardised and tokenised
+beforehand (``--prepared``; preparing it is not timed), and one splitting the global batch over
+two single-threaded processes under ``torchrun`` (DistributedDataParallel over gloo), the other
+way to use two CPU cores.
 
 On a GPU (``--device cuda``) the settings are GPU-sized instead: batches of 1,024 and 4,096
-molecules, eager and compiled (``--compile``), with data workers on all but two of the CPU cores,
-since one core's RDKit cannot standardise molecules as fast as the GPU trains on them.
+molecules from the prepared corpus, eager and compiled (``--compile``); the corpus is prepared
+with data workers on all but two of the CPU cores.
 
     python benchmarks/pretrain_throughput.py                 # 300 steps per setting
     python benchmarks/pretrain_throughput.py --device cuda   # the GPU settings
@@ -57,7 +58,7 @@ GPU_SETTINGS = [(1024, False), (4096, False), (4096, True)]  # (batch size, comp
 
 def flags_for(corpus: Path, output: Path, batch_size: int, dropout: float, steps: int,
               architecture: dict, data_workers: int = 0, bias: bool = False, device: str = "cpu",
-              compile_: bool = False) -> list[str]:
+              compile_: bool = False, prepared: Path | None = None) -> list[str]:
     flags = [str(corpus), "--output", str(output), "--max-steps", str(steps),
              "--log-every", str(max(1, steps // 3)), "--batch-size", str(batch_size),
              "--dropout", str(dropout), "--validation-size", "16", "--vocab-records", "5000",
@@ -65,19 +66,23 @@ def flags_for(corpus: Path, output: Path, batch_size: int, dropout: float, steps
              "--data-workers", str(data_workers), "--bias" if bias else "--no-bias"]
     if compile_:
         flags.append("--compile")
+    if prepared is not None:
+        flags += ["--prepared", str(prepared)]
     for name, value in architecture.items():
         flags += ["--" + name.replace("_", "-"), str(value)]
     return flags
 
 
-def last_record(output: Path, launch: str, batch_size: int, dropout: float, compiled: bool = False) -> dict:
+def last_record(output: Path, launch: str, batch_size: int, dropout: float, compiled: bool = False,
+                prepared: bool = False) -> dict:
     """The run's last log record: global molecules and tokens per second, MFU per process."""
     metadata = load_pretrained(output).metadata
     last = metadata["training_log"][-1]
     record = {"launch": launch, "batch_size": batch_size, "dropout": dropout,
               "molecules_per_s": last["molecules_per_s"], "tokens_per_s": last["tokens_per_s"],
               "peak_flops": metadata["pretraining"]["matmul_peak_flops"], "mfu": last["mfu"],
-              "bias": metadata["pretraining"]["arguments"]["bias"], "compiled": compiled}
+              "bias": metadata["pretraining"]["arguments"]["bias"], "compiled": compiled,
+              "prepared": prepared}
     print(f"{launch}, batch {batch_size}, dropout {dropout}: {record['molecules_per_s']:.0f} molecules/s, "
           f"{record['tokens_per_s']:,.0f} tokens/s, peak {record['peak_flops'] / 1e9:.0f} GFLOP/s, "
           f"MFU {100 * record['mfu']:.1f}%", flush=True)
@@ -85,11 +90,13 @@ def last_record(output: Path, launch: str, batch_size: int, dropout: float, comp
 
 
 def run(corpus: Path, batch_size: int, dropout: float, steps: int, architecture: dict, workdir: Path,
-        data_workers: int = 0, bias: bool = False, device: str = "cpu", compile_: bool = False) -> dict:
-    """One short ``cmim pretrain`` run in this process."""
-    output = workdir / f"b{batch_size}-d{dropout}-w{data_workers}-bias{int(bias)}-c{int(compile_)}"
+        data_workers: int = 0, bias: bool = False, device: str = "cpu", compile_: bool = False,
+        prepared: bool = False) -> dict:
+    """One short ``cmim pretrain`` run in this process (``prepared``: from ``workdir/corpus.npz``,
+    which the first such run writes before its timed steps)."""
+    output = workdir / f"b{batch_size}-d{dropout}-w{data_workers}-{int(bias)}{int(compile_)}{int(prepared)}"
     flags = flags_for(corpus, output, batch_size, dropout, steps, architecture, data_workers, bias,
-                      device, compile_)
+                      device, compile_, workdir / "corpus.npz" if prepared else None)
     with contextlib.redirect_stdout(io.StringIO()):
         status = pretrain(flags)
     if status:
@@ -99,13 +106,15 @@ def run(corpus: Path, batch_size: int, dropout: float, steps: int, architecture:
     else:
         threads = torch.get_num_threads()
         launch = f"1 process x {threads} thread{'s' if threads > 1 else ''}"
-    if data_workers:
+    if data_workers and not prepared:
         launch += f" + {data_workers} data worker{'s' if data_workers > 1 else ''}"
     if bias:
         launch += ", bias terms (--bias)"
+    if prepared:
+        launch += ", prepared corpus (--prepared)"
     if compile_:
         launch += ", compiled (--compile)"
-    return last_record(output, launch, batch_size, dropout, compile_)
+    return last_record(output, launch, batch_size, dropout, compile_, prepared)
 
 
 def run_torchrun(corpus: Path, batch_size: int, dropout: float, steps: int, architecture: dict,
@@ -123,11 +132,14 @@ def run_torchrun(corpus: Path, batch_size: int, dropout: float, steps: int, arch
 
 
 def cpu_runs(corpus: Path, defaults, steps: int, architecture: dict, workdir: Path) -> list[dict]:
-    """The CPU settings, then the defaults with biases, with a data worker and under torchrun."""
+    """The CPU settings, then the defaults with biases, with a data worker, from the prepared
+    corpus (prepared by a worker per core) and under torchrun."""
     runs = [run(corpus, batch, dropout, steps, architecture, workdir) for batch, dropout in SETTINGS]
     runs.append(run(corpus, defaults.batch_size, defaults.dropout, steps, architecture, workdir, bias=True))
     runs.append(run(corpus, defaults.batch_size, defaults.dropout, steps, architecture, workdir,
                     data_workers=1))
+    runs.append(run(corpus, defaults.batch_size, defaults.dropout, steps, architecture, workdir,
+                    data_workers=os.cpu_count() or 1, prepared=True))
     runs.append(run_torchrun(corpus, defaults.batch_size, defaults.dropout, steps, architecture, workdir))
     return runs
 
@@ -138,12 +150,13 @@ def gpu_run(corpus: Path, batch_size: int, dropout: float, steps: int, architect
     row rather than losing the settings measured before it, on a machine lent for minutes."""
     try:
         return run(corpus, batch_size, dropout, steps, architecture, workdir, data_workers, device="cuda",
-                   compile_=compiled)
+                   compile_=compiled, prepared=True)
     except Exception as error:  # any failure becomes the row's result
         print(f"batch {batch_size}, compiled {compiled}: failed: {error!r}", flush=True)
         return {"launch": f"1 process on {torch.cuda.get_device_name()}" + (", compiled (--compile)"
                                                                              if compiled else ""),
                 "batch_size": batch_size, "dropout": dropout, "compiled": compiled, "bias": False,
+                "prepared": True,
                 "error": repr(error)[:200]}
 
 
@@ -152,8 +165,8 @@ def markdown(report: dict) -> str:
     defaults = config["defaults"]
     rows = [[r["launch"], r["batch_size"], r["dropout"], f"{r['molecules_per_s']:.0f}",
              f"{r['tokens_per_s']:,.0f}", f"{r['peak_flops'] / 1e9:.0f}", f"{100 * r['mfu']:.1f}%",
-             "yes" if [r["batch_size"], r["dropout"]] == defaults and not (r["bias"] or r["compiled"])
-             else ""]
+             "yes" if [r["batch_size"], r["dropout"]] == defaults
+             and not (r["bias"] or r["compiled"] or r["prepared"]) else ""]
             if "error" not in r else [r["launch"], r["batch_size"], r["dropout"], f"failed: {r['error']}",
                                       "", "", "", ""]
             for r in report["runs"]]

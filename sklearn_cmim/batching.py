@@ -10,8 +10,8 @@ import torch
 __all__ = ["length_bucketed_batches", "pad", "sorted_batches"]
 
 
-def pad(sequences: list[list[int]], pad_id: int = 0) -> torch.Tensor:
-    """Right-pad id lists to one (B, T_max) LongTensor.
+def pad(sequences: list[list[int]] | list[np.ndarray], pad_id: int = 0) -> torch.Tensor:
+    """Right-pad id lists (or 1-d integer arrays) to one (B, T_max) LongTensor.
 
     Filled in one masked numpy assignment rather than row by row: a GPU batch of 4,096 molecules
     pads in about 2 ms instead of 22 on one CPU core, time the training loop's host thread would
@@ -25,7 +25,8 @@ def pad(sequences: list[list[int]], pad_id: int = 0) -> torch.Tensor:
     """
     lengths = np.fromiter(map(len, sequences), np.int64, len(sequences))
     out = np.full((len(sequences), lengths.max()), pad_id, dtype=np.int64)
-    tokens = np.fromiter(itertools.chain.from_iterable(sequences), np.int64, int(lengths.sum()))
+    tokens = (np.concatenate(sequences) if isinstance(sequences[0], np.ndarray)
+              else np.fromiter(itertools.chain.from_iterable(sequences), np.int64, int(lengths.sum())))
     out[np.arange(out.shape[1]) < lengths[:, None]] = tokens  # row-major order: each row's ids in turn
     return torch.from_numpy(out)
 

@@ -145,8 +145,8 @@ class HoldOut:
     def is_validation(self, record: int) -> bool:
         return record % self.every == 0
 
-    def owner(self, record: int, world_size: int) -> int:
-        """Rank that trains on a training record."""
+    def owner(self, record: int | np.ndarray, world_size: int) -> int | np.ndarray:
+        """Rank that trains on a training record (or, elementwise, on an array of them)."""
         held_out_before = (record + self.every - 1) // self.every
         return (record - held_out_before) % world_size
 
@@ -282,6 +282,9 @@ class BatchStream:
         return {**self.pool_start, "taken": self.taken}
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("prepared"):
+            raise CorpusError("the checkpoint was written by a run that trained from a --prepared corpus; "
+                              "resume it with the same --prepared path")
         self.pool_start = {key: state[key] for key in ("epoch", "record", "rng", "skipped")}
         self.taken = state["taken"]
 

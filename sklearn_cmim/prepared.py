@@ -1,0 +1,198 @@
+"""A corpus standardised and tokenised once, kept as arrays, and batched with numpy.
+
+``cmim pretrain --prepared PATH`` reads its SMILES files once, standardising and tokenising every
+training molecule (with ``--data-workers`` processes), and stores the token ids in ``PATH``
+(.npz). Training then reads no file and runs no RDKit: batches are cut from the arrays. Later
+runs and resumes with the same data settings load ``PATH`` instead of reading the files again.
+
+This is for corpora that fit in memory (MOSES: 1.6 million molecules, 60 MB of ids). It takes
+RDKit's ~6% off a CPU training step, and on a GPU, whose steps outrun one core's RDKit, it keeps
+the training process's one thread free to queue the device's work. Larger corpora stream from
+their files (:class:`~sklearn_cmim.corpus.BatchStream`).
+
+Read top-down: :class:`PreparedCorpus` (build, save, load) and :class:`PreparedStream` (one
+rank's endless, resumable sequence of full, length-bucketed batches).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import zipfile
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from itertools import chain, islice
+from pathlib import Path
+
+import numpy as np
+
+from .batching import length_bucketed_batches
+from .corpus import Corpus, CorpusError, HoldOut, MoleculeEncoder, _encode_in_worker, _start_worker
+
+__all__ = ["PreparedCorpus", "PreparedStream"]
+
+REASONS = ("invalid", "untokenizable", "unknown_token", "too_long")  # MoleculeEncoder's skip reasons
+
+
+@dataclass
+class PreparedCorpus:
+    """Token ids of every usable training record of a corpus, and why the others were skipped.
+
+    ``tokens`` holds the molecules' ids end to end; molecule ``i`` is
+    ``tokens[offsets[i]:offsets[i + 1]]`` and came from record ``records[i]``. Skipped training
+    records are listed in ``skipped_records`` with an index into :data:`REASONS`. ``settings`` says
+    what the ids were made from: files, column, hold-out, standardiser, vocabulary, length limit.
+    """
+
+    tokens: np.ndarray
+    offsets: np.ndarray
+    records: np.ndarray
+    skipped_records: np.ndarray
+    skipped_reasons: np.ndarray
+    settings: dict
+
+    chunk_records = 65536  # records handed to the workers at a time
+
+    @staticmethod
+    def settings_of(corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder) -> dict:
+        """What a prepared file must have been made from to stand in for ``corpus``."""
+        return {"inputs": [str(p.resolve()) for p in corpus.paths],
+                "sizes": [p.stat().st_size for p in corpus.paths], "column": corpus.column,
+                "holdout_every": split.every, "standardizer": encoder.standardizer.to_dict(),
+                "vocabulary": encoder.vocabulary.to_list(), "max_length": encoder.max_length}
+
+    @classmethod
+    def build(cls, corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder,
+              workers: int = 0) -> PreparedCorpus:
+        """Encode every training record of ``corpus`` (in ``workers`` processes; 0: this one)."""
+        training = ((number, text) for number, text in corpus.records() if not split.is_validation(number))
+        dtype = np.uint8 if len(encoder.vocabulary) <= 256 else np.uint16
+        # Each chunk's ids become one array at once: a list per molecule would cost ~400 bytes each.
+        tokens, lengths, records, skipped_records, skipped_reasons = [], [], [], [], []
+        spawn = multiprocessing.get_context("spawn")  # as BatchStream's workers: no fork under torch
+        executor = ProcessPoolExecutor(workers, spawn, _start_worker, (encoder,)) if workers else None
+        try:
+            while chunk := list(islice(training, cls.chunk_records)):
+                texts = [text for _, text in chunk]
+                results = (executor.map(_encode_in_worker, texts, chunksize=512) if executor
+                           else map(encoder.encode, texts))
+                ids = []
+                for (number, _), result in zip(chunk, results, strict=True):
+                    if isinstance(result, str):
+                        skipped_records.append(number)
+                        skipped_reasons.append(REASONS.index(result))
+                    else:
+                        ids.append(result[0])
+                        records.append(number)
+                lengths.extend(map(len, ids))
+                tokens.append(np.fromiter(chain.from_iterable(ids), dtype))
+        finally:
+            if executor is not None:
+                executor.shutdown(cancel_futures=True)
+        if not records:
+            raise CorpusError(f"no usable training molecule in {', '.join(map(str, corpus.paths))}")
+        return cls(tokens=np.concatenate(tokens), offsets=np.concatenate([[0], np.cumsum(lengths)]),
+                   records=np.asarray(records, np.int64),
+                   skipped_records=np.asarray(skipped_records, np.int64),
+                   skipped_reasons=np.asarray(skipped_reasons, np.int8),
+                   settings=cls.settings_of(corpus, split, encoder))
+
+    def save(self, path: Path) -> None:
+        """Write to ``path`` atomically (a temporary file, then a rename)."""
+        path = Path(path)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(temporary, "wb") as handle:
+            np.savez(handle, tokens=self.tokens, offsets=self.offsets, records=self.records,
+                     skipped_records=self.skipped_records, skipped_reasons=self.skipped_reasons,
+                     settings=np.array(json.dumps(self.settings)))
+        os.replace(temporary, path)
+
+    @classmethod
+    def load(cls, path: Path, expected_settings: dict) -> PreparedCorpus:
+        """Read ``path``; a file made from other data or settings, or an unreadable one, is an error."""
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                fields = {name: arrays[name] for name in ("tokens", "offsets", "records", "skipped_records",
+                                                         "skipped_reasons")}
+                settings = json.loads(str(arrays["settings"]))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            raise CorpusError(f"cannot read the prepared corpus {path}: {error}; delete it to prepare "
+                              "it again") from None
+        differ = sorted(key for key in expected_settings if settings.get(key) != expected_settings[key])
+        if differ:
+            raise CorpusError(f"{path} was prepared from other data or settings (they differ in: "
+                              f"{', '.join(differ)}); delete it, or give another --prepared path")
+        return cls(**fields, settings=settings)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, molecule: int) -> np.ndarray:
+        """The token ids of one molecule."""
+        return self.tokens[self.offsets[molecule]:self.offsets[molecule + 1]]
+
+    def skipped(self, split: HoldOut, rank: int, world_size: int) -> Counter:
+        """Skip counts of the training records that ``rank`` owns, by reason."""
+        owned = split.owner(self.skipped_records, world_size) == rank
+        return Counter({REASONS[code]: int(n) for code, n in
+                        zip(*np.unique(self.skipped_reasons[owned], return_counts=True), strict=True)})
+
+
+class PreparedStream:
+    """One rank's molecules of a :class:`PreparedCorpus` as an endless sequence of full batches.
+
+    Each epoch shuffles the rank's molecules, groups them by length
+    (:func:`~sklearn_cmim.batching.length_bucketed_batches`) and hands out every full batch; the
+    few molecules of an epoch's last, partial batch wait for the next epoch's shuffle. Every batch
+    holds exactly ``batch_size`` molecules, so the ranks of a DDP job always run in step.
+
+    A batch is a list of id arrays, as :func:`~sklearn_cmim.batching.pad` takes it. Its state is
+    the epoch, the generator state at the epoch's start and the batches handed out since.
+    """
+
+    def __init__(self, prepared: PreparedCorpus, split: HoldOut, encoder: MoleculeEncoder, batch_size: int,
+                 seed: int, rank: int = 0, world_size: int = 1, pool_batches: int = 50):
+        self.prepared, self.encoder = prepared, encoder
+        self.batch_size, self.pool_batches = batch_size, pool_batches
+        self.mine = np.flatnonzero(split.owner(prepared.records, world_size) == rank)
+        if len(self.mine) < batch_size:
+            raise CorpusError(f"rank {rank} of {world_size} has {len(self.mine)} usable training molecules, "
+                              f"fewer than a batch of {batch_size}")
+        encoder.skipped = prepared.skipped(split, rank, world_size)
+        self.rng = np.random.default_rng([seed, rank])
+        self.epoch_start = {"epoch": 0, "rng": self.rng.bit_generator.state}
+        self.taken = 0
+
+    def close(self) -> None:
+        """Nothing to stop: no worker runs while training."""
+
+    def state_dict(self) -> dict:
+        return {"prepared": True, **self.epoch_start, "taken": self.taken}
+
+    def load_state_dict(self, state: dict) -> None:
+        if not state.get("prepared"):
+            raise CorpusError("the checkpoint was written by a run that streamed its files; resume it "
+                              "without --prepared")
+        self.epoch_start = {"epoch": state["epoch"], "rng": state["rng"]}
+        self.taken = state["taken"]
+
+    @property
+    def epoch(self) -> int:
+        return self.epoch_start["epoch"]
+
+    def __iter__(self) -> Iterator[list[np.ndarray]]:
+        tokens, offsets = self.prepared.tokens, self.prepared.offsets
+        lengths = np.diff(offsets)[self.mine]
+        while True:
+            self.rng.bit_generator.state = self.epoch_start["rng"]
+            batches = length_bucketed_batches(lengths, self.batch_size, self.rng, self.pool_batches)
+            batches = [batch for batch in batches if len(batch) == self.batch_size]
+            for number in range(self.taken, len(batches)):
+                self.taken = number + 1
+                molecules = self.mine[batches[number]]
+                yield [tokens[offsets[i]:offsets[i + 1]] for i in molecules.tolist()]
+            self.epoch_start = {"epoch": self.epoch + 1, "rng": self.rng.bit_generator.state}
+            self.taken = 0
