@@ -15,8 +15,7 @@ two single-threaded processes under ``torchrun`` (DistributedDataParallel over g
 way to use two CPU cores.
 
 On a GPU (``--device cuda``) the settings are GPU-sized instead: batches of 1,024 and 4,096
-molecules from the prepared corpus, eager and compiled (``--compile``); the corpus is prepared
-with data workers on all but two of the CPU cores.
+molecules from the prepared corpus, which data workers on all but two of the CPU cores prepare.
 
     python benchmarks/pretrain_throughput.py                 # 300 steps per setting
     python benchmarks/pretrain_throughput.py --device cuda   # the GPU settings
@@ -53,19 +52,17 @@ from common import (
 )
 
 SETTINGS = [(64, 0.1), (64, 0.0), (128, 0.1), (128, 0.0)]  # (batch size, dropout)
-GPU_SETTINGS = [(1024, False), (4096, False), (4096, True)]  # (batch size, compiled), dropout 0
+GPU_BATCH_SIZES = [1024, 4096]  # dropout 0, from the prepared corpus
 
 
 def flags_for(corpus: Path, output: Path, batch_size: int, dropout: float, steps: int,
               architecture: dict, data_workers: int = 0, bias: bool = False, device: str = "cpu",
-              compile_: bool = False, prepared: Path | None = None) -> list[str]:
+              prepared: Path | None = None) -> list[str]:
     flags = [str(corpus), "--output", str(output), "--max-steps", str(steps),
              "--log-every", str(max(1, steps // 3)), "--batch-size", str(batch_size),
              "--dropout", str(dropout), "--validation-size", "16", "--vocab-records", "5000",
              "--checkpoint-every-steps", str(steps), "--device", device, "--precision", "bf16",
              "--data-workers", str(data_workers), "--bias" if bias else "--no-bias"]
-    if compile_:
-        flags.append("--compile")
     if prepared is not None:
         flags += ["--prepared", str(prepared)]
     for name, value in architecture.items():
@@ -73,16 +70,14 @@ def flags_for(corpus: Path, output: Path, batch_size: int, dropout: float, steps
     return flags
 
 
-def last_record(output: Path, launch: str, batch_size: int, dropout: float, compiled: bool = False,
-                prepared: bool = False) -> dict:
+def last_record(output: Path, launch: str, batch_size: int, dropout: float, prepared: bool = False) -> dict:
     """The run's last log record: global molecules and tokens per second, MFU per process."""
     metadata = load_pretrained(output).metadata
     last = metadata["training_log"][-1]
     record = {"launch": launch, "batch_size": batch_size, "dropout": dropout,
               "molecules_per_s": last["molecules_per_s"], "tokens_per_s": last["tokens_per_s"],
               "peak_flops": metadata["pretraining"]["matmul_peak_flops"], "mfu": last["mfu"],
-              "bias": metadata["pretraining"]["arguments"]["bias"], "compiled": compiled,
-              "prepared": prepared}
+              "bias": metadata["pretraining"]["arguments"]["bias"], "prepared": prepared}
     print(f"{launch}, batch {batch_size}, dropout {dropout}: {record['molecules_per_s']:.0f} molecules/s, "
           f"{record['tokens_per_s']:,.0f} tokens/s, peak {record['peak_flops'] / 1e9:.0f} GFLOP/s, "
           f"MFU {100 * record['mfu']:.1f}%", flush=True)
@@ -90,13 +85,12 @@ def last_record(output: Path, launch: str, batch_size: int, dropout: float, comp
 
 
 def run(corpus: Path, batch_size: int, dropout: float, steps: int, architecture: dict, workdir: Path,
-        data_workers: int = 0, bias: bool = False, device: str = "cpu", compile_: bool = False,
-        prepared: bool = False) -> dict:
+        data_workers: int = 0, bias: bool = False, device: str = "cpu", prepared: bool = False) -> dict:
     """One short ``cmim pretrain`` run in this process (``prepared``: from ``workdir/corpus.npz``,
     which the first such run writes before its timed steps)."""
-    output = workdir / f"b{batch_size}-d{dropout}-w{data_workers}-{int(bias)}{int(compile_)}{int(prepared)}"
+    output = workdir / f"b{batch_size}-d{dropout}-w{data_workers}-bias{int(bias)}-p{int(prepared)}"
     flags = flags_for(corpus, output, batch_size, dropout, steps, architecture, data_workers, bias,
-                      device, compile_, workdir / "corpus.npz" if prepared else None)
+                      device, workdir / "corpus.npz" if prepared else None)
     with contextlib.redirect_stdout(io.StringIO()):
         status = pretrain(flags)
     if status:
@@ -112,9 +106,7 @@ def run(corpus: Path, batch_size: int, dropout: float, steps: int, architecture:
         launch += ", bias terms (--bias)"
     if prepared:
         launch += ", prepared corpus (--prepared)"
-    if compile_:
-        launch += ", compiled (--compile)"
-    return last_record(output, launch, batch_size, dropout, compile_, prepared)
+    return last_record(output, launch, batch_size, dropout, prepared)
 
 
 def run_torchrun(corpus: Path, batch_size: int, dropout: float, steps: int, architecture: dict,
@@ -144,31 +136,13 @@ def cpu_runs(corpus: Path, defaults, steps: int, architecture: dict, workdir: Pa
     return runs
 
 
-def gpu_run(corpus: Path, batch_size: int, dropout: float, steps: int, architecture: dict, workdir: Path,
-            data_workers: int, compiled: bool) -> dict:
-    """One GPU setting; a failure (a compiler missing on the GPU machine, say) is reported as a
-    row rather than losing the settings measured before it, on a machine lent for minutes."""
-    try:
-        return run(corpus, batch_size, dropout, steps, architecture, workdir, data_workers, device="cuda",
-                   compile_=compiled, prepared=True)
-    except Exception as error:  # any failure becomes the row's result
-        print(f"batch {batch_size}, compiled {compiled}: failed: {error!r}", flush=True)
-        return {"launch": f"1 process on {torch.cuda.get_device_name()}" + (", compiled (--compile)"
-                                                                             if compiled else ""),
-                "batch_size": batch_size, "dropout": dropout, "compiled": compiled, "bias": False,
-                "prepared": True,
-                "error": repr(error)[:200]}
-
-
 def markdown(report: dict) -> str:
     config = report["config"]
     defaults = config["defaults"]
     rows = [[r["launch"], r["batch_size"], r["dropout"], f"{r['molecules_per_s']:.0f}",
              f"{r['tokens_per_s']:,.0f}", f"{r['peak_flops'] / 1e9:.0f}", f"{100 * r['mfu']:.1f}%",
-             "yes" if [r["batch_size"], r["dropout"]] == defaults
-             and not (r["bias"] or r["compiled"] or r["prepared"]) else ""]
-            if "error" not in r else [r["launch"], r["batch_size"], r["dropout"], f"failed: {r['error']}",
-                                      "", "", "", ""]
+             "yes" if [r["batch_size"], r["dropout"]] == defaults and not (r["bias"] or r["prepared"])
+             else ""]
             for r in report["runs"]]
     gpu = config["device"] == "cuda"
     return "\n\n".join([
@@ -197,7 +171,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--markdown", type=Path, help=f"report to update (default {DOCS_MARKDOWN})")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: tiny model, 6 steps")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="cuda: the GPU settings (GPU_SETTINGS), measured on the first GPU")
+                        help="cuda: the GPU settings (GPU_BATCH_SIZES), measured on the first GPU")
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
     command = " ".join(["python benchmarks/pretrain_throughput.py", *given])
@@ -216,9 +190,8 @@ def main(argv=None) -> dict:
             corpus, source = Path(tmp, "esol.smi"), "bundled ESOL (MOSES not found)"
             corpus.write_text("\n".join(load_esol()[0]) + "\n")
         if args.device == "cuda":
-            runs = [gpu_run(corpus, batch, defaults.dropout, args.steps, architecture, Path(tmp),
-                            data_workers, compiled)
-                    for batch, compiled in GPU_SETTINGS]
+            runs = [run(corpus, batch, defaults.dropout, args.steps, architecture, Path(tmp), data_workers,
+                        device="cuda", prepared=True) for batch in GPU_BATCH_SIZES]
         else:
             runs = cpu_runs(corpus, defaults, args.steps, architecture, Path(tmp))
     report = {"config": {"command": command, "threads": torch.get_num_threads(), "steps": args.steps,

@@ -192,9 +192,6 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
     run.add_argument("--device", type=device_name, help="torch device (default: cuda, then mps, then cpu)")
     run.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                      help="auto: bf16 autocast where the hardware has native bf16")
-    run.add_argument("--compile", action="store_true",
-                     help="torch.compile the model: fused element-wise kernels and fewer launches, for a "
-                          "GPU; on a CPU it was measured slower (docs/findings.md)")
     run.add_argument("--random-state", type=non_negative_int, default=0,
                      help="seed of weights, batch order, dropout and latent noise")
     return parser
@@ -300,10 +297,6 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
 
     torch.manual_seed(args.random_state)  # identical initial weights on every rank
     model = CMIMModel(config).to(device)
-    if args.compile:
-        # In place, so the state dict keeps its names. Lengths differ from batch to batch
-        # (length bucketing): compiling for any length at once avoids a recompilation per length.
-        model.compile(dynamic=True)
     optimizer = make_optimizer(model, settings)
     stream = training_stream(args, context, corpus, split,
                              MoleculeEncoder(standardizer, vocabulary, config.max_length))
