@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from sklearn_cmim import CMIMTransformer
+from sklearn_cmim.device import resolve_device
 from sklearn_cmim.flops import matmul_peak_flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
@@ -74,9 +75,11 @@ def main(argv=None) -> dict:
     architecture = {k: v for k, v in vars(args).items() if v is not None and k in params}
 
     smiles, source = moses_or_esol("train.csv.gz", args.molecules)
-    peak_bf16 = matmul_peak_flops("cpu", torch.bfloat16)
-    peak_fp32 = matmul_peak_flops("cpu", torch.float32)
-    print(f"{len(smiles)} molecules from {source}; {torch.get_num_threads()} threads")
+    device = resolve_device(None)  # where the estimator trains: the peak must be that device's
+    size = 4096 if device.type == "cuda" else 2048
+    peak_bf16 = matmul_peak_flops(device, torch.bfloat16, size=size)
+    peak_fp32 = matmul_peak_flops(device, torch.float32, size=size)
+    print(f"{len(smiles)} molecules from {source}; {device.type}, {torch.get_num_threads()} threads")
     print(f"matmul peak: bf16 {peak_bf16 / 1e9:.0f} GFLOP/s, fp32 {peak_fp32 / 1e9:.0f} GFLOP/s")
     results = {"molecules": len(smiles), "source": source, "threads": torch.get_num_threads(),
                "peak_bf16_flops": peak_bf16, "peak_fp32_flops": peak_fp32, "runs": {}}
