@@ -1,7 +1,7 @@
 """What only a GPU can show: the estimator, pretraining and the bundled models on CUDA.
 
 CI machines have no GPU, so this module is skipped there; run it wherever one is
-(``pytest -m cuda``). docs/performance.md says where it last ran and what it found.
+(``pytest -m cuda``). docs/installation.md says where it last ran and what it found.
 """
 
 from __future__ import annotations
