@@ -79,9 +79,10 @@ __all__ = ["build_parser", "main", "pretrain"]
 
 MODEL = ModelConfig(vocab_size=0)  # the defaults, shared with CMIMTransformer
 TRAIN = TrainSettings()
-# Where pretraining departs from the estimator: a large corpus is seen about once, so dropout
-# buys nothing and costs step time, and a larger batch keeps the matmuls busier (model FLOP
-# utilisation, ``python benchmarks/pretrain_throughput.py``). The bundled models were trained so.
+# Where pretraining departs from the estimator: a large corpus is seen a few times at most, so
+# dropout buys nothing and costs step time, and a larger batch keeps the matmuls busier (model
+# FLOP utilisation, ``python benchmarks/pretrain_throughput.py``). 128 suits a CPU; the bundled
+# models were trained on a GPU with --batch-size 1024 --learning-rate 1e-3 (their model cards).
 PRETRAIN_BATCH_SIZE, PRETRAIN_DROPOUT = 128, 0.0
 
 
@@ -157,8 +158,8 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
                            help=help_)
     model.add_argument("--dropout", type=probability, default=PRETRAIN_DROPOUT, help="dropout rate")
     model.add_argument("--bias", action=argparse.BooleanOptionalAction, default=MODEL.bias,
-                       help="bias terms in the attention and MLP layers (the bundled models have them; "
-                            "without, a CPU step is about 5%% faster)")
+                       help="bias terms in the attention and MLP layers (models trained before the "
+                            "option have them; without, a CPU step is about 5%% faster)")
 
     loss = parser.add_argument_group("loss and optimisation")
     loss.add_argument("--contrastive-weight", type=non_negative_float, default=TRAIN.contrastive_weight,
