@@ -79,6 +79,8 @@ def markdown(report: dict, figures: list[Path], markdown_path: Path) -> str:
              f"{r['pretraining'].get('steps', 'n/a')}", f"{r['pretraining'].get('molecules_seen', 0):,}",
              f"{r['accuracy']:.1%} of {r['n']:,}"] for r in results]
     verdict = "yes" if cmim["accuracy"] >= mim["accuracy"] else "no"
+    # Counts, not rounded percentages: two models a molecule apart would otherwise read as equal.
+    hits = {r["label"]: f"{round(r['accuracy'] * r['n']):,} of {r['n']:,}" for r in results}
     lines = [
         "## Reconstruction: cMIM against MIM (claim 3)", "",
         f"Written by `{report['command']}`"
@@ -87,7 +89,7 @@ def markdown(report: dict, figures: list[Path], markdown_path: Path) -> str:
         markdown_table(["model", "directory", "contrastive weight", "steps", "molecules seen",
                         "exact reconstruction"], rows), "",
         f"**Does cMIM reconstruct at least as well as MIM at the same budget?** {verdict} "
-        f"({cmim['accuracy']:.1%} against {mim['accuracy']:.1%}).", "",
+        f"({hits[cmim['label']]} molecules against {hits[mim['label']]}).", "",
     ]
     curves = {r["label"]: {p["molecules_seen"]: p["accuracy"] for p in r["learning_curve"]} for r in results}
     seen = sorted(set().union(*curves.values()))
