@@ -7,8 +7,8 @@ batch size and dropout and at the alternatives, and reports the last log interva
 first one holds the warm-up). Everything the command does per step counts: reading and
 standardising the molecules, the optimiser, the logging.
 
-Four more runs at the defaults: one with bias terms in the blocks' layers, as the bundled
-models have them (``--bias``), one with a data worker process standardising molecules ahead of
+Four more runs at the defaults: one with bias terms in the blocks' layers, as models trained
+before that option have them (``--bias``), one with a data worker process standardising molecules ahead of
 training (``--data-workers 1``), one training from the corpus standardised and tokenised
 beforehand (``--prepared``; preparing it is not timed), and one splitting the global batch over
 two single-threaded processes under ``torchrun`` (DistributedDataParallel over gloo), the other
