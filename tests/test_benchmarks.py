@@ -238,11 +238,13 @@ def test_pretrain_throughput_quick(tmp_path):
     report = load_script("pretrain_throughput").main(["--quick", "--out", str(tmp_path)])
     check_report(tmp_path, "pretrain_throughput.json", "pretrain-throughput", [])
     runs = report["runs"]
-    assert [(r["batch_size"], r["dropout"]) for r in runs] == [(64, 0.1), (64, 0.0), (128, 0.1), (128, 0.0),
-                                                                (128, 0.0), (128, 0.0), (128, 0.0)]
-    assert [r["bias"] for r in runs] == [False] * 4 + [True, False, False]
-    assert runs[-3]["launch"].endswith("bias terms (--bias)")  # the defaults, with the bundled layers
-    assert runs[-2]["launch"].endswith("+ 1 data worker")  # the defaults, with molecules read ahead
+    settings = [(r["batch_size"], r["dropout"]) for r in runs]
+    assert settings == [(64, 0.1), (64, 0.0), (128, 0.1)] + [(128, 0.0)] * 5
+    assert [r["bias"] for r in runs] == [False] * 4 + [True, False, False, False]
+    assert [r["prepared"] for r in runs] == [False] * 6 + [True, False]
+    assert runs[-4]["launch"].endswith("bias terms (--bias)")  # the defaults, with biased layers
+    assert runs[-3]["launch"].endswith("+ 1 data worker")  # the defaults, with molecules read ahead
+    assert runs[-2]["launch"].endswith("prepared corpus (--prepared)")  # ids made before training
     assert runs[-1]["launch"].startswith("torchrun: 2 processes")  # the defaults, split over two
     keys = ("molecules_per_s", "peak_flops", "mfu")
     assert all(finite(r[key]) and r[key] > 0 for r in runs for key in keys)
