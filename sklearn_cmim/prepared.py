@@ -5,9 +5,10 @@ training molecule (with ``--data-workers`` processes), and stores the token ids 
 (.npz). Training then reads no file and runs no RDKit: batches are cut from the arrays. Later
 runs and resumes with the same data settings load ``PATH`` instead of reading the files again.
 
-This is for corpora that fit in memory (MOSES: 1.6 million molecules, 60 MB of ids). It takes
-RDKit's ~6% off a CPU training step, and on a GPU, whose steps outrun one core's RDKit, it keeps
-the training process's one thread free to queue the device's work. Larger corpora stream from
+This is for corpora that fit in memory (MOSES: 1.6 million molecules, an 84 MB file, 97 s to
+prepare with two workers). On a CPU it took the standardising off the training step (about 5%
+more molecules a second, docs/findings.md); on a GPU, whose steps outrun one core's RDKit, it
+leaves the training process's one thread to queue the device's work. Larger corpora stream from
 their files (:class:`~sklearn_cmim.corpus.BatchStream`).
 
 Read top-down: :class:`PreparedCorpus` (build, save, load) and :class:`PreparedStream` (one
