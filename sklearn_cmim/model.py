@@ -78,7 +78,7 @@ class ModelConfig:
     decoder_token_dropout: float = 0.0
     # Bias terms in the blocks' attention and MLP layers. Without them a CPU training step is about
     # 5% faster (each layer saves a bias copy forward and a row sum backward), and many recent
-    # Transformers leave them out; the bundled models were trained with them.
+    # Transformers leave them out; models saved before the option have them (from_dict).
     bias: bool = False
 
     def to_dict(self) -> dict:

@@ -150,7 +150,7 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
     data.add_argument("--prepared", type=Path, metavar="PATH",
                       help="standardise and tokenise the whole corpus once (with --data-workers), store "
                            "the ids in PATH (.npz) and train from memory; a later run or --resume loads "
-                           "PATH. For corpora that fit in memory (MOSES: 60 MB)")
+                           "PATH. For corpora that fit in memory (MOSES: an 84 MB file)")
 
     model = parser.add_argument_group("model (with --resume the checkpoint's are used)")
     for name, help_ in MODEL_HELP.items():
