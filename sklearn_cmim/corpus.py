@@ -32,10 +32,11 @@ from .batching import length_bucketed_batches
 from .chem import MoleculeError, Standardizer
 from .tokenizer import Vocabulary
 
-__all__ = ["BatchStream", "Corpus", "CorpusError", "HoldOut", "MoleculeEncoder", "build_vocabulary",
-           "validation_set"]
+__all__ = ["SKIP_REASONS", "BatchStream", "Corpus", "CorpusError", "HoldOut", "MoleculeEncoder",
+           "build_vocabulary", "encode_records", "start_data_workers", "validation_set"]
 
 FORMATS = {".smi": "lines", ".txt": "lines", ".csv": "csv"}
+SKIP_REASONS = ("invalid", "untokenizable", "unknown_token", "too_long")  # see MoleculeEncoder
 
 
 class CorpusError(ValueError):
@@ -210,6 +211,45 @@ def _encode_in_worker(smiles: str):
     return _worker_encoder.encode(smiles)
 
 
+def start_data_workers(encoder: MoleculeEncoder, workers: int) -> ProcessPoolExecutor:
+    """``workers`` processes, each with its own copy of ``encoder``, for :func:`encode_records`."""
+    # spawn: a forked copy of a process running torch's thread pools can deadlock.
+    return ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _start_worker, (encoder,))
+
+
+def encode_records(records: Iterator[tuple[int, str]], encoder: MoleculeEncoder,
+                   workers: ProcessPoolExecutor | None = None, chunk_records: int = 2048,
+                   ahead: int = 1) -> Iterator[tuple[int, tuple | str]]:
+    """``(number, encoder.encode(text))`` for each ``(number, text)`` of ``records``, in order.
+
+    With ``workers`` (from :func:`start_data_workers`) the records are encoded there,
+    ``chunk_records`` at a time, with up to ``ahead`` chunks in flight beyond the one being
+    handed out. A worker that dies (RDKit crashing on a molecule, say) is a :class:`CorpusError`
+    naming the records it was reading, not a hang.
+    """
+    if workers is None:
+        yield from ((number, encoder.encode(text)) for number, text in records)
+        return
+    in_flight = deque()
+    while chunk := list(islice(records, chunk_records)):
+        # 32 tasks a chunk: enough to share among the workers, few enough to cost little to hand out.
+        job = workers.map(_encode_in_worker, [text for _, text in chunk], chunksize=max(1, len(chunk) // 32))
+        in_flight.append(([number for number, _ in chunk], job))
+        if len(in_flight) > ahead:
+            yield from _collect(*in_flight.popleft())
+    while in_flight:
+        yield from _collect(*in_flight.popleft())
+
+
+def _collect(numbers: list[int], results: Iterator) -> Iterator[tuple[int, tuple | str]]:
+    try:
+        yield from zip(numbers, list(results), strict=True)
+    except BrokenProcessPool:
+        raise CorpusError(f"a data worker died while reading records {numbers[0]} to {numbers[-1]}; "
+                          "--data-workers 0 reads them in the training process, where the failing "
+                          "molecule shows") from None
+
+
 def build_vocabulary(corpus: Corpus, split: HoldOut, standardizer: Standardizer,
                      max_records: int) -> Vocabulary:
     """The vocabulary of the training records among the first ``max_records`` records.
@@ -316,32 +356,11 @@ class BatchStream:
         split, rank, world_size = self.split, self.rank, self.world_size
         mine = ((number, text) for number, text in records
                 if not split.is_validation(number) and split.owner(number, world_size) == rank)
-        if not self.data_workers:
-            yield from ((number, self.encoder.encode(text)) for number, text in mine)
-            return
-        if self._workers is None:
-            # spawn: a forked copy of a process running torch's thread pools can deadlock.
-            self._workers = ProcessPoolExecutor(self.data_workers, multiprocessing.get_context("spawn"),
-                                                _start_worker, (self.encoder,))
+        if self.data_workers and self._workers is None:
+            self._workers = start_data_workers(self.encoder, self.data_workers)
         # Enough chunks in flight to fill the next pool while the batches of this one train.
         ahead = math.ceil(self.pool_batches * self.batch_size / self.chunk_records) + 1
-        in_flight = deque()
-        while chunk := list(islice(mine, self.chunk_records)):
-            job = self._workers.map(_encode_in_worker, [text for _, text in chunk], chunksize=64)
-            in_flight.append(([number for number, _ in chunk], job))
-            if len(in_flight) > ahead:
-                yield from self._collect(*in_flight.popleft())
-        while in_flight:
-            yield from self._collect(*in_flight.popleft())
-
-    @staticmethod
-    def _collect(numbers: list[int], results: Iterator) -> Iterator[tuple[int, tuple | str]]:
-        try:
-            yield from zip(numbers, list(results), strict=True)
-        except BrokenProcessPool:
-            raise CorpusError(f"a data worker died while reading records {numbers[0]} to {numbers[-1]}; "
-                              "--data-workers 0 reads them in the training process, where the "
-                              "failing molecule shows") from None
+        yield from encode_records(mine, self.encoder, self._workers, self.chunk_records, ahead)
 
     def _read_pool(self, epoch: int, records: Iterator[tuple[int, tuple | str]]):
         """Fill a pool from encoded ``records``, wrapping round into new epochs.

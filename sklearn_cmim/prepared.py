@@ -18,24 +18,28 @@ rank's endless, resumable sequence of full, length-bucketed batches).
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from itertools import chain, islice
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
 from .batching import length_bucketed_batches
-from .corpus import Corpus, CorpusError, HoldOut, MoleculeEncoder, _encode_in_worker, _start_worker
+from .corpus import (
+    SKIP_REASONS,
+    Corpus,
+    CorpusError,
+    HoldOut,
+    MoleculeEncoder,
+    encode_records,
+    start_data_workers,
+)
 
 __all__ = ["PreparedCorpus", "PreparedStream"]
-
-REASONS = ("invalid", "untokenizable", "unknown_token", "too_long")  # MoleculeEncoder's skip reasons
 
 
 @dataclass
@@ -44,8 +48,9 @@ class PreparedCorpus:
 
     ``tokens`` holds the molecules' ids end to end; molecule ``i`` is
     ``tokens[offsets[i]:offsets[i + 1]]`` and came from record ``records[i]``. Skipped training
-    records are listed in ``skipped_records`` with an index into :data:`REASONS`. ``settings`` says
-    what the ids were made from: files, column, hold-out, standardiser, vocabulary, length limit.
+    records are listed in ``skipped_records`` with an index into
+    :data:`~sklearn_cmim.corpus.SKIP_REASONS`. ``settings`` says what the ids were made from:
+    files, column, hold-out, standardiser, vocabulary, length limit.
     """
 
     tokens: np.ndarray
@@ -55,7 +60,7 @@ class PreparedCorpus:
     skipped_reasons: np.ndarray
     settings: dict
 
-    chunk_records = 65536  # records handed to the workers at a time
+    chunk_molecules = 65536  # molecules whose ids become one array while building
 
     @staticmethod
     def settings_of(corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder) -> dict:
@@ -71,25 +76,27 @@ class PreparedCorpus:
         """Encode every training record of ``corpus`` (in ``workers`` processes; 0: this one)."""
         training = ((number, text) for number, text in corpus.records() if not split.is_validation(number))
         dtype = np.uint8 if len(encoder.vocabulary) <= 256 else np.uint16
-        # Each chunk's ids become one array at once: a list per molecule would cost ~400 bytes each.
         tokens, lengths, records, skipped_records, skipped_reasons = [], [], [], [], []
-        spawn = multiprocessing.get_context("spawn")  # as BatchStream's workers: no fork under torch
-        executor = ProcessPoolExecutor(workers, spawn, _start_worker, (encoder,)) if workers else None
+        ids = []  # of the molecules not yet in ``tokens``
+
+        def flush():  # a list per molecule would cost ~400 bytes each: keep one array per chunk
+            lengths.extend(map(len, ids))
+            tokens.append(np.fromiter(chain.from_iterable(ids), dtype))
+            ids.clear()
+
+        executor = start_data_workers(encoder, workers) if workers else None
         try:
-            while chunk := list(islice(training, cls.chunk_records)):
-                texts = [text for _, text in chunk]
-                results = (executor.map(_encode_in_worker, texts, chunksize=512) if executor
-                           else map(encoder.encode, texts))
-                ids = []
-                for (number, _), result in zip(chunk, results, strict=True):
-                    if isinstance(result, str):
-                        skipped_records.append(number)
-                        skipped_reasons.append(REASONS.index(result))
-                    else:
-                        ids.append(result[0])
-                        records.append(number)
-                lengths.extend(map(len, ids))
-                tokens.append(np.fromiter(chain.from_iterable(ids), dtype))
+            # Larger chunks than a stream's: nothing trains meanwhile, so only throughput counts.
+            for number, result in encode_records(training, encoder, executor, chunk_records=16384, ahead=2):
+                if isinstance(result, str):
+                    skipped_records.append(number)
+                    skipped_reasons.append(SKIP_REASONS.index(result))
+                    continue
+                ids.append(result[0])
+                records.append(number)
+                if len(ids) == cls.chunk_molecules:
+                    flush()
+            flush()
         finally:
             if executor is not None:
                 executor.shutdown(cancel_futures=True)
@@ -138,7 +145,7 @@ class PreparedCorpus:
     def skipped(self, split: HoldOut, rank: int, world_size: int) -> Counter:
         """Skip counts of the training records that ``rank`` owns, by reason."""
         owned = split.owner(self.skipped_records, world_size) == rank
-        return Counter({REASONS[code]: int(n) for code, n in
+        return Counter({SKIP_REASONS[code]: int(n) for code, n in
                         zip(*np.unique(self.skipped_reasons[owned], return_counts=True), strict=True)})
 
 

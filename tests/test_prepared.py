@@ -14,7 +14,7 @@ from sklearn_cmim.corpus import Corpus, CorpusError, HoldOut, MoleculeEncoder
 from sklearn_cmim.persistence import load_pretrained
 from sklearn_cmim.prepared import PreparedCorpus, PreparedStream
 from sklearn_cmim.tokenizer import Vocabulary
-from tests.test_pretrain import ALCOHOLS, DELANEY, TINY
+from tests.test_pretrain import ALCOHOLS, DELANEY, TINY, StandardizerThatKillsItsProcess
 
 BAD = ["not-a-smiles", "CCN", "C" * 45 + "O"]  # invalid, unknown token, too long
 
@@ -100,6 +100,13 @@ def test_pretraining_prepares_once_reuses_the_file_and_refuses_one_made_otherwis
     os.truncate(prepared, 100)
     assert pretrain.main([*common, "--output", str(tmp_path / "d")]) == 2
     assert "cannot read the prepared corpus" in capsys.readouterr().err
+
+
+def test_a_worker_dying_while_preparing_is_a_clear_error(tmp_path):
+    corpus, split, _ = alcohols_corpus(tmp_path)
+    encoder = MoleculeEncoder(StandardizerThatKillsItsProcess(), Vocabulary.build(ALCOHOLS), max_length=40)
+    with pytest.raises(CorpusError, match=r"a data worker died while reading records 1 to \d+"):
+        PreparedCorpus.build(corpus, split, encoder, workers=1)
 
 
 def test_too_few_molecules_for_a_batch_is_a_clear_error(tmp_path):
