@@ -240,6 +240,11 @@ class Cache:
         self._store(timing, lambda handle: handle.write(f"{seconds:.3f}".encode()))
         return X
 
+    def array_seconds(self, key: dict) -> float | None:
+        """The compute time recorded with the array of ``key``, if it is on disk."""
+        path = self._path(key, ".seconds")
+        return float(path.read_text()) if path is not None and path.exists() else None
+
     def result(self, key: dict, compute) -> dict:
         path = self._path(key, ".json")
         if path is not None and path.exists():

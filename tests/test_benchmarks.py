@@ -198,6 +198,46 @@ def test_downstream_quick(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.shared_data
+@needs_shared_data
+def test_finetune_quick_never_fits_on_test_molecules_and_resumes_from_its_cache(tmp_path, monkeypatch):
+    finetune = load_script("finetune")
+    fitted = []
+
+    class Recording(finetune.CMIMTransformer):
+        def fit(self, X, y=None):
+            fitted.append((self.pretrained, self.max_epochs, list(X)))
+            return super().fit(X, y)
+
+    monkeypatch.setattr(finetune, "CMIMTransformer", Recording)
+    report = finetune.main(["--quick", "--out", str(tmp_path)])
+    check_report(tmp_path, "finetune.json", "finetune", [])
+    result = report["datasets"]["esol"]
+    assert list(result["settings"]) == ["cMIM frozen", "cMIM fine-tuned 1 ep.", "MIM frozen",
+                                        "MIM fine-tuned 1 ep.", "from scratch 1 ep."]
+    assert all(finite(r["test"]) and r["test"] > 0 and r["head"] in ("Ridge", "SVR")
+               for r in result["settings"].values())
+    split = json.loads((tmp_path / "splits" / "esol_scaffold.json").read_text())
+    smiles = load_script("downstream").load_dataset("esol")[0]
+    subset = [smiles[i] for i in sorted(split["train"] + split["valid"] + split["test"])]
+    test_molecules = {smiles[i] for i in split["test"]}
+    trained = [X for _, epochs, X in fitted if epochs > 0]
+    assert len(trained) == 3 and all(len(X) == result["train_molecules"] for X in trained)
+    assert all(test_molecules.isdisjoint(X) and set(X) <= set(subset) for X in trained)
+    assert [pretrained is None for pretrained, _, _ in fitted] == [False] * 4 + [True]
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("featurised again instead of read from the cache")
+
+    monkeypatch.setattr(finetune, "featurise", recomputed)
+    models = ["--cmim-model", str(tmp_path / "models" / "cmim-quick"),
+              "--mim-model", str(tmp_path / "models" / "mim-quick")]
+    rerun = finetune.main(["--quick", "--out", str(tmp_path), *models])
+    assert {name: r["test"] for name, r in rerun["datasets"]["esol"]["settings"].items()} == \
+        {name: r["test"] for name, r in result["settings"].items()}
+
+
+@pytest.mark.slow
 def test_reconstruction_quick(tmp_path):
     report = load_script("reconstruction").main(["--quick", "--out", str(tmp_path)])
     check_report(tmp_path, "reconstruction.json", "reconstruction", [])
