@@ -5,7 +5,7 @@ time, each from the estimator's default informative embedding:
 
 - **frozen**: the bundled model as it is (``max_epochs=0``), as in ``downstream.py``;
 - **fine-tuned**: ``CMIMTransformer(pretrained=..., max_epochs=E)`` fitted on the molecules of the
-  train and valid parts, with the estimator's own recipe (learning rate, batch size, dropout) and
+  train and valid parts, with the estimator's own recipe (learning rate 5e-4, batch 64) and
   the model's own contrastive weight (1 for cMIM, 0 for MIM). Fitting reads no labels;
 - **from scratch**: ``CMIMTransformer(max_epochs=E)`` of the same size, trained on those same
   molecules only, for the largest E.
@@ -53,15 +53,22 @@ from downstream import (
 PROTOCOL_VERSION = 1
 
 
-def settings(models: dict[str, str], epochs: list[int], quick: bool) -> list[dict]:
-    """Every (model, epochs) to featurise with: frozen and fine-tuned per model, then from scratch."""
+def settings(models: dict[str, str], epochs: list[int], quick: bool,
+             mim_warmup_steps: int | None = None) -> list[dict]:
+    """Every (model, epochs) to featurise with: frozen and fine-tuned per model, then from scratch.
+    ``mim_warmup_steps`` replaces the estimator's default in the fine-tuning fits."""
     out = []
     for label, path in models.items():
         weight = 1.0 if label == "cMIM" else 0.0
         for e in epochs:
-            name = f"{label} frozen" if e == 0 else f"{label} fine-tuned {e} ep."
-            out.append({"name": name, "pretrained": path, "fingerprint": model_fingerprint(path),
-                        "max_epochs": e, "contrastive_weight": weight})
+            setting = {"name": f"{label} frozen", "pretrained": path, "fingerprint": model_fingerprint(path),
+                       "max_epochs": e, "contrastive_weight": weight}
+            if e > 0:
+                setting["name"] = f"{label} fine-tuned {e} ep."
+                if mim_warmup_steps is not None:
+                    setting["name"] += f", MIM warm-up {mim_warmup_steps} steps"
+                    setting["mim_warmup_steps"] = mim_warmup_steps
+            out.append(setting)
     if max(epochs) > 0:
         out.append({"name": f"from scratch {max(epochs)} ep.", "pretrained": None, "fingerprint": None,
                     "max_epochs": max(epochs), "contrastive_weight": 1.0, **(QUICK_MODEL if quick else {})})
@@ -85,7 +92,7 @@ def run_dataset(name: str, models: dict[str, str], args) -> dict:
     train = np.concatenate([parts["train"], parts["valid"]])
     groups = np.unique([s if s is not None else "" for s in scaffolds], return_inverse=True)[1]
     matrices, seconds = {}, {}
-    for setting in settings(models, args.epochs, args.quick):
+    for setting in settings(models, args.epochs, args.quick, args.mim_warmup_steps):
         key = {"dataset": name, "setting": {k: v for k, v in setting.items() if k != "pretrained"},
                "seed": args.seed, "max_molecules": args.max_molecules, "protocol": PROTOCOL_VERSION}
         tick = time.perf_counter()
@@ -148,6 +155,8 @@ def parse_args(argv):
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), help="default: the 5 core tasks")
     parser.add_argument("--epochs", type=int, nargs="+", default=[0, 3, 10],
                         help="fine-tuning epochs (0: frozen); from scratch trains for the largest")
+    parser.add_argument("--mim-warmup-steps", type=int,
+                        help="the fine-tuning fits' MIM warm-up (default: the estimator's)")
     parser.add_argument("--seed", type=int, default=0, help="random_state of every fit")
     parser.add_argument("--inner-folds", type=int, default=3)
     parser.add_argument("--bootstrap", type=int, default=200, help="resamples for the error bars")
@@ -189,7 +198,8 @@ def main(argv=None) -> dict:
     models = {"cMIM": args.cmim_model, "MIM": args.mim_model}
     datasets = {name: run_dataset(name, models, args) for name in args.datasets}
     report = {"config": {"command": command, "cmim_model": args.cmim_model, "mim_model": args.mim_model,
-                         "epochs": args.epochs, "seed": args.seed, "inner_folds": args.inner_folds,
+                         "epochs": args.epochs, "mim_warmup_steps": args.mim_warmup_steps,
+                         "seed": args.seed, "inner_folds": args.inner_folds,
                          "bootstrap": args.bootstrap, "max_molecules": args.max_molecules,
                          "quick": args.quick},
               "datasets": datasets, "seconds": time.perf_counter() - start}
