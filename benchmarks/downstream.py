@@ -827,13 +827,19 @@ def parse_args(argv):
                 parser.error(f"--{option.replace('_', '-')} is required for the {label} feature sets "
                              "outside --quick and --splits-only")
     args.datasets = (args.datasets or CORE) + (EXTRAS if args.extras else [])
-    args.out = args.out or ROOT / "docs" / "benchmarks"
-    # A quick run's tiny subsets must never overwrite the committed splits or the docs.
-    args.splits_dir = args.splits_dir or (args.out / "splits" if args.quick else SPLITS_DIR)
-    args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
-    default_cache = args.out / "cache" if args.quick else ROOT / "runs" / "downstream-cache"
-    args.cache = Cache(None if args.no_cache else args.cache or default_cache)
+    set_output_paths(args, "downstream-cache")
     return args
+
+
+def set_output_paths(args, cache_name: str) -> None:
+    """Fill in where a run writes (``out``, ``splits_dir``, ``markdown``) and its ``cache``
+    (``runs/<cache_name>``), unless given. A quick run's tiny subsets must never overwrite the
+    committed splits or the docs, so it writes below its ``out`` only."""
+    args.out = args.out or ROOT / "docs" / "benchmarks"
+    args.splits_dir = getattr(args, "splits_dir", None) or (args.out / "splits" if args.quick else SPLITS_DIR)
+    args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
+    default_cache = args.out / "cache" if args.quick else ROOT / "runs" / cache_name
+    args.cache = Cache(None if args.no_cache else args.cache or default_cache)
 
 
 def main(argv=None) -> dict:

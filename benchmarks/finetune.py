@@ -38,8 +38,6 @@ from common import DOCS_MARKDOWN, QUICK_MODEL, ROOT, fmt, markdown_table, update
 from downstream import (
     CORE,
     DATASETS,
-    SPLITS_DIR,
-    Cache,
     best_head,
     bootstrap_std,
     evaluate_heads,
@@ -47,6 +45,7 @@ from downstream import (
     make_heads,
     model_fingerprint,
     prepare,
+    set_output_paths,
     train_quick_models,
 )
 
@@ -177,12 +176,7 @@ def parse_args(argv):
     elif not (args.cmim_model and args.mim_model):
         parser.error("--cmim-model and --mim-model are required outside --quick")
     args.datasets = args.datasets or CORE
-    args.out = args.out or ROOT / "docs" / "benchmarks"
-    # A quick run's subsets must never overwrite the committed splits or the docs.
-    args.splits_dir = args.out / "splits" if args.quick else SPLITS_DIR
-    args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
-    default_cache = args.out / "cache" if args.quick else ROOT / "runs" / "finetune-cache"
-    args.cache = Cache(None if args.no_cache else args.cache or default_cache)
+    set_output_paths(args, "finetune-cache")
     return args
 
 
