@@ -146,6 +146,11 @@ def murcko_scaffolds(smiles: list[str]) -> list[str | None]:
     return scaffolds
 
 
+def scaffold_groups(scaffolds: list[str | None]) -> np.ndarray:
+    """An integer group per molecule, shared by molecules of one scaffold, for grouped inner CV."""
+    return np.unique([s if s is not None else "" for s in scaffolds], return_inverse=True)[1]
+
+
 def scaffold_split(scaffolds: list[str | None], fractions=(0.8, 0.1)) -> dict[str, list[int]]:
     """Positions of train/valid/test: whole scaffold groups, the largest ones to train first.
 
@@ -532,7 +537,7 @@ def run_dataset(name: str, models: dict, args) -> dict:
           f"{time.perf_counter() - start:.0f} s", flush=True)
     used_parts = {part: np.array([p for p in positions if usable[p]], dtype=int)
                   for part, positions in parts.items()}
-    groups = np.unique([s if s is not None else "" for s in scaffolds], return_inverse=True)[1]
+    groups = scaffold_groups(scaffolds)
     folds = list(random_cv_folds(np.flatnonzero(usable), Y, dataset.task, args.folds, args.seeds))
 
     results = {"label": dataset.label, "task": dataset.task, "tasks": tasks,

@@ -23,6 +23,7 @@ One fitting seed per setting: the error bars cover the test sample, not the fitt
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 import warnings
@@ -45,6 +46,7 @@ from downstream import (
     make_heads,
     model_fingerprint,
     prepare,
+    scaffold_groups,
     set_output_paths,
     train_quick_models,
 )
@@ -58,9 +60,9 @@ def settings(models: dict[str, str], epochs: list[int], quick: bool,
     ``mim_warmup_steps`` replaces the estimator's default in the fine-tuning fits."""
     out = []
     for label, path in models.items():
-        weight = 1.0 if label == "cMIM" else 0.0
+        weight, fingerprint = (1.0 if label == "cMIM" else 0.0), model_fingerprint(path)
         for e in epochs:
-            setting = {"name": f"{label} frozen", "pretrained": path, "fingerprint": model_fingerprint(path),
+            setting = {"name": f"{label} frozen", "pretrained": path, "fingerprint": fingerprint,
                        "max_epochs": e, "contrastive_weight": weight}
             if e > 0:
                 setting["name"] = f"{label} fine-tuned {e} ep."
@@ -81,24 +83,24 @@ def featurise(setting: dict, smiles: list[str], train: np.ndarray, seed: int) ->
     estimator = CMIMTransformer(**params, random_state=seed, errors="nan")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tokens outside the vocabulary: counted by downstream.py
-        estimator.fit([smiles[i] for i in train] if setting["max_epochs"] else smiles[:1])
+        # At 0 epochs fit only loads the model; it needs one molecule it can read to do so.
+        estimator.fit([smiles[i] for i in train] if setting["max_epochs"] else ["CCO"])
         return estimator.transform(smiles)
 
 
-def run_dataset(name: str, models: dict[str, str], args) -> dict:
+def run_dataset(name: str, fits: list[dict], args) -> dict:
+    """Featurise with every one of ``settings()`` (or read it from the cache) and score each."""
     dataset = DATASETS[name]
     smiles, Y, _, scaffolds, parts, _ = prepare(name, args)
     train = np.concatenate([parts["train"], parts["valid"]])
-    groups = np.unique([s if s is not None else "" for s in scaffolds], return_inverse=True)[1]
+    groups = scaffold_groups(scaffolds)
     matrices, seconds = {}, {}
-    for setting in settings(models, args.epochs, args.quick, args.mim_warmup_steps):
+    for setting in fits:
         key = {"dataset": name, "setting": {k: v for k, v in setting.items() if k != "pretrained"},
                "seed": args.seed, "max_molecules": args.max_molecules, "protocol": PROTOCOL_VERSION}
         tick = time.perf_counter()
-        def compute(setting=setting):
-            return featurise(setting, smiles, train, args.seed)
-
-        matrices[setting["name"]] = args.cache.array(key, compute)
+        matrices[setting["name"]] = args.cache.array(
+            key, functools.partial(featurise, setting, smiles, train, args.seed))
         seconds[setting["name"]] = args.cache.array_seconds(key) or time.perf_counter() - tick
     # Score every setting on the same molecules: those each of them could read.
     usable = np.logical_and.reduce([~np.isnan(X).all(axis=1) for X in matrices.values()])
@@ -127,6 +129,7 @@ def run_dataset(name: str, models: dict[str, str], args) -> dict:
 def markdown(report: dict) -> str:
     config = report["config"]
     names = list(next(iter(report["datasets"].values()))["settings"])
+
     def cell(result: dict) -> str:
         return f"{fmt(result['test'])} ± {fmt(result['bootstrap_std'], 2)}"
 
@@ -189,8 +192,9 @@ def main(argv=None) -> dict:
     if args.quick and not (args.cmim_model and args.mim_model):
         paths = train_quick_models(args.out / "models")
         args.cmim_model, args.mim_model = paths["cmim"], paths["mim"]
-    models = {"cMIM": args.cmim_model, "MIM": args.mim_model}
-    datasets = {name: run_dataset(name, models, args) for name in args.datasets}
+    fits = settings({"cMIM": args.cmim_model, "MIM": args.mim_model}, args.epochs, args.quick,
+                    args.mim_warmup_steps)
+    datasets = {name: run_dataset(name, fits, args) for name in args.datasets}
     report = {"config": {"command": command, "cmim_model": args.cmim_model, "mim_model": args.mim_model,
                          "epochs": args.epochs, "mim_warmup_steps": args.mim_warmup_steps,
                          "seed": args.seed, "inner_folds": args.inner_folds,
