@@ -16,6 +16,7 @@ from torch import nn
 __all__ = ["CMIMModel", "ModelConfig"]
 
 UNK_ID = 3  # tokenizer.Vocabulary.unk_id; ids above it are ordinary tokens
+SHORT_KEYS = 16  # fp32 lanes of an AVX-512 register; see attention()
 
 
 def attention(q, k, v, mask=None, causal=False, dropout_p=0.0):
@@ -30,15 +31,22 @@ def attention(q, k, v, mask=None, causal=False, dropout_p=0.0):
     if not q.requires_grad or q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
                                               is_causal=causal and mask is None)
-    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    # With fewer keys than a vector register holds floats (the K latents), PyTorch's CPU softmax
+    # over the last dimension is about ten times slower per element than over an outer one, so
+    # the scores are then laid out keys-first, (B, heads, S, T), and normalised over dim -2.
+    keys_first = k.shape[-2] < SHORT_KEYS
+    q = q * q.shape[-1] ** -0.5
+    scores = k @ q.transpose(-2, -1) if keys_first else q @ k.transpose(-2, -1)
+    hidden = []  # boolean masks over (T, S) of the keys a query may not see
     if causal:  # query i sees keys 0..i, as is_causal does
-        t, s = scores.shape[-2:]
-        scores = scores.masked_fill(torch.ones(t, s, dtype=torch.bool, device=q.device).triu(1),
-                                    float("-inf"))
+        hidden.append(torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).triu(1))
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    weights = F.dropout(scores.float().softmax(-1), dropout_p).to(v.dtype)
-    return weights @ v
+        hidden.append(~mask)
+    for keys_hidden in hidden:
+        scores = scores.masked_fill(keys_hidden.transpose(-2, -1) if keys_first else keys_hidden,
+                                    float("-inf"))
+    weights = F.dropout(scores.float().softmax(-2 if keys_first else -1), dropout_p).to(v.dtype)
+    return (weights.transpose(-2, -1) if keys_first else weights) @ v
 
 
 def training_stream_dtype(x: torch.Tensor, training: bool) -> torch.dtype | None:

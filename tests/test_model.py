@@ -100,12 +100,16 @@ def test_cached_decoding_matches_full_recomputation():
     torch.testing.assert_close(cached, expected)
 
 
+# Fewer keys than model.SHORT_KEYS take the keys-first layout, more the usual one: both are tested.
+@pytest.mark.parametrize("n_keys", [7, 20])
 @pytest.mark.parametrize("causal, masked", [(True, False), (False, True), (False, False)])
-def test_written_out_bf16_attention_matches_pytorch_in_fp32(causal, masked):
+def test_written_out_bf16_attention_matches_pytorch_in_fp32(causal, masked, n_keys):
     # The bf16 CPU path is the package's own code; PyTorch's fp32 kernel is the reference.
     generator = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(3, 2, 7, 8, generator=generator) for _ in range(3))
-    mask = torch.rand(3, 1, 1, 7, generator=generator) > 0.4 if masked else None
+    n_queries = n_keys if causal else 5  # cross-attention: as many queries as there are latents
+    q = torch.randn(3, 2, n_queries, 8, generator=generator)
+    k, v = (torch.randn(3, 2, n_keys, 8, generator=generator) for _ in range(2))
+    mask = torch.rand(3, 1, 1, n_keys, generator=generator) > 0.4 if masked else None
     if masked:
         mask[..., 0] = True  # every query sees at least one key
         v = v.masked_fill(~mask.transpose(-1, -2), 1e4)  # a masked key leaking in would show
@@ -117,9 +121,10 @@ def test_written_out_bf16_attention_matches_pytorch_in_fp32(causal, masked):
     torch.testing.assert_close(got.float(), expected, atol=0.05, rtol=0.02)
 
 
-def test_bf16_attention_backpropagates_like_pytorch():
+@pytest.mark.parametrize("n_keys", [5, 20])
+def test_bf16_attention_backpropagates_like_pytorch(n_keys):
     generator = torch.Generator().manual_seed(1)
-    leaves = [torch.randn(2, 2, 5, 8, generator=generator, requires_grad=True) for _ in range(3)]
+    leaves = [torch.randn(2, 2, n_keys, 8, generator=generator, requires_grad=True) for _ in range(3)]
     F.scaled_dot_product_attention(*leaves, is_causal=True).square().sum().backward()
     expected = [leaf.grad.clone() for leaf in leaves]
     for leaf in leaves:
