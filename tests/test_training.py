@@ -177,3 +177,24 @@ def test_sample_around_a_bad_seed_gives_none_with_errors_nan(fitted):
     lenient = copy.deepcopy(fitted).set_params(errors="nan")
     samples = lenient.sample(2, random_state=0, around=["CCO", "C1CC", "CCN"], sigma=0.1)
     assert [s is None for s in samples] == [False, False, True, True, False, False]
+
+
+def test_the_informative_recipe_is_read_at_transform_time(fitted, smiles):
+    # A fitted estimator embeds with whatever recipe set_params gives it, so GridSearchCV can search it.
+    estimator = copy.deepcopy(fitted)
+    latent = estimator.set_params(embedding="latent").transform(smiles[:5])
+    features = {}
+    for layers in ("last", "mean"):
+        for with_latent in (True, False):
+            estimator.set_params(embedding="informative", informative_layers=layers,
+                                 informative_pooling="mean_max", informative_with_latent=with_latent)
+            X = estimator.transform(smiles[:5])
+            assert X.shape[1] == len(estimator.get_feature_names_out())
+            features[layers, with_latent] = X
+        with_mu, without = features[layers, True], features[layers, False]
+        np.testing.assert_allclose(with_mu[:, :latent.shape[1]], latent, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(with_mu[:, latent.shape[1]:], without, rtol=1e-5, atol=1e-6)
+    # TINY has one decoder layer, whose mean is itself; over the tokens, the max is never below the mean.
+    np.testing.assert_allclose(features["last", False], features["mean", False], rtol=1e-5, atol=1e-6)
+    mean, maximum = np.split(features["last", False], 2, axis=1)
+    assert (maximum >= mean - 1e-6).all() and (maximum > mean + 1e-3).any()
