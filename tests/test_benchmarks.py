@@ -175,6 +175,10 @@ def test_downstream_quick(tmp_path):
     assert ranking["comparisons"] == 8 and len(ranking["mean_rank"]) == len(downstream.VARIANTS)
     assert np.mean(list(ranking["mean_rank"].values())) == pytest.approx(4.5)
     assert ranking["best"] == min(ranking["mean_rank"], key=ranking["mean_rank"].get)
+    # By inner CV: 2 datasets x 2 models, on the scaffold split's training parts only.
+    assert ranking["inner_comparisons"] == 4 and set(ranking["inner_mean_rank"]) == set(ranking["mean_rank"])
+    assert np.mean(list(ranking["inner_mean_rank"].values())) == pytest.approx(4.5)
+    assert ranking["inner_best"] == min(ranking["inner_mean_rank"], key=ranking["inner_mean_rank"].get)
     assert ranking["default"] == "layers last | pool mean_max | with latent"
     timing = report["timing"]
     assert timing["computed"] > 0 and timing["cached"] == timing["untimed"] == 0
