@@ -283,13 +283,19 @@ def test_pretrain_throughput_quick(tmp_path):
     check_report(tmp_path, "pretrain_throughput.json", "pretrain-throughput", [])
     runs = report["runs"]
     settings = [(r["batch_size"], r["dropout"]) for r in runs]
-    assert settings == [(64, 0.1), (64, 0.0), (128, 0.1)] + [(128, 0.0)] * 5
-    assert [r["bias"] for r in runs] == [False] * 4 + [True, False, False, False]
-    assert [r["prepared"] for r in runs] == [False] * 6 + [True, False]
-    assert runs[-4]["launch"].endswith("bias terms (--bias)")  # the defaults, with biased layers
-    assert runs[-3]["launch"].endswith("+ 1 data worker")  # the defaults, with molecules read ahead
-    assert runs[-2]["launch"].endswith("prepared corpus (--prepared)")  # ids made before training
-    assert runs[-1]["launch"].startswith("torchrun: 2 processes")  # the defaults, split over two
+    assert settings == [(64, 0.1), (64, 0.0), (128, 0.1)] + [(128, 0.0)] * 7
+    assert [r["bias"] for r in runs] == [False] * 4 + [True] + [False] * 5
+    assert [r["prepared"] for r in runs] == [False] * 6 + [True] + [False] * 3
+    assert runs[4]["launch"].endswith("bias terms (--bias)")  # the defaults, with biased layers
+    assert runs[5]["launch"].endswith("+ 1 data worker")  # the defaults, with molecules read ahead
+    assert runs[6]["launch"].endswith("prepared corpus (--prepared)")  # ids made before training
+    assert runs[7]["launch"].startswith("torchrun: 2 processes")  # the defaults, split over two
+    # The plain defaults ran three times (--repeats 3): among the settings, then twice at the end.
+    assert [r["defaults"] for r in runs] == [False] * 3 + [True] + [False] * 4 + [True] * 2
+    summary = report["defaults_summary"]
+    mfu = sorted(r["mfu"] for r in runs if r["defaults"])
+    assert summary["runs"] == 3 and summary["mfu_median"] == mfu[1]
+    assert (summary["mfu_min"], summary["mfu_max"]) == (mfu[0], mfu[-1])
     keys = ("molecules_per_s", "peak_flops", "mfu")
     assert all(finite(r[key]) and r[key] > 0 for r in runs for key in keys)
     assert report["config"]["defaults"] == [128, 0.0]  # what `cmim pretrain` runs without flags
