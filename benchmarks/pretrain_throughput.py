@@ -164,12 +164,12 @@ def markdown(report: dict) -> str:
              "yes" if r["defaults"] else ""]
             for r in report["runs"]]
     gpu = config["device"] == "cuda"
-    summary = report.get("defaults_summary")
-    if summary:
-        summary_line = (f"The defaults ({summary['runs']} runs in this process, one among the settings and "
-                        f"the rest after the others): median MFU **{100 * summary['mfu_median']:.1f}%** "
-                        f"(from {100 * summary['mfu_min']:.1f}% to {100 * summary['mfu_max']:.1f}%), "
-                        f"median {summary['molecules_per_s_median']:.0f} molecules/s.")
+    summary = report.get("defaults_summary")  # CPU runs only
+    median = [] if summary is None else [
+        f"The defaults ({summary['runs']} runs in this process, one among the settings and the rest "
+        f"after the others): median MFU **{100 * summary['mfu_median']:.1f}%** (from "
+        f"{100 * summary['mfu_min']:.1f}% to {100 * summary['mfu_max']:.1f}%), median "
+        f"{summary['molecules_per_s_median']:.0f} molecules/s."]
     return "\n\n".join([
         "## Pretraining throughput and model FLOP utilisation" + (" on a GPU" if gpu else ""),
         f"Written by `{config['command']}`. "
@@ -185,7 +185,7 @@ def markdown(report: dict) -> str:
         "is the global one; under torchrun each process takes half of it.",
         markdown_table(["launch", "batch size", "dropout", "molecules/s", "tokens/s",
                         "peak GFLOP/s (per process)", "MFU", "the defaults"], rows),
-        *([summary_line] if summary else []),
+        *median,
     ])
 
 
