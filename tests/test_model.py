@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from sklearn_cmim.model import CMIMModel, ModelConfig, attention
+from sklearn_cmim.model import CMIMModel, ModelConfig, append_to_cache, attention
 
 
 def tiny_model(**overrides):
@@ -86,18 +86,33 @@ def test_training_flops_match_what_pytorch_counts(overrides):
     assert model.training_flops(tokens=ids.numel(), molecules=6, width=9) == pytest.approx(counted, rel=1e-9)
 
 
-def test_cached_decoding_matches_full_recomputation():
-    model = tiny_model()
+# With an <eos> id never produced, decoding runs all 40 positions and outgrows the key/value
+# buffers twice (16, then 32, then 64 positions).
+@pytest.mark.parametrize("max_length, eos_id", [(12, 2), (40, -1)])
+def test_cached_decoding_matches_full_recomputation(max_length, eos_id):
+    model = tiny_model(max_length=max_length)
     z = torch.randn(4, 2, 4)
-    cached = model.generate(z, bos_id=1, eos_id=2, max_length=12)
+    cached = model.generate(z, bos_id=1, eos_id=eos_id, max_length=max_length)
+    assert eos_id != -1 or cached.shape[1] == max_length - 1
     ids = torch.ones(4, 1, dtype=torch.long)
     for _ in range(cached.shape[1]):  # the same greedy loop, recomputing every position each step
         next_id = model.logits(model.decoder_states(ids, z)[:, -1]).argmax(-1)
         ids = torch.cat([ids, next_id[:, None]], dim=1)
-    finished = torch.cumsum(ids[:, 1:] == 2, dim=1) > 0
+    finished = torch.cumsum(ids[:, 1:] == eos_id, dim=1) > 0
     shifted = torch.cat([torch.zeros(4, 1, dtype=torch.bool), finished[:, :-1]], dim=1)
-    expected = ids[:, 1:].masked_fill(shifted, 2)  # after <eos>, generate pads with <eos>
+    expected = ids[:, 1:].masked_fill(shifted, eos_id)  # after <eos>, generate pads with <eos>
     torch.testing.assert_close(cached, expected)
+
+
+def test_appending_to_a_decoding_cache_is_concatenating():
+    steps = [torch.randn(2, 3, n, 4) for n in (1, 1, 20, 1)]  # the third outgrows the first buffer
+    cache, keys = {}, []
+    for step in steps:
+        keys.append(step)
+        k, v = append_to_cache(cache, step, -step)
+        torch.testing.assert_close(k, torch.cat(keys, dim=2), rtol=0, atol=0)
+        torch.testing.assert_close(v, -torch.cat(keys, dim=2), rtol=0, atol=0)
+    assert cache["length"] == 23 and cache["k"].shape[2] == 44  # grown to fit 22, then doubled
 
 
 # Fewer keys than model.SHORT_KEYS take the keys-first layout, more the usual one: both are tested.
