@@ -2,6 +2,8 @@
 
 * ``transform`` molecules/s, latent and informative embeddings, bf16 autocast on and off, at
   several inference batch sizes (standardising and tokenising included: what a user waits for);
+* ``inverse_transform`` molecules/s: greedy decoding of the molecules' latent means, bf16 autocast
+  on and off (a fresh model's decodings run to ``max_length``, so time a trained one);
 * ECFP4 and RDKit 2D descriptor featurisation molecules/s, the baselines' cost;
 * a large bf16 (and fp32) matmul's FLOP/s: the hardware peak;
 * training tokens/s, and the model FLOP/s they imply as a fraction of that peak (as in
@@ -74,6 +76,21 @@ def embedding_speed(smiles, args, device) -> list[dict]:
     return rows
 
 
+def decoding_speed(smiles, args, device) -> list[dict]:
+    """``inverse_transform`` molecules/s, decoding the latent means of ``smiles``."""
+    rows = []
+    for precision in ("fp32", "bf16"):
+        estimator = CMIMTransformer(**args.architecture, pretrained=args.model, max_epochs=0,
+                                    embedding="latent", precision=precision, device=device, errors="nan",
+                                    random_state=0).fit(smiles)
+        latents = estimator.transform(smiles)
+        estimator.inverse_transform(latents[:16])  # warm-up
+        rate = molecules_per_second(estimator.inverse_transform, latents)
+        rows.append({"precision": precision, "molecules_per_s": rate})
+        print(f"inverse_transform {precision}: {rate:8.0f} molecules/s", flush=True)
+    return rows
+
+
 def training_speed(smiles, args, device, peak_bf16: float) -> list[dict]:
     """Training throughput; the first epoch is warm-up, the last one is timed."""
     rows = []
@@ -135,6 +152,11 @@ def markdown(report: dict, command: str) -> str:
                      if r["embedding"] == embedding and r["precision"] == precision}
             rows.append([embedding, precision, *[f"{rates[b]:,.0f}" for b in sizes]])
     lines += [markdown_table(["embedding", "precision", *[f"batch {b}" for b in sizes]], rows), "",
+              f"`inverse_transform` molecules/s, greedy decoding of {config['decode_molecules']} "
+              "molecules' latent means (batch 256):", "",
+              markdown_table(["precision", "molecules/s"],
+                             [[r["precision"], f"{r['molecules_per_s']:,.0f}"] for r in report["decoding"]]),
+              "",
               f"Training ({config['train_molecules']} molecules, batch {config['train_batch_size']}, "
               "last of 2 epochs):", ""]
     rows = [[r["precision"], f"{r['molecules_per_s']:,.0f}", f"{r['tokens_per_s']:,.0f}",
@@ -157,6 +179,8 @@ def parse_args(argv):
     parser.add_argument("--model", help="bundled model name or directory (default: a fresh default model)")
     parser.add_argument("--molecules", type=int, default=4096, help="MOSES test molecules to embed")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--decode-molecules", type=int, default=1024,
+                        help="MOSES test molecules whose latent means are decoded")
     parser.add_argument("--train-molecules", type=int, default=2048)
     parser.add_argument("--train-batch-size", type=int, default=64)
     parser.add_argument("--memory-molecules", type=int, default=100_000,
@@ -169,6 +193,7 @@ def parse_args(argv):
     args.architecture = {}
     if args.quick:
         args.molecules, args.batch_sizes, args.train_molecules, args.train_batch_size = 64, [16, 64], 64, 16
+        args.decode_molecules = 16
         args.memory_molecules = 500
         args.architecture = {} if args.model else QUICK_MODEL
         args.out = args.out or ROOT / "runs" / "speed-quick"
@@ -202,11 +227,13 @@ def main(argv=None) -> dict:
         "config": {"quick": args.quick, "model": args.model or ("fresh tiny model" if args.quick
                                             else "fresh model, default architecture"),
                    "architecture": args.architecture, "molecules": len(embed), "source": source,
-                   "batch_sizes": args.batch_sizes, "train_molecules": args.train_molecules,
+                   "batch_sizes": args.batch_sizes, "decode_molecules": args.decode_molecules,
+                   "train_molecules": args.train_molecules,
                    "train_batch_size": args.train_batch_size, "command": command},
         "hardware": hardware,
         "featurisers": featurisers,
         "transform": embedding_speed(embed, args, device),
+        "decoding": decoding_speed(embed[:args.decode_molecules], args, device),
         "training": training_speed(smiles[:args.train_molecules], args, device, peak_bf16),
         "memory": streaming_memory(args),
     }

@@ -305,9 +305,10 @@ def test_pretrain_throughput_quick(tmp_path):
 def test_speed_quick(tmp_path):
     load_script("speed").main(["--quick", "--out", str(tmp_path)])
     report = check_report(tmp_path, "speed.json", "speed", [])
-    rates = [r["molecules_per_s"] for r in report["transform"] + report["training"]]
+    rates = [r["molecules_per_s"] for r in report["transform"] + report["decoding"] + report["training"]]
     rates += list(report["featurisers"].values())
     assert len(report["transform"]) == 2 * 2 * 2  # embeddings x precisions x batch sizes
+    assert [r["precision"] for r in report["decoding"]] == ["fp32", "bf16"]
     assert all(finite(r) and r > 0 for r in rates)
     assert finite(report["hardware"]["peak_bf16_flops"]) and report["hardware"]["peak_bf16_flops"] > 0
     assert all(finite(r["fraction_of_bf16_peak"]) and r["fraction_of_bf16_peak"] > 0
