@@ -812,12 +812,19 @@ def train_quick_models(directory: Path) -> dict[str, str]:
     return paths
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__,
+def model_comparison_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser holding the options every benchmark comparing the two models shares:
+    the cMIM and MIM models and the datasets (``finetune.py`` uses it too)."""
+    parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cmim-model", help="bundled model name or directory (lambda = 1)")
     parser.add_argument("--mim-model", help="bundled model name or directory (lambda = 0)")
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), help="default: the 5 core tasks")
+    return parser
+
+
+def parse_args(argv):
+    parser = model_comparison_parser(__doc__)
     parser.add_argument("--extras", action="store_true", help="add ClinTox and Tox21")
     parser.add_argument("--max-molecules", type=int, help="random subset per dataset")
     parser.add_argument("--folds", type=int, default=5)

@@ -22,7 +22,6 @@ One fitting seed per setting: the error bars cover the test sample, not the fitt
 
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 import time
@@ -44,6 +43,7 @@ from downstream import (
     evaluate_heads,
     inner_cv,
     make_heads,
+    model_comparison_parser,
     model_fingerprint,
     prepare,
     scaffold_groups,
@@ -150,11 +150,7 @@ def markdown(report: dict) -> str:
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cmim-model", help="bundled model name or directory (lambda = 1)")
-    parser.add_argument("--mim-model", help="bundled model name or directory (lambda = 0)")
-    parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), help="default: the 5 core tasks")
+    parser = model_comparison_parser(__doc__)
     parser.add_argument("--epochs", type=int, nargs="+", default=[0, 3, 10],
                         help="fine-tuning epochs (0: frozen); from scratch trains for the largest")
     parser.add_argument("--mim-warmup-steps", type=int,
