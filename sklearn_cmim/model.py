@@ -141,7 +141,7 @@ class Attention(nn.Module):
             k, v = self.key_value(context).view(b, context.shape[1], 2, self.n_heads, -1).unbind(2)
             k, v = k.transpose(1, 2), v.transpose(1, 2)
             if cache is not None and causal:
-                causal = causal and (t > 1 or not cache)
+                causal = t > 1 or not cache  # one new position may see every earlier one
                 k, v = append_to_cache(cache, k, v)
             elif cache is not None:
                 cache["k"], cache["v"] = k, v
@@ -236,7 +236,8 @@ class Decoder(nn.Module):
 
         ``caches`` (one dict per block) makes ``x`` the continuation of earlier calls.
         """
-        memory = self.latent_to_memory(z)
+        # Continuing from caches, the blocks already hold the memory's keys and values.
+        memory = self.latent_to_memory(z) if caches is None or not caches[0] else None
         states = []
         for i, block in enumerate(self.blocks):
             x = block(x, memory, None if caches is None else caches[i])
