@@ -32,8 +32,8 @@ from .batching import length_bucketed_batches
 from .chem import MoleculeError, Standardizer
 from .tokenizer import Vocabulary
 
-__all__ = ["SKIP_REASONS", "BatchStream", "Corpus", "CorpusError", "HoldOut", "MoleculeEncoder",
-           "build_vocabulary", "encode_records", "start_data_workers", "validation_set"]
+__all__ = ["SKIP_REASONS", "BatchStream", "Corpus", "CorpusError", "HoldOut", "MixedStream",
+           "MoleculeEncoder", "build_vocabulary", "encode_records", "start_data_workers", "validation_set"]
 
 FORMATS = {".smi": "lines", ".txt": "lines", ".csv": "csv"}
 SKIP_REASONS = ("invalid", "untokenizable", "unknown_token", "too_long")  # see MoleculeEncoder
@@ -68,6 +68,16 @@ class Corpus:
         self.column = column
         # Opening each file once here turns a typo in a path or column into an error before training.
         self.columns = [self._column_index(path) for path in self.paths]
+
+    @property
+    def name(self) -> str:
+        """The first file's name without its format suffixes: ``moses/train.csv.gz`` -> ``train``."""
+        name = self.paths[0].name
+        return name.split(".", 1)[0] if "." in name else name
+
+    def count(self) -> int:
+        """The number of records (a pass over the files)."""
+        return sum(1 for _ in self.records())
 
     def records(self, start: int = 0) -> Iterator[tuple[int, str]]:
         """``(record number, SMILES)`` for every record from number ``start`` on, across all files."""
@@ -250,24 +260,28 @@ def _collect(numbers: list[int], results: Iterator) -> Iterator[tuple[int, tuple
                           "molecule shows") from None
 
 
-def build_vocabulary(corpus: Corpus, split: HoldOut, standardizer: Standardizer,
-                     max_records: int) -> Vocabulary:
-    """The vocabulary of the training records among the first ``max_records`` records.
+def build_vocabulary(corpora: list[Corpus], split: HoldOut, standardizer: Standardizer,
+                     max_records: int, min_count: int = 1) -> Vocabulary:
+    """The tokens held by at least ``min_count`` molecules of a sample of each corpus.
 
-    A bounded prefix keeps start-up time independent of the corpus size; tokens first seen later
-    are rare enough that skipping their molecules (counted as ``unknown_token``) costs little.
+    Each corpus gives up to ``max_records`` training records spread evenly over the whole file
+    (a corpus gathered from several sources keeps them in blocks, so a prefix would see one), which
+    keeps start-up time bounded. Molecules whose tokens are too rare for an id are skipped in
+    training (counted as ``unknown_token``).
     """
     smiles = []
-    for record, text in islice(corpus.records(), max_records):
-        if split.is_validation(record):
-            continue
-        try:
-            smiles.append(standardizer(text))
-        except MoleculeError:
-            continue
+    for corpus in corpora:
+        stride = max(1, math.ceil(corpus.count() / max_records))
+        for record, text in corpus.records():
+            if record % stride or split.is_validation(record):
+                continue
+            try:
+                smiles.append(standardizer(text))
+            except MoleculeError:
+                continue
     if not smiles:
-        raise CorpusError(f"none of the first {max_records} records holds a valid molecule")
-    return Vocabulary.build(smiles)
+        raise CorpusError(f"no valid molecule among the {max_records:,} records sampled from each corpus")
+    return Vocabulary.build(smiles, min_count)
 
 
 def validation_set(corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder, size: int):
@@ -332,6 +346,10 @@ class BatchStream:
     def epoch(self) -> int:
         return self.pool_start["epoch"]
 
+    @property
+    def skipped(self) -> Counter:
+        return self.encoder.skipped
+
     def __iter__(self) -> Iterator[list[list[int]]]:
         # One open reader runs on from pool to pool; only a resume skips records to get to its start.
         epoch = self.pool_start["epoch"]
@@ -384,3 +402,66 @@ class BatchStream:
                                   f"molecule in {', '.join(map(str, self.corpus.paths))} "
                                   f"(skipped: {dict(self.encoder.skipped) or 'none'})")
             epoch, records = epoch + 1, self._encoded(self.corpus.records())
+
+
+class MixedStream:
+    """Batches from several corpora: each batch is the next of one corpus's stream, drawn by weight.
+
+    Each corpus keeps its own stream (:class:`BatchStream` or
+    :class:`~sklearn_cmim.prepared.PreparedStream`), with its own order, epochs and skip counts,
+    so a small corpus given a large weight is simply seen more often. A batch holds molecules of
+    one corpus, of similar lengths, as a single corpus's do. The draw is seeded, and the state is
+    the generator's and every stream's, so a resumed run goes on with the same batches.
+
+    Examples
+    --------
+    >>> class Letters:  # a stand-in stream with no state of its own
+    ...     def __init__(self, letter): self.letter = letter
+    ...     def __iter__(self):
+    ...         while True: yield [self.letter]
+    ...     def state_dict(self): return {}
+    ...     def load_state_dict(self, state): pass
+    >>> mixed = MixedStream([Letters("a"), Letters("b")], weights=[3, 1], seed=0)
+    >>> batches = iter(mixed)
+    >>> "".join(next(batches)[0] for _ in range(12))
+    'aaabaaaaaaba'
+    """
+
+    def __init__(self, streams: list, weights, seed: int, rank: int = 0):
+        weights = np.asarray(weights, dtype=float)
+        if len(weights) != len(streams) or (weights < 0).any() or weights.sum() <= 0:
+            raise CorpusError(f"expected one non-negative weight per corpus ({len(streams)}), not all zero; "
+                              f"got {weights.tolist()}")
+        self.streams, self.weights = streams, weights / weights.sum()
+        self.rng = np.random.default_rng([seed, rank, len(streams)])
+
+    def close(self) -> None:
+        for stream in self.streams:
+            stream.close()
+
+    def state_dict(self) -> dict:
+        return {"mixed": True, "rng": self.rng.bit_generator.state,
+                "streams": [stream.state_dict() for stream in self.streams]}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state.get("streams", ())) != len(self.streams):
+            read = len(state.get("streams", [state]))
+            raise CorpusError(f"the checkpoint was written by a run that read {read} corpus(es); resume "
+                              f"it with the same input files (now {len(self.streams)})")
+        self.rng.bit_generator.state = state["rng"]
+        for stream, part in zip(self.streams, state["streams"], strict=True):
+            stream.load_state_dict(part)
+
+    @property
+    def epoch(self) -> list[int]:
+        """Each corpus's epoch."""
+        return [stream.epoch for stream in self.streams]
+
+    @property
+    def skipped(self) -> Counter:
+        return sum((Counter(stream.skipped) for stream in self.streams), Counter())
+
+    def __iter__(self) -> Iterator[list]:
+        batches = [iter(stream) for stream in self.streams]
+        while True:
+            yield next(batches[self.rng.choice(len(batches), p=self.weights)])

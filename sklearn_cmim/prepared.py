@@ -191,6 +191,10 @@ class PreparedStream:
     def epoch(self) -> int:
         return self.epoch_start["epoch"]
 
+    @property
+    def skipped(self) -> Counter:
+        return self.encoder.skipped
+
     def __iter__(self) -> Iterator[list[np.ndarray]]:
         tokens, offsets = self.prepared.tokens, self.prepared.offsets
         lengths = np.diff(offsets)[self.mine]

@@ -16,6 +16,8 @@ lines, throughput, validation) lives in :mod:`sklearn_cmim.reporting`.
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import sys
 import time
 from collections import Counter
@@ -54,6 +56,7 @@ from .corpus import (
     Corpus,
     CorpusError,
     HoldOut,
+    MixedStream,
     MoleculeEncoder,
     build_vocabulary,
     validation_set,
@@ -64,7 +67,7 @@ from .flops import matmul_peak_flops
 from .model import CMIMModel, ModelConfig
 from .persistence import Pretrained, load_pretrained, save_pretrained
 from .prepared import PreparedCorpus, PreparedStream
-from .reporting import Meter, format_record, format_validation, validate
+from .reporting import Meter, format_record, format_validation, validate_corpora
 from .tokenizer import Vocabulary
 from .training import (
     NonFiniteLossError,
@@ -125,7 +128,10 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
                             formatter_class=HelpFormatter)
     data = parser.add_argument_group("data")
     data.add_argument("inputs", nargs="+", metavar="FILE",
-                      help="SMILES files: .smi, .txt, .csv, each optionally .gz (e.g. .csv.gz)")
+                      help="SMILES files: .smi, .txt, .csv, each optionally .gz (e.g. .csv.gz). Each "
+                           "file is a corpus with its own held-out records; batches are drawn by --weights")
+    data.add_argument("--weights", nargs="+", type=non_negative_float, metavar="W",
+                      help="one sampling weight per FILE: its share of the batches (default: equal)")
     data.add_argument("--column",
                       help="CSV column holding the SMILES (default: one named smiles, else the first)")
     data.add_argument("--holdout-every", type=checked(int, lambda v: v >= 2, "at least 2"), default=1000,
@@ -133,7 +139,10 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
     data.add_argument("--validation-size", type=positive_int, default=512,
                       help="held-out molecules scored at each validation")
     data.add_argument("--vocab-records", type=positive_int, default=100_000,
-                      help="learn the vocabulary from the first N records")
+                      help="learn the vocabulary from N records spread over each corpus")
+    data.add_argument("--vocab-min-count", type=positive_int, default=1,
+                      help="give an id only to tokens held by at least this many of those molecules; "
+                           "molecules with a rarer token are skipped")
     data.add_argument("--vocab-from", metavar="MODEL",
                       help="take the vocabulary from this pretrained model (directory or bundled name)")
     data.add_argument("--largest-fragment", action=argparse.BooleanOptionalAction, default=True,
@@ -153,6 +162,10 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
                            "PATH. For corpora that fit in memory (MOSES: an 84 MB file)")
 
     model = parser.add_argument_group("model (with --resume the checkpoint's are used)")
+    model.add_argument("--init-from", metavar="MODEL",
+                       help="continue training this pretrained model (directory or bundled name): its "
+                            "architecture and standardiser are kept, its vocabulary is extended with the "
+                            "corpus's new tokens and its position table to --max-length")
     for name, help_ in MODEL_HELP.items():
         model.add_argument("--" + name.replace("_", "-"), type=positive_int, default=getattr(MODEL, name),
                            help=help_)
@@ -253,6 +266,13 @@ def main(argv=None, prog: str = "cmim pretrain") -> int:
     args = parser.parse_args(argv)
     if args.d_model % args.n_heads:
         parser.error(f"--d-model ({args.d_model}) must be a multiple of --n-heads ({args.n_heads})")
+    if args.weights is not None and len(args.weights) != len(args.inputs):
+        parser.error(f"--weights takes one weight per FILE: {len(args.inputs)} file(s), "
+                     f"{len(args.weights)} weight(s)")
+    if args.weights is not None and not any(args.weights):
+        parser.error("--weights: at least one weight must be above 0")
+    if args.init_from and args.vocab_from:
+        parser.error("--init-from keeps that model's vocabulary (extended): drop --vocab-from")
     try:
         pretrain(args)
     except (CorpusError, CheckpointError) as error:
@@ -281,28 +301,33 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
             print(message, flush=True)
 
     precision = resolve_precision(args.precision, device)
-    corpus, split = Corpus(args.inputs, args.column), HoldOut(args.holdout_every)
+    corpora, split = [Corpus([path], args.column) for path in args.inputs], HoldOut(args.holdout_every)
     checkpoints = Checkpoints(args.output / "checkpoints", args.keep_checkpoints)
     state = resume_state(args, context, checkpoints)
-    config, vocabulary, standardizer = model_spec(args, context, corpus, split, state)
+    config, vocabulary, standardizer, initial = model_spec(args, context, corpora, split, state)
     settings = TrainSettings(batch_size=args.batch_size, learning_rate=args.learning_rate,
                              weight_decay=args.weight_decay, mim_warmup_steps=args.mim_warmup_steps,
                              contrastive_weight=args.contrastive_weight, temperature=args.temperature,
                              contrastive_positive=args.contrastive_positive)
-    validation, peak = [], None
+    validation, peak = {}, None
     if context.is_main:  # before seeding: neither may move the random generators training uses
         encoder = MoleculeEncoder(standardizer, vocabulary, config.max_length)
-        validation = validation_set(corpus, split, encoder, args.validation_size)
+        validation = {corpus.name: validation_set(corpus, split, encoder, args.validation_size)
+                      for corpus in corpora}
         peak = matmul_peak_flops(device, torch.bfloat16 if precision == "bf16" else torch.float32,
                                  size=4096 if device.type == "cuda" else 1024, min_seconds=0.5)
 
     torch.manual_seed(args.random_state)  # identical initial weights on every rank
-    model = CMIMModel(config).to(device)
+    model = CMIMModel(config)
+    if initial is not None:
+        load_extended(model, initial.model)
+    model = model.to(device)
     optimizer = make_optimizer(model, settings)
-    stream = training_stream(args, context, corpus, split,
+    stream = training_stream(args, context, corpora, split,
                              MoleculeEncoder(standardizer, vocabulary, config.max_length))
     cleanup.callback(stream.close)
-    run = Run(model, optimizer, make_scheduler(optimizer, args.max_steps, settings), stream)
+    run = Run(model, optimizer, make_scheduler(optimizer, args.max_steps, settings), stream, vocabulary,
+              standardizer)
     torch.manual_seed(args.random_state + context.rank)  # distinct dropout and latent noise per rank
     if state is not None:
         run.restore(state, context.rank, device)
@@ -312,8 +337,12 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
         log(f"{model.num_parameters():,} parameters | vocabulary {len(vocabulary)} tokens | "
             f"{context.world_size} process(es) on {device.type} | {precision} | "
             f"matmul peak {peak / 1e12:.2f} TFLOP/s per device | "
-            f"{len(validation)} validation molecules (every {args.holdout_every}th record)")
-        if not validation:
+            f"{sum(map(len, validation.values()))} validation molecules "
+            f"(every {args.holdout_every}th record)")
+        if initial is not None and state is None:
+            log(f"initialised from {args.init_from} ({len(initial.vocabulary)} tokens, "
+                f"max_length {initial.model.config.max_length})")
+        if not any(validation.values()):
             log("warning: no usable held-out molecule; validation is skipped")
 
     ddp = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -355,9 +384,10 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
                 run.history["training"].append(record)
                 log(format_record(record, args.max_steps))
         paused = time.perf_counter()
-        if validation and (step % args.validation_every == 0 or last):
-            run.history["validation"].append(validate(model, validation, vocabulary, settings, step, device,
-                                                      precision, args.batch_size * context.world_size))
+        if any(validation.values()) and (step % args.validation_every == 0 or last):
+            run.history["validation"].append(validate_corpora(
+                model, validation, vocabulary, settings, step, device, precision,
+                args.batch_size * context.world_size))
             log(format_validation(run.history["validation"][-1]))
         due = schedule.due_by_steps(step) or last
         if step % args.log_every == 0:  # rank 0's clock decides for all, at steps every rank knows
@@ -369,11 +399,13 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
             schedule.saved()
         meter.start += time.perf_counter() - paused  # throughput counts training time only
 
-    skipped = sum((Counter(counts) for counts in context.all_gather(dict(stream.encoder.skipped))), Counter())
+    skipped = sum((Counter(counts) for counts in context.all_gather(dict(stream.skipped))), Counter())
     if context.is_main:
         pretraining = {"steps": run.step, "molecules_seen": run.step * args.batch_size * context.world_size,
                        "world_size": context.world_size, "skipped_molecules": dict(skipped),
                        "matmul_peak_flops": peak, "arguments": arguments(args)}
+        if args.init_from:
+            pretraining["initialised_from"] = initial_summary(args.init_from)
         metadata = {"contrastive_weight": args.contrastive_weight, "temperature": args.temperature,
                     "pretraining": pretraining, "learning_curve": run.history["validation"],
                     "training_log": run.history["training"]}
@@ -390,7 +422,9 @@ class Run:
     model: CMIMModel
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    stream: BatchStream
+    stream: BatchStream | PreparedStream | MixedStream
+    vocabulary: Vocabulary
+    standardizer: Standardizer
     step: int = 0
     history: dict = field(default_factory=lambda: {"training": [], "validation": []})
 
@@ -400,12 +434,11 @@ class Run:
 
     def checkpoint(self, rank_states: list[dict], args) -> dict:
         """The whole checkpoint, with every rank's part and what is needed to rebuild the model."""
-        encoder = self.stream.encoder
         return {"step": self.step, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "ranks": rank_states, "world_size": len(rank_states),
-                "config": self.model.config.to_dict(), "vocabulary": encoder.vocabulary.to_list(),
-                "standardizer": encoder.standardizer.to_dict(), "history": self.history,
+                "config": self.model.config.to_dict(), "vocabulary": self.vocabulary.to_list(),
+                "standardizer": self.standardizer.to_dict(), "history": self.history,
                 "arguments": arguments(args)}
 
     def restore(self, state: dict, rank: int, device: torch.device) -> None:
@@ -417,23 +450,44 @@ class Run:
         self.step, self.history = state["step"], state["history"]
 
 
-def training_stream(args, context: Context, corpus: Corpus, split: HoldOut,
-                    encoder: MoleculeEncoder) -> BatchStream | PreparedStream:
-    """This rank's batches: streamed from the files, or cut from the ``--prepared`` arrays, which
-    rank 0 writes first when ``args.prepared`` does not exist yet."""
+def training_stream(args, context: Context, corpora: list[Corpus], split: HoldOut,
+                    encoder: MoleculeEncoder) -> BatchStream | PreparedStream | MixedStream:
+    """This rank's batches: one stream per corpus, mixed by ``args.weights`` when there are several."""
+    streams = [corpus_stream(args, context, corpus, split, copy.deepcopy(encoder), i, len(corpora))
+               for i, corpus in enumerate(corpora)]
+    if len(streams) == 1:
+        return streams[0]
+    return MixedStream(streams, args.weights or [1.0] * len(streams), args.random_state, context.rank)
+
+
+def corpus_stream(args, context: Context, corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder,
+                  index: int, n_corpora: int) -> BatchStream | PreparedStream:
+    """One corpus's batches: streamed from its file, or cut from its ``--prepared`` arrays, which
+    rank 0 writes first when they do not exist yet. Each corpus draws its own order (seed + index)."""
+    seed = args.random_state + index
     if args.prepared is None:
-        return BatchStream(corpus, split, encoder, args.batch_size, args.random_state, context.rank,
+        return BatchStream(corpus, split, encoder, args.batch_size, seed, context.rank,
                            context.world_size, args.pool_batches, args.data_workers)
-    if context.is_main and not args.prepared.exists():
+    path = prepared_path(args.prepared, index, n_corpora)
+    if context.is_main and not path.exists():
         start = time.perf_counter()
         prepared = PreparedCorpus.build(corpus, split, encoder, args.data_workers)
-        prepared.save(args.prepared)
+        prepared.save(path)
         print(f"prepared {len(prepared):,} training molecules in {time.perf_counter() - start:.0f} s: "
-              f"{args.prepared}", flush=True)
+              f"{path}", flush=True)
     context.broadcast(None)  # the other ranks wait here until the file exists
-    prepared = PreparedCorpus.load(args.prepared, PreparedCorpus.settings_of(corpus, split, encoder))
-    return PreparedStream(prepared, split, encoder, args.batch_size, args.random_state, context.rank,
+    prepared = PreparedCorpus.load(path, PreparedCorpus.settings_of(corpus, split, encoder))
+    return PreparedStream(prepared, split, encoder, args.batch_size, seed, context.rank,
                           context.world_size, args.pool_batches)
+
+
+def prepared_path(path: Path, index: int, n_corpora: int) -> Path:
+    """``--prepared`` itself for one corpus; for several, one file each: ``mix.npz`` -> ``mix.0.npz``, ...
+
+    >>> prepared_path(Path("mix.npz"), 1, 2).name
+    'mix.1.npz'
+    """
+    return path if n_corpora == 1 else path.with_name(f"{path.stem}.{index}{path.suffix}")
 
 
 def resume_state(args, context: Context, checkpoints: Checkpoints) -> dict | None:
@@ -446,7 +500,7 @@ def resume_state(args, context: Context, checkpoints: Checkpoints) -> dict | Non
                                   "continue that run, or choose another --output")
         found = checkpoints.load_latest() if args.resume else None
         if args.resume and found is None:
-            print(f"no checkpoint in {checkpoints.directory}: starting from scratch", flush=True)
+            print(f"no checkpoint in {checkpoints.directory}: starting a new run", flush=True)
     path = context.broadcast(None if found is None else str(found[0]))
     if path is None:
         return None
@@ -457,27 +511,56 @@ def resume_state(args, context: Context, checkpoints: Checkpoints) -> dict | Non
     return {**state, "path": path}
 
 
-def model_spec(args, context: Context, corpus: Corpus, split: HoldOut, state: dict | None):
-    """Model config, vocabulary and standardiser: the checkpoint's when resuming, else from ``args``."""
+def model_spec(args, context: Context, corpora: list[Corpus], split: HoldOut, state: dict | None):
+    """Model config, vocabulary, standardiser and the model to start from (``None``: fresh weights):
+    the checkpoint's when resuming, else from ``args``."""
     if state is not None:
         return (ModelConfig.from_dict(state["config"]), Vocabulary(state["vocabulary"]),
-                Standardizer(**state["standardizer"]))
-    standardizer = Standardizer(args.largest_fragment, args.neutralize, args.isomeric)
-    # Rank 0 reads the corpus prefix once; the others receive the result.
+                Standardizer(**state["standardizer"]), None)
+    initial = load_model_option("--init-from", args.init_from) if args.init_from else None
+    standardizer = (initial.standardizer if initial is not None
+                    else Standardizer(args.largest_fragment, args.neutralize, args.isomeric))
+    # Rank 0 reads the corpora once; the others receive the result.
     vocabulary = Vocabulary(context.broadcast(
-        make_vocabulary(args, corpus, split, standardizer).to_list() if context.is_main else None))
-    config = ModelConfig(vocab_size=len(vocabulary), dropout=args.dropout, bias=args.bias,
-                         **{name: getattr(args, name) for name in MODEL_HELP})
-    return config, vocabulary, standardizer
+        make_vocabulary(args, corpora, split, standardizer).to_list() if context.is_main else None))
+    if initial is None:
+        config = ModelConfig(vocab_size=len(vocabulary), dropout=args.dropout, bias=args.bias,
+                             **{name: getattr(args, name) for name in MODEL_HELP})
+        return config, vocabulary, standardizer, None
+    vocabulary = initial.vocabulary.extended(vocabulary)
+    base = initial.model.config
+    config = dataclasses.replace(base, vocab_size=len(vocabulary), dropout=args.dropout,
+                                 max_length=max(base.max_length, args.max_length))
+    return config, vocabulary, standardizer, initial
 
 
-def make_vocabulary(args, corpus: Corpus, split: HoldOut, standardizer: Standardizer) -> Vocabulary:
+def load_extended(model: CMIMModel, initial: CMIMModel) -> None:
+    """Copy ``initial``'s weights into ``model``, whose token and position tables may be longer: the
+    rows ``initial`` has are copied, the new ones keep their fresh initialisation."""
+    weights = model.state_dict()
+    for name, value in initial.state_dict().items():
+        weights[name][:value.shape[0]] = value
+    model.load_state_dict(weights)
+
+
+def make_vocabulary(args, corpora: list[Corpus], split: HoldOut, standardizer: Standardizer) -> Vocabulary:
     if args.vocab_from is None:
-        return build_vocabulary(corpus, split, standardizer, args.vocab_records)
+        return build_vocabulary(corpora, split, standardizer, args.vocab_records, args.vocab_min_count)
+    return load_model_option("--vocab-from", args.vocab_from).vocabulary
+
+
+def load_model_option(option: str, name: str) -> Pretrained:
     try:
-        return load_pretrained(args.vocab_from).vocabulary
+        return load_pretrained(name)
     except (FileNotFoundError, ValueError) as error:
-        raise CorpusError(f"--vocab-from: {error}") from None
+        raise CorpusError(f"{option}: {error}") from None
+
+
+def initial_summary(name: str) -> dict:
+    """What the model a run started from was: its name and its own pretraining's size."""
+    pretraining = load_pretrained(name).metadata.get("pretraining", {})
+    return {"model": str(name), **{key: pretraining[key] for key in ("steps", "molecules_seen")
+                                    if key in pretraining}}
 
 
 def arguments(args) -> dict:

@@ -15,7 +15,7 @@ from .model import CMIMModel
 from .tokenizer import Vocabulary
 from .training import TrainSettings
 
-__all__ = ["Meter", "format_record", "format_validation", "validate"]
+__all__ = ["Meter", "format_record", "format_validation", "validate", "validate_corpora"]
 
 
 class Meter:
@@ -59,16 +59,34 @@ class Meter:
 
 
 def format_record(r: dict, max_steps: int) -> str:
-    return (f"step {r['step']}/{max_steps} | epoch {r['epoch']} | loss {r['total']:.4f} "
+    epoch = (f"epoch {r['epoch']}" if isinstance(r["epoch"], int)
+             else "epochs " + "/".join(map(str, r["epoch"])))  # one per corpus
+    return (f"step {r['step']}/{max_steps} | {epoch} | loss {r['total']:.4f} "
             f"(rec {r['rec']:.4f} mim {r['mim']:.4f} con {r['con']:.4f}) | lr {r['lr']:.2e} | "
             f"{r['molecules_per_s']:,.0f} mol/s | {r['tokens_per_s']:,.0f} tok/s | "
             f"MFU {100 * r['mfu']:.1f}% | {r['negatives']} negatives/molecule")
 
 
 def format_validation(r: dict) -> str:
+    each = "".join(f" | {name} {100 * c['accuracy']:.1f}%" for name, c in r.get("corpora", {}).items())
     return (f"validation step {r['step']} | {r['molecules_seen']:,} molecules seen | exact reconstruction "
-            f"{100 * r['accuracy']:.1f}% of {r['n']} | loss {r['total']:.4f} (rec {r['rec']:.4f} "
+            f"{100 * r['accuracy']:.1f}% of {r['n']}{each} | loss {r['total']:.4f} (rec {r['rec']:.4f} "
             f"mim {r['mim']:.4f} con {r['con']:.4f})")
+
+
+def validate_corpora(model: CMIMModel, sets: dict[str, list], vocabulary: Vocabulary, settings: TrainSettings,
+                     step: int, device: torch.device, precision: str, global_batch: int) -> dict:
+    """:func:`validate` on each corpus's held-out molecules; the record holds their pooled scores
+    and, when there are several corpora, each one's accuracy under ``corpora``."""
+    each = {name: validate(model, molecules, vocabulary, settings, step, device, precision, global_batch)
+            for name, molecules in sets.items() if molecules}
+    n = sum(r["n"] for r in each.values())
+    pooled = {key: sum(r[key] * r["n"] for r in each.values()) / n
+              for key in next(iter(each.values())) if key not in ("step", "molecules_seen", "n")}
+    record = {"step": step, "molecules_seen": step * global_batch, "n": n, **pooled}
+    if len(each) > 1:
+        record["corpora"] = {name: {"accuracy": r["accuracy"], "n": r["n"]} for name, r in each.items()}
+    return record
 
 
 @torch.no_grad()

@@ -59,15 +59,32 @@ class Vocabulary:
         self.index = {token: i for i, token in enumerate(self.tokens)}
 
     @classmethod
-    def build(cls, smiles: Iterable[str]) -> Vocabulary:
+    def build(cls, smiles: Iterable[str], min_count: int = 1) -> Vocabulary:
         """Learn the vocabulary of a corpus (sorted, so it does not depend on corpus order).
 
-        Strings the tokenizer cannot read are passed over here; encoding reports them.
+        A token gets an id when at least ``min_count`` of the molecules hold it: a token seen in
+        a handful of molecules cannot be learned, and its molecules are better skipped. Strings
+        the tokenizer cannot read are passed over here; encoding reports them.
+
+        Examples
+        --------
+        >>> Vocabulary.build(["CCO", "CCN", "CC[Se]C"], min_count=2).tokens[4:]
+        ['C']
         """
-        seen: set[str] = set()
+        holding: Counter = Counter()
         for s in smiles:
-            seen.update(SMILES_REGEX.findall(s))
-        return cls(sorted(seen))
+            holding.update(set(SMILES_REGEX.findall(s)))
+        return cls(sorted(token for token, n in holding.items() if n >= min_count))
+
+    def extended(self, other: Vocabulary) -> Vocabulary:
+        """This vocabulary with the tokens of ``other`` it lacks appended, so every id keeps its token.
+
+        Examples
+        --------
+        >>> Vocabulary(["C", "O"]).extended(Vocabulary(["Cl", "C"])).tokens[4:]
+        ['C', 'O', 'Cl']
+        """
+        return Vocabulary(self.tokens + [t for t in other.tokens if t not in self.index])
 
     def __len__(self) -> int:
         return len(self.tokens)

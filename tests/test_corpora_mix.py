@@ -1,0 +1,175 @@
+"""Pretraining on several corpora: weighted mixing, resume, vocabulary from the corpora, and
+continuing a pretrained model with a larger vocabulary and position table."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from collections import Counter
+
+import pytest
+import torch
+from rdkit import Chem
+
+from sklearn_cmim import CMIMTransformer, pretrain
+from sklearn_cmim.checkpoint import load_checkpoint
+from sklearn_cmim.chem import Standardizer
+from sklearn_cmim.corpus import (
+    BatchStream,
+    Corpus,
+    CorpusError,
+    HoldOut,
+    MixedStream,
+    MoleculeEncoder,
+    build_vocabulary,
+)
+from sklearn_cmim.fragments import brics_fragments
+from sklearn_cmim.model import CMIMModel, ModelConfig
+from sklearn_cmim.persistence import load_pretrained
+from sklearn_cmim.tokenizer import Vocabulary
+
+ALCOHOLS = ["C" * n + "O" for n in range(1, 31)]
+AMINES = ["C" * n + "N" for n in range(1, 31)]
+TINY = ["--d-model", "16", "--n-heads", "2", "--d-ff", "32", "--n-encoder-layers", "1",
+        "--n-decoder-layers", "1", "--n-latents", "1", "--latent-dim", "8", "--max-length", "40",
+        "--precision", "fp32", "--device", "cpu", "--mim-warmup-steps", "0", "--learning-rate", "3e-3",
+        "--holdout-every", "10", "--validation-size", "4", "--log-every", "2", "--batch-size", "4"]
+
+
+@pytest.fixture
+def corpora(tmp_path):
+    alcohols, amines = tmp_path / "alcohols.smi", tmp_path / "amines.smi"
+    alcohols.write_text("\n".join(ALCOHOLS) + "\n")
+    amines.write_text("\n".join(AMINES) + "\n")
+    return str(alcohols), str(amines)
+
+
+def mixed_stream(paths, weights, seed=0):
+    encoder = MoleculeEncoder(Standardizer(), Vocabulary.build(ALCOHOLS + AMINES), max_length=40)
+    streams = [BatchStream(Corpus([p]), HoldOut(every=10), copy.deepcopy(encoder), batch_size=2,
+                           seed=seed + i,
+                           pool_batches=2) for i, p in enumerate(paths)]
+    return MixedStream(streams, weights, seed)
+
+
+def test_batches_come_from_each_corpus_by_weight_and_hold_one_corpus_each(corpora):
+    batches = iter(mixed_stream(corpora, [3, 1]))
+    kinds = Counter()
+    for _ in range(400):
+        batch = next(batches)
+        ends = {ids[-2] for ids in batch}  # the token before <eos>: O or N
+        assert len(ends) == 1  # a batch never mixes corpora
+        kinds[ends.pop()] += 1
+    assert 0.70 < max(kinds.values()) / 400 < 0.80  # 3:1
+
+
+def test_a_mixed_stream_resumes_with_the_same_batches(corpora):
+    stream = mixed_stream(corpora, [1, 1])
+    batches = iter(stream)
+    for _ in range(7):
+        next(batches)
+    state = copy.deepcopy(stream.state_dict())
+    expected = [next(batches) for _ in range(30)]
+    resumed = mixed_stream(corpora, [1, 1])
+    resumed.load_state_dict(state)
+    again = iter(resumed)
+    assert [next(again) for _ in range(30)] == expected
+    with pytest.raises(CorpusError, match="read 2 corpus"):
+        mixed_stream(corpora[:1] * 3, [1, 1, 1]).load_state_dict(state)
+
+
+def test_weights_must_match_the_corpora_and_not_all_be_zero(corpora):
+    with pytest.raises(CorpusError, match="one non-negative weight per corpus"):
+        mixed_stream(corpora, [1])
+    with pytest.raises(CorpusError, match="not all zero"):
+        mixed_stream(corpora, [0, 0])
+
+
+def test_vocabulary_samples_every_corpus_and_drops_rare_tokens(tmp_path):
+    # The rare token sits at the end of the file: a prefix would never see the bromides.
+    path = tmp_path / "c.smi"
+    path.write_text("\n".join(ALCOHOLS * 3 + ["CCBr", "CCCBr", "CCCCBr", "C[Se]C"]) + "\n")
+    split = HoldOut(every=1000)
+    vocabulary = build_vocabulary([Corpus([path])], split, Standardizer(), max_records=100, min_count=3)
+    assert "Br" in vocabulary.index and "[Se]" not in vocabulary.index
+    assert "[Se]" in build_vocabulary([Corpus([path])], split, Standardizer(), 100, min_count=1).index
+
+
+def test_pretraining_on_two_corpora_reports_each_and_resumes_exactly(tmp_path, corpora, capsys):
+    common = [*corpora, *TINY, "--weights", "2", "1", "--max-steps", "8", "--checkpoint-every-steps", "4",
+              "--validation-every", "4"]
+    assert pretrain.main([*common, "--output", str(tmp_path / "a")]) == 0
+    log = capsys.readouterr().out
+    assert "epochs 0/0" in log and "| alcohols " in log and "| amines " in log
+    (tmp_path / "b" / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "a" / "checkpoints" / "step-00000004.pt", tmp_path / "b" / "checkpoints")
+    assert pretrain.main([*common, "--output", str(tmp_path / "b"), "--resume"]) == 0
+    a, b = (load_pretrained(tmp_path / name).model.state_dict() for name in "ab")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    validation = load_pretrained(tmp_path / "a").metadata["learning_curve"][-1]
+    assert set(validation["corpora"]) == {"alcohols", "amines"}
+    assert validation["n"] == sum(c["n"] for c in validation["corpora"].values())
+    state = load_checkpoint(tmp_path / "a" / "checkpoints" / "step-00000008.pt")["ranks"][0]["data"]
+    assert state["mixed"] and len(state["streams"]) == 2
+
+
+def test_prepared_corpora_get_a_file_each(tmp_path, corpora):
+    prepared = tmp_path / "mix.npz"
+    argv = [*corpora, *TINY, "--max-steps", "2", "--prepared", str(prepared)]
+    assert pretrain.main([*argv, "--output", str(tmp_path / "run")]) == 0
+    assert sorted(p.name for p in tmp_path.glob("mix.*.npz")) == ["mix.0.npz", "mix.1.npz"]
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--weights", "1"], "one weight per FILE: 2 file(s), 1 weight(s)"),
+    (["--weights", "0", "0"], "at least one weight must be above 0"),
+    (["--init-from", "cmim-moses", "--vocab-from", "cmim-moses"], "drop --vocab-from"),
+])
+def test_bad_mixing_options_are_one_line_errors(tmp_path, corpora, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_:
+        pretrain.main([*corpora, "--output", str(tmp_path / "run"), *extra])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_load_extended_copies_every_old_row_and_keeps_the_new_ones():
+    small = CMIMModel(ModelConfig(vocab_size=6, d_model=16, n_heads=2, d_ff=32, n_encoder_layers=1,
+                                  n_decoder_layers=1, n_latents=1, latent_dim=8, max_length=20))
+    large = CMIMModel(ModelConfig(**{**small.config.to_dict(), "vocab_size": 9, "max_length": 30}))
+    fresh = {k: v.clone() for k, v in large.state_dict().items()}
+    pretrain.load_extended(large, small)
+    for name, value in small.state_dict().items():
+        got = large.state_dict()[name]
+        assert torch.equal(got[:value.shape[0]], value), name
+        if got.shape != value.shape:  # the new token and position rows are left as initialised
+            assert torch.equal(got[value.shape[0]:], fresh[name][value.shape[0]:]), name
+
+
+def test_init_from_continues_a_model_with_its_ids_and_longer_positions(tmp_path, corpora):
+    base = tmp_path / "base"
+    assert pretrain.main([corpora[0], *TINY, "--max-steps", "2", "--output", str(base)]) == 0
+    grown = tmp_path / "grown"
+    assert pretrain.main([*corpora, *TINY, "--max-length", "60", "--max-steps", "1",
+                          "--init-from", str(base), "--output", str(grown)]) == 0
+    old, new = load_pretrained(base), load_pretrained(grown)
+    assert new.vocabulary.tokens[:len(old.vocabulary)] == old.vocabulary.tokens  # every old id kept
+    assert "N" in new.vocabulary.index and "N" not in old.vocabulary.index
+    assert new.model.config.max_length == 60 and new.model.config.vocab_size == len(new.vocabulary)
+    assert new.metadata["pretraining"]["initialised_from"]["model"] == str(base)
+    # One step at a small learning rate moves the copied weights a little, not back to random.
+    a, b = old.model.state_dict(), new.model.state_dict()
+    drift = (b["decoder.norm.weight"] - a["decoder.norm.weight"]).abs().max()
+    assert drift < 0.05
+    cmim = CMIMTransformer(pretrained=grown, max_epochs=0).fit(["CCN"])
+    assert cmim.transform(["CCCN"]).shape[0] == 1
+
+
+def test_fragments_leave_out_excluded_molecules():
+    found = brics_fragments(["CCOC(=O)c1ccccc1N"], Standardizer(), max_heavy_atoms=8)
+    assert "Nc1ccccc1" in found
+    assert "Nc1ccccc1" not in brics_fragments(["CCOC(=O)c1ccccc1N"], Standardizer(), 8,
+                                              exclude=frozenset({"Nc1ccccc1"}))
+    assert all(Chem.MolFromSmiles(s).GetNumHeavyAtoms() <= 8 for s in found)
+    assert "CCOC(=O)c1ccccc1N" not in found  # the whole molecule (11 heavy atoms) is too large
+    assert all(s == Standardizer()(s) for s in found)  # written standardised
