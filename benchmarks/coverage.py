@@ -7,6 +7,8 @@ standardisation:
 * size: heavy atoms and SMILES tokens (median), and the share longer than 99% of MOSES;
 * chemistry MOSES lacks: molecules with a formal charge, with an element outside MOSES's set, or
   with a token outside the model's vocabulary (read as <unk>);
+* molecules too long for the model (more tokens, with <bos> and <eos>, than its ``max_length``),
+  which it refuses rather than truncates;
 * similarity: each molecule's highest ECFP4 Tanimoto similarity to the MOSES sample (median).
 
     python benchmarks/coverage.py --model cmim-moses
@@ -35,6 +37,7 @@ from downstream import CORE, DATASETS, EXTRAS, holds_unknown_token, load_dataset
 def profile(smiles: list[str], model: CMIMTransformer) -> list[dict]:
     """Per readable molecule: heavy atoms, tokens, charge, elements, <unk> tokens, fingerprint."""
     generator = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+    max_length = model.model_.config.max_length
     rows = []
     for text in standardize_items(smiles, model.standardizer_, errors="nan"):
         mol = None if text is None else Chem.MolFromSmiles(text)
@@ -44,6 +47,7 @@ def profile(smiles: list[str], model: CMIMTransformer) -> list[dict]:
                      "charged": any(atom.GetFormalCharge() for atom in mol.GetAtoms()),
                      "elements": {atom.GetSymbol() for atom in mol.GetAtoms()},
                      "unknown": holds_unknown_token(model.vocabulary_, text),
+                     "too_long": len(tokenize(text)) + 2 > max_length,
                      "fingerprint": generator.GetFingerprint(mol)})
     return rows
 
@@ -68,6 +72,7 @@ def summarise(rows: list[dict], reference: list[dict], reference_elements: set[s
         "charged": share(r["charged"] for r in rows),
         "new_elements": share(bool(r["elements"] - reference_elements) for r in rows),
         "unknown_tokens": share(r["unknown"] for r in rows),
+        "too_long": share(r["too_long"] for r in rows),
         "median_nearest_moses_similarity": float(np.median(nearest)),
     }
 
@@ -115,7 +120,8 @@ def markdown(report: dict) -> str:
     config = report["config"]
     rows = [[name, s["molecules"], f"{s['median_heavy_atoms']:g}", f"{s['median_tokens']:g}",
              percent(s["longer_than_moses_p99"]), percent(s["charged"]), percent(s["new_elements"]),
-             percent(s["unknown_tokens"]), f"{s['median_nearest_moses_similarity']:.2f}"]
+             percent(s["unknown_tokens"]), percent(s["too_long"]),
+             f"{s['median_nearest_moses_similarity']:.2f}"]
             for name, s in report["datasets"].items()]
     return "\n".join([
         "## How far the downstream data lies from MOSES", "",
@@ -126,7 +132,8 @@ def markdown(report: dict) -> str:
         "tenth of the sample against the other nine tenths.", "",
         markdown_table(["dataset", "molecules", "median heavy atoms", "median tokens",
                         "longer than 99% of MOSES", "charged", "element MOSES lacks",
-                        "token outside vocabulary", "median nearest-MOSES Tanimoto (ECFP4)"], rows), ""])
+                        "token outside vocabulary", "too long for the model",
+                        "median nearest-MOSES Tanimoto (ECFP4)"], rows), ""])
 
 
 if __name__ == "__main__":

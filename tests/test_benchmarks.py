@@ -104,7 +104,8 @@ def test_outside_vocabulary_counts_molecules_not_tokens():
 
 def test_coverage_profiles_what_the_pretraining_corpus_lacks():
     coverage = load_script("coverage")
-    model = SimpleNamespace(standardizer_=Standardizer(), vocabulary_=Vocabulary.build(["CCO"]))
+    model = SimpleNamespace(standardizer_=Standardizer(), vocabulary_=Vocabulary.build(["CCO"]),
+                            model_=SimpleNamespace(config=SimpleNamespace(max_length=6)))
     reference = coverage.profile(["CCO", "CCCO"], model)
     # A quaternary ammonium cannot be neutralised; P is an element the reference lacks.
     rows = coverage.profile(["OCC", "C[N+](C)(C)C", "CCP", "not a molecule"], model)
@@ -113,6 +114,7 @@ def test_coverage_profiles_what_the_pretraining_corpus_lacks():
     assert summary["charged"] == pytest.approx(1 / 3)
     assert summary["new_elements"] == summary["unknown_tokens"] == pytest.approx(2 / 3)
     assert summary["longer_than_moses_p99"] == pytest.approx(1 / 3)  # only the 5-token ammonium
+    assert summary["too_long"] == pytest.approx(1 / 3)  # its 10 ids with <bos>/<eos> exceed 6
     assert summary["median_heavy_atoms"] == 3
     assert summary["median_nearest_moses_similarity"] < 1.0
     itself = coverage.summarise(reference[:1], reference, {"C", "O"}, 3)
@@ -131,6 +133,20 @@ def test_coverage_quick(tmp_path):
     # BACE's inhibitors are far larger than MOSES's fragment-like molecules: the shift it measures.
     assert rows["BACE"]["median_heavy_atoms"] > rows["MOSES train (sample)"]["median_heavy_atoms"]
     assert rows["MOSES train (sample)"]["new_elements"] == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@needs_shared_data
+def test_learning_curve_quick_scores_inner_cv_and_the_test_part_by_the_chosen_head(tmp_path):
+    report = load_script("learning_curve").main(["--quick", "--out", str(tmp_path / "curve.json")])
+    assert list(report)[1:] == ["ECFP4"]
+    for result in report.values():
+        esol = result["scaffold"]["esol"]
+        assert esol["molecules"] == 200 and esol["head"] in ("Ridge", "SVR")
+        assert finite(esol["inner"]) and finite(esol["test"]) and esol["bootstrap_std"] > 0
+        assert esol["test_molecules"] > 100  # the whole test part, not the capped training part
+    assert json.loads((tmp_path / "curve.json").read_text())["ECFP4"]["scaffold"]["esol"]["head"]
 
 
 @pytest.mark.shared_data
