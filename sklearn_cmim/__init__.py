@@ -1,10 +1,6 @@
 """Contrastive Mutual Information Machine (cMIM) molecular embeddings for scikit-learn."""
 
-from .chem import Standardizer
-from .descriptors import RDKitDescriptorsTransformer
-from .fingerprints import ECFPTransformer
-from .persistence import list_pretrained
-from .transformer import CMIMTransformer
+import importlib
 
 __all__ = [
     "CMIMTransformer",
@@ -14,3 +10,25 @@ __all__ = [
     "list_pretrained",
 ]
 __version__ = "0.1.0"
+
+# name -> module. The names are imported on first use (PEP 562), so that importing a submodule
+# such as the ``cmim`` command's parser does not load torch, RDKit and scikit-learn.
+_EXPORTS = {
+    "CMIMTransformer": "transformer",
+    "ECFPTransformer": "fingerprints",
+    "RDKitDescriptorsTransformer": "descriptors",
+    "Standardizer": "chem",
+    "list_pretrained": "persistence",
+}
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

@@ -1,7 +1,11 @@
 """The ``cmim`` command: ``cmim <command> [options]``.
 
 Each command lives in its own module exposing ``build_parser(prog)`` and ``main(argv, prog)``;
-adding one is one entry in :data:`COMMANDS`. A command's module is imported only when it runs.
+adding one is one entry in :data:`COMMANDS`. A command's module is imported only when it is named.
+
+So that ``--help`` answers at once, building a parser loads neither torch nor RDKit nor
+scikit-learn: a command module imports them (or the package modules built on them) inside the
+functions that do the work, not at its top. ``tests/test_cli_commands.py`` checks this.
 """
 
 from __future__ import annotations
@@ -10,8 +14,6 @@ import argparse
 import importlib
 import os
 import sys
-
-import torch
 
 __all__ = ["COMMANDS", "ArgumentParser", "HelpFormatter", "checked", "device_name", "main",
            "non_negative_float", "non_negative_int", "positive_float", "positive_int", "probability",
@@ -74,6 +76,8 @@ probability = checked(float, lambda v: 0 <= v < 1, "in [0, 1)")
 
 
 def device_name(text: str) -> str:
+    import torch  # only once an option is parsed, not for --help
+
     try:
         torch.device(text)
     except RuntimeError:

@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.base import clone
-from sklearn.model_selection import KFold
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVR
 
 from .cli import ArgumentParser, HelpFormatter, report_error
 from .datasets import load_esol
-from .fingerprints import ECFPTransformer
-from .persistence import load_pretrained
 from .progress import progress
-from .transformer import CMIMTransformer
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 __all__ = ["build_parser", "main"]
 
@@ -56,6 +52,15 @@ def build_parser(prog: str = "cmim demo") -> argparse.ArgumentParser:
 
 
 def candidates(model: str) -> dict[str, Pipeline]:
+    """The pipelines compared, by name: each feature set, then the same head."""
+    # On use: --help must not load scikit-learn, RDKit or torch.
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVR
+
+    from .fingerprints import ECFPTransformer
+    from .transformer import CMIMTransformer
+
     head = [("scale", StandardScaler()), ("svr", SVR(C=5.0))]
     return {
         "ECFP4 (2048 bits)": Pipeline([("ecfp", ECFPTransformer()), *head]),
@@ -105,6 +110,11 @@ def main(argv=None, prog: str = "cmim demo") -> int:
     0
     """
     args = build_parser(prog).parse_args(argv)
+    from sklearn.base import clone  # after parsing: --help must not load scikit-learn or torch
+    from sklearn.model_selection import KFold
+
+    from .persistence import load_pretrained
+
     try:
         load_pretrained(args.model)  # fail now, in one line, rather than inside the first fold
     except (FileNotFoundError, ValueError) as error:

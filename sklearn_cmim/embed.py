@@ -13,14 +13,16 @@ from __future__ import annotations
 import csv
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .cli import ArgumentParser, HelpFormatter, device_name, positive_int, report_error
-from .inputs import token_problem
 from .progress import progress
 from .smiles_files import chunked, count_smiles, read_smiles, written_atomically
-from .transformer import CMIMTransformer
+
+if TYPE_CHECKING:
+    from .transformer import CMIMTransformer
 
 __all__ = ["ChunkEmbedder", "UnreadableMolecule", "build_parser", "embed_file", "load_model", "main"]
 
@@ -43,6 +45,8 @@ def load_model(model: str, **params) -> CMIMTransformer:
     model : CMIMTransformer
         Fitted, with ``errors="nan"``: callers apply their own policy to bad molecules.
     """
+    from .transformer import CMIMTransformer  # on use: --help must not load torch
+
     return CMIMTransformer(pretrained=model, max_epochs=0, errors="nan", **params).fit(LOAD_ONLY)
 
 
@@ -82,6 +86,8 @@ class ChunkEmbedder:
 
     def problem(self, smiles: str) -> str:
         """Why the model cannot read ``smiles``: the checks ``transform`` makes, in its order."""
+        from .inputs import token_problem  # on use: --help must not load RDKit
+
         try:
             standardized = self.model.standardizer_(smiles)
         except ValueError as error:  # not a molecule RDKit can read

@@ -7,11 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checkpoint import CheckpointError, load_checkpoint
-from .chem import Standardizer
 from .cli import ArgumentParser, HelpFormatter, report_error
-from .persistence import Pretrained, build_model, save_pretrained
-from .tokenizer import Vocabulary
 
 __all__ = ["build_parser", "export_checkpoint", "main"]
 
@@ -22,6 +18,12 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
     The metadata keeps what the finished run would have stored: the learning curve, the training
     log and the run's arguments, with the step reached.
     """
+    # On use: --help must not load torch or RDKit.
+    from .checkpoint import load_checkpoint
+    from .chem import Standardizer
+    from .persistence import Pretrained, build_model, save_pretrained
+    from .tokenizer import Vocabulary
+
     state = load_checkpoint(checkpoint)
     model = build_model(state["config"], {k: v.float() if v.is_floating_point() else v
                                           for k, v in state["model"].items()}, str(checkpoint))
@@ -121,6 +123,8 @@ def main(argv=None, prog: str = "cmim export") -> int:
     >>> tmp.cleanup()
     """
     args = build_parser(prog).parse_args(argv)
+    from .checkpoint import CheckpointError  # after parsing: --help must not load torch
+
     try:
         path = export_checkpoint(args.checkpoint, args.output, args.half)
     except (CheckpointError, OSError) as error:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .chem import canonical_smiles
 from .cli import ArgumentParser, HelpFormatter, device_name, positive_int, report_error
 from .embed import ChunkEmbedder, UnreadableMolecule, load_model
 from .progress import progress
@@ -45,6 +44,8 @@ def reconstruct_file(model, source, handle, column: str | None = None, errors: s
     n_matches, n_read, n_bad : int
         Exact matches, molecules read, and unreadable molecules among them.
     """
+    from .chem import canonical_smiles  # on use: --help must not load RDKit
+
     n_rows = count_smiles(source, column)
     if n_rows == 0:
         raise ValueError(f"{source} holds no molecules")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .chem import canonical_smiles
 from .cli import (
     ArgumentParser,
     HelpFormatter,
@@ -38,6 +37,8 @@ def summary(smiles) -> str:
     >>> summary(["CCO", "OCC", "C1C", "c1ccccc1"])
     '4 molecules: 3 valid (75.0%), 2 unique among the valid (66.7%)'
     """
+    from .chem import canonical_smiles  # on use: --help must not load RDKit
+
     canonical = [c for c in map(canonical_smiles, smiles) if c is not None]
     n_valid, n_unique = len(canonical), len(set(canonical))
     return (f"{len(smiles)} molecules: {n_valid} valid ({n_valid / len(smiles):.1%}), {n_unique} "

@@ -16,8 +16,6 @@ from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 
-from .corpus import Corpus
-
 __all__ = ["chunked", "count_smiles", "read_smiles", "text_output", "written_atomically"]
 
 
@@ -50,6 +48,8 @@ def read_smiles(path: str | os.PathLike, column: str | None = None) -> Iterator[
     >>> next(read_smiles(DATA_DIR / "delaney.csv"))
     (2, 'OCC3OC(OCC2OC(OC(C#N)c1ccccc1)C(O)C(O)C2O)C(O)C(O)C3O')
     """
+    from .corpus import Corpus  # on use: --help must not load RDKit
+
     corpus = Corpus([path], column)  # opens the file now, so a bad path or column fails here
     first_line = 1 if corpus.columns[0] is None else 2
     return ((first_line + record, smiles) for record, smiles in corpus.records())

@@ -195,3 +195,33 @@ def test_the_command_line_runs_as_a_program(model, smi, smiles, tmp_path):
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 2
     assert done.stderr.startswith("cmim reconstruct: error: ") and done.stderr.count("\n") == 1
+
+
+# Runs `cmim ARGV` in a fresh interpreter, then names the heavy libraries it imported on stderr.
+HELP_PROBE = """
+import sys
+from sklearn_cmim.cli import main
+try:
+    status = main(sys.argv[1:])
+except SystemExit as exit_:
+    status = exit_.code
+print("imported:", *[m for m in ("torch", "rdkit", "sklearn") if m in sys.modules], file=sys.stderr)
+raise SystemExit(status)
+"""
+
+
+# Strict: once pretrain.py imports torch on use too, this fails, and the mark is to be dropped.
+PRETRAIN_LOADS_TORCH = pytest.mark.xfail(strict=True, reason="sklearn_cmim/pretrain.py imports torch "
+                                                             "at its top")
+
+
+@pytest.mark.parametrize("command", [None, *(pytest.param(c, marks=PRETRAIN_LOADS_TORCH)
+                                             if c == "pretrain" else c for c in cli.COMMANDS)])
+def test_help_answers_without_loading_torch_rdkit_or_sklearn(command):
+    # Asserted on what was imported, not on wall time, which a busy machine stretches.
+    argv = ["--help"] if command is None else [command, "--help"]
+    done = subprocess.run([sys.executable, "-c", HELP_PROBE, *argv], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: cmim {command or ''}".rstrip())
+    assert done.stderr.splitlines()[-1] == "imported:"
