@@ -201,6 +201,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--max-molecules", type=int, help="cap on train + valid molecules per dataset")
     parser.add_argument("--no-reconstruction", action="store_true")
     parser.add_argument("--test", action="store_true", help="also score the chosen head on the test part")
+    parser.add_argument("--include", type=Path, nargs="+", default=[], metavar="JSON",
+                        help="results of earlier runs (their --out files) to report beside these")
     parser.add_argument("--out", type=Path, help="JSON file to write")
     parser.add_argument("--markdown", type=Path, help="with --test: the report to update")
     parser.add_argument("--quick", action="store_true", help="smoke run: a tiny model fitted on ESOL")
@@ -214,6 +216,8 @@ def main(argv=None) -> dict:
             args.models, args.datasets, args.max_molecules = [str(Path(tmp, "tiny")), "ECFP4"], ["esol"], 200
             args.no_reconstruction, args.test = True, True
         report = {}
+        for earlier in args.include:
+            report.update(json.loads(earlier.read_text()))
         for label, name in sources(args.models, Path(tmp)):
             report[label] = measure(name, args)
             print(label, json.dumps(report[label]), flush=True)
