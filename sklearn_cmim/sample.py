@@ -1,12 +1,16 @@
-"""``cmim sample``: decode molecules from the prior, or from latents perturbed around given molecules.
+"""``cmim sample``: decode molecules around given molecules, or from the prior.
 
+    cmim sample --n 10 --around "CC(=O)Oc1ccccc1C(=O)O"
+    cmim sample --n 10 --around-file seeds.smi --sigma 0.1 --output near.smi
     cmim sample --n 100 --random-state 0 --output prior.smi
-    cmim sample --n 10 --around "CC(=O)Oc1ccccc1C(=O)O" --sigma 0.5
 
-From the prior, each molecule is decoded greedily from a latent drawn from N(0, I). With
---around (or --around-file), --n molecules are decoded around each given molecule, in the
-order given, from its latent mean plus sigma * N(0, I) noise. One SMILES per line; the last
-line on stderr says how many are valid (RDKit parses them) and how many of those are unique.
+With --around (or --around-file), --n molecules are decoded greedily around each given molecule,
+in the order given, from its latent mean plus sigma * N(0, I) noise: at the default sigma nearly
+all are valid, most of them the molecule itself; a larger sigma gives more new molecules and
+fewer valid ones. Without, each is decoded from a latent drawn from the prior N(0, I), and few
+are valid molecules (about 2% with the bundled models): sample around known molecules instead
+where you can. One SMILES per line; the last line on stderr says how many are valid (RDKit
+parses them) and how many of those are unique.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from .cli import (
     report_error,
 )
 from .embed import ChunkEmbedder, load_model
+from .sampling import DEFAULT_SIGMA
 from .smiles_files import read_smiles, text_output
 
 __all__ = ["build_parser", "main", "summary"]
@@ -63,7 +68,7 @@ def build_parser(prog: str = "cmim sample") -> ArgumentParser:
     >>> from sklearn_cmim.sample import build_parser
     >>> args = build_parser().parse_args(["--n", "10", "--around", "CCO", "c1ccccc1"])
     >>> args.n, args.around, args.sigma, args.model
-    (10, ['CCO', 'c1ccccc1'], 0.5, 'cmim-moses')
+    (10, ['CCO', 'c1ccccc1'], 0.05, 'cmim-moses')
     """
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--n", type=positive_int, required=True,
@@ -73,8 +78,9 @@ def build_parser(prog: str = "cmim sample") -> ArgumentParser:
     around.add_argument("--around", nargs="+", metavar="SMILES", help="sample around these molecules")
     around.add_argument("--around-file", type=Path, metavar="FILE",
                         help="sample around the molecules of this SMILES file (.smi, .txt or .csv)")
-    parser.add_argument("--sigma", type=positive_float, default=0.5,
-                        help="standard deviation of the noise added to each molecule's latent")
+    parser.add_argument("--sigma", type=positive_float, default=DEFAULT_SIGMA,
+                        help="standard deviation of the noise added to each molecule's latent: larger "
+                             "gives more new molecules, fewer of them valid")
     parser.add_argument("--random-state", type=non_negative_int, help="seed, for reproducible samples")
     parser.add_argument("--output", type=Path, help="file to write the SMILES to (default: stdout)")
     parser.add_argument("--device", type=device_name, help="torch device (default: cuda, then mps, then cpu)")
@@ -148,5 +154,6 @@ def main(argv=None, prog: str = "cmim sample") -> int:
             handle.writelines(f"{s}\n" for s in smiles)
     except (OSError, ValueError) as error:
         return report_error(prog, error)
-    print(summary(smiles), file=sys.stderr)
+    hint = "" if seeds else " (from the prior; sampling --around known molecules gives more valid ones)"
+    print(summary(smiles) + hint, file=sys.stderr)
     return 0

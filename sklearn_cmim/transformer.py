@@ -32,6 +32,7 @@ from .persistence import (
     save_pretrained,
     weights_to_bytes,
 )
+from .sampling import DEFAULT_SIGMA
 from .tokenizer import Vocabulary
 from .training import TrainSettings, fit_model
 
@@ -487,8 +488,13 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
                     out[row] = self.vocabulary_.decode(seq)
         return out
 
-    def sample(self, n_samples=1, random_state=None, *, around=None, sigma=0.1):
+    def sample(self, n_samples=1, random_state=None, *, around=None, sigma=DEFAULT_SIGMA):
         """Decode molecules from latents drawn from the prior N(0, I), or near given molecules.
+
+        Few prior draws decode to valid molecules: the codes of real molecules fill a much tighter
+        region than N(0, I) (about 2% are valid with the bundled models; see their model cards).
+        Sampling ``around`` known molecules is the better option: at the default ``sigma``, nearly
+        all decodings are valid.
 
         Parameters
         ----------
@@ -500,9 +506,10 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
             Draw around these molecules instead of from the prior: each one's latent mean plus
             ``sigma`` times N(0, I) noise. Bad items follow ``errors``: they raise, or, with
             ``errors="nan"``, their samples are ``None``.
-        sigma : float, default=0.1
-            Noise scale around each molecule, in units of the prior's standard deviation: small
-            values stay close to the molecule (more valid decodings), larger ones explore.
+        sigma : float, default=0.05
+            Noise scale around each molecule, in units of the prior's standard deviation. With the
+            bundled models 0.05 keeps about 97% of the decodings valid, most of them the molecule
+            itself; 0.1 keeps about 60% valid, with more new molecules among them.
 
         Returns
         -------

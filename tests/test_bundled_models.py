@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sklearn_cmim import CMIMTransformer, list_pretrained
+from sklearn_cmim.chem import canonical_smiles
 
 MOSES = Path(__file__).resolve().parents[2] / "shared" / "data" / "moses"
 # Exact reconstruction of the first 200 MOSES test_scaffolds molecules must stay near what each
@@ -40,6 +41,14 @@ def test_bundled_model_reconstructs_held_out_scaffolds_as_its_card_says(name):
         smiles = [line.strip() for line in itertools.islice(handle, 200)]
     model = CMIMTransformer(pretrained=name, max_epochs=0).fit(smiles[:1])
     assert model.score(smiles) >= CARDS[name]
+
+
+@pytest.mark.parametrize("name", CARDS)
+def test_sampling_around_a_molecule_at_the_default_sigma_gives_mostly_valid_molecules(name):
+    # The default sigma was read off the cards' validity curves; 30 draws around aspirin.
+    model = CMIMTransformer(pretrained=name, max_epochs=0).fit(["C"])
+    samples = model.sample(30, random_state=0, around=["CC(=O)Oc1ccccc1C(=O)O"])
+    assert sum(canonical_smiles(s) is not None for s in samples) >= 24  # 80%
 
 
 def test_fine_tuning_a_bundled_model_keeps_its_architecture_and_trains_its_weights(esol):
