@@ -7,11 +7,11 @@ Shapes: B molecules, T tokens, H ``d_model``, K ``n_latents``, D ``latent_dim``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .config import ModelConfig
 
 __all__ = ["CMIMModel", "ModelConfig"]
 
@@ -83,38 +83,6 @@ def append_to_cache(cache: dict, k: torch.Tensor, v: torch.Tensor):
     cache["k"][:, :, start:end], cache["v"][:, :, start:end] = k, v
     cache["length"] = end
     return cache["k"][:, :, :end], cache["v"][:, :, :end]
-
-
-@dataclass
-class ModelConfig:
-    """Everything needed to rebuild a :class:`CMIMModel` (saved with every checkpoint)."""
-
-    vocab_size: int
-    d_model: int = 256
-    n_heads: int = 4
-    d_ff: int = 1024
-    n_encoder_layers: int = 2
-    n_decoder_layers: int = 4
-    n_latents: int = 8
-    latent_dim: int = 32
-    max_length: int = 128
-    dropout: float = 0.1
-    min_logvar: float = -6.0
-    # Share of decoder input tokens replaced by <unk> in training, so that the decoder must read
-    # the molecule from z instead of guessing it from its own prefix (word dropout).
-    decoder_token_dropout: float = 0.0
-    # Bias terms in the blocks' attention and MLP layers. Without them a CPU training step is about
-    # 5% faster (each layer saves a bias copy forward and a row sum backward), and many recent
-    # Transformers leave them out; models saved before the option have them (from_dict).
-    bias: bool = False
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> ModelConfig:
-        """Rebuild a saved config; one saved before ``bias`` existed describes a model with biases."""
-        return cls(**{"bias": True, **values})
 
 
 class Attention(nn.Module):

@@ -8,37 +8,16 @@ inside DistributedDataParallel and draws contrastive negatives from the global b
 alone logs, validates and writes. The result is a model directory for
 ``CMIMTransformer(pretrained=...)``, with the checkpoints in its ``checkpoints/`` folder.
 
-Read top-down: :func:`build_parser`, :func:`main`, :func:`pretrain` (set-up and the training loop),
-:class:`Run` (what a checkpoint holds), then the helpers they call. What the loop reports (log
-lines, throughput, validation) lives in :mod:`sklearn_cmim.reporting`.
+This module is the command: :func:`build_parser` and :func:`main`. The training loop is
+:mod:`sklearn_cmim.pretraining`, imported when the command runs, so ``--help`` loads no torch.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import sys
-import time
-from collections import Counter
-from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from torch.nn.parallel import DistributedDataParallel
-
-from .batching import pad
-from .checkpoint import (
-    CheckpointError,
-    Checkpoints,
-    CheckpointSchedule,
-    capture_rng,
-    check_writable,
-    load_checkpoint,
-    restore_rng,
-)
-from .chem import Standardizer
 from .cli import (
     ArgumentParser,
     HelpFormatter,
@@ -51,34 +30,9 @@ from .cli import (
     probability,
     report_error,
 )
-from .corpus import (
-    BatchStream,
-    Corpus,
-    CorpusError,
-    HoldOut,
-    MixedStream,
-    MoleculeEncoder,
-    build_vocabulary,
-    validation_set,
-)
-from .device import autocast, resolve_device, resolve_precision
-from .distributed import Context, LatentGather
-from .flops import matmul_peak_flops
-from .model import CMIMModel, ModelConfig
-from .persistence import Pretrained, load_pretrained, save_pretrained
-from .prepared import PreparedCorpus, PreparedStream
-from .reporting import Meter, format_record, format_validation, validate_corpora
-from .tokenizer import Vocabulary
-from .training import (
-    NonFiniteLossError,
-    StepSkipper,
-    TrainSettings,
-    make_optimizer,
-    make_scheduler,
-    train_step,
-)
+from .config import ARCHITECTURE, ModelConfig, TrainSettings
 
-__all__ = ["build_parser", "main", "pretrain"]
+__all__ = ["build_parser", "main"]
 
 MODEL = ModelConfig(vocab_size=0)  # the defaults, shared with CMIMTransformer
 TRAIN = TrainSettings()
@@ -96,12 +50,10 @@ EXAMPLES = """examples:
 
 The output directory loads with CMIMTransformer(pretrained=DIR); checkpoints live in DIR/checkpoints."""
 
-MODEL_HELP = {
-    "d_model": "Transformer width H", "n_heads": "attention heads", "d_ff": "feed-forward width",
-    "n_encoder_layers": "Perceiver encoder blocks", "n_decoder_layers": "decoder blocks",
-    "n_latents": "latent vectors K", "latent_dim": "size D of each latent vector",
-    "max_length": "longest molecule in tokens with <bos>/<eos>; longer ones are skipped",
-}
+MODEL_HELP = dict(zip(ARCHITECTURE, (
+    "Transformer width H", "attention heads", "feed-forward width", "Perceiver encoder blocks",
+    "decoder blocks", "latent vectors K", "size D of each latent vector",
+    "longest molecule in tokens with <bos>/<eos>; longer ones are skipped"), strict=True))
 
 
 def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
@@ -273,6 +225,11 @@ def main(argv=None, prog: str = "cmim pretrain") -> int:
         parser.error("--weights: at least one weight must be above 0")
     if args.init_from and args.vocab_from:
         parser.error("--init-from keeps that model's vocabulary (extended): drop --vocab-from")
+    from .checkpoint import CheckpointError
+    from .corpus import CorpusError
+    from .pretraining import pretrain
+    from .training import NonFiniteLossError
+
     try:
         pretrain(args)
     except (CorpusError, CheckpointError) as error:
@@ -282,290 +239,6 @@ def main(argv=None, prog: str = "cmim pretrain") -> int:
                            "with a lower --learning-rate")
         return 1
     return 0
-
-
-def pretrain(args: argparse.Namespace) -> Path:
-    """Train as ``args`` say (see :func:`build_parser`); returns the model directory."""
-    context = Context.from_environment()
-    device = context.start(resolve_device(args.device))
-    try:
-        with ExitStack() as cleanup:
-            return _pretrain(args, context, device, cleanup)
-    finally:
-        context.stop()
-
-
-def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) -> Path:
-    def log(message: str) -> None:
-        if context.is_main:
-            print(message, flush=True)
-
-    precision = resolve_precision(args.precision, device)
-    corpora, split = [Corpus([path], args.column) for path in args.inputs], HoldOut(args.holdout_every)
-    checkpoints = Checkpoints(args.output / "checkpoints", args.keep_checkpoints)
-    state = resume_state(args, context, checkpoints)
-    config, vocabulary, standardizer, initial = model_spec(args, context, corpora, split, state)
-    settings = TrainSettings(batch_size=args.batch_size, learning_rate=args.learning_rate,
-                             weight_decay=args.weight_decay, mim_warmup_steps=args.mim_warmup_steps,
-                             contrastive_weight=args.contrastive_weight, temperature=args.temperature,
-                             contrastive_positive=args.contrastive_positive)
-    validation, peak = {}, None
-    if context.is_main:  # before seeding: neither may move the random generators training uses
-        encoder = MoleculeEncoder(standardizer, vocabulary, config.max_length)
-        validation = {corpus.name: validation_set(corpus, split, encoder, args.validation_size)
-                      for corpus in corpora}
-        peak = matmul_peak_flops(device, torch.bfloat16 if precision == "bf16" else torch.float32,
-                                 size=4096 if device.type == "cuda" else 1024, min_seconds=0.5)
-
-    torch.manual_seed(args.random_state)  # identical initial weights on every rank
-    model = CMIMModel(config)
-    if initial is not None:
-        load_extended(model, initial.model)
-    model = model.to(device)
-    optimizer = make_optimizer(model, settings)
-    stream = training_stream(args, context, corpora, split,
-                             MoleculeEncoder(standardizer, vocabulary, config.max_length))
-    cleanup.callback(stream.close)
-    run = Run(model, optimizer, make_scheduler(optimizer, args.max_steps, settings), stream, vocabulary,
-              standardizer)
-    torch.manual_seed(args.random_state + context.rank)  # distinct dropout and latent noise per rank
-    if state is not None:
-        run.restore(state, context.rank, device)
-        log(f"resumed from {state['path']} at step {run.step}")
-        del state  # the loaded copy of the weights and optimiser state is no longer needed
-    if context.is_main:
-        log(f"{model.num_parameters():,} parameters | vocabulary {len(vocabulary)} tokens | "
-            f"{context.world_size} process(es) on {device.type} | {precision} | "
-            f"matmul peak {peak / 1e12:.2f} TFLOP/s per device | "
-            f"{sum(map(len, validation.values()))} validation molecules "
-            f"(every {args.holdout_every}th record)")
-        if initial is not None and state is None:
-            log(f"initialised from {args.init_from} ({len(initial.vocabulary)} tokens, "
-                f"max_length {initial.model.config.max_length})")
-        if not any(validation.values()):
-            log("warning: no usable held-out molecule; validation is skipped")
-
-    ddp = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-           if context.distributed else model)
-    gather = LatentGather(context) if context.distributed else None
-    schedule = CheckpointSchedule(args.checkpoint_every_steps, args.checkpoint_every_minutes)
-    meter = Meter()
-    # On a GPU, bad steps are skipped on the device and looked for at each log line, so that no
-    # step waits for the device to say whether its loss was finite.
-    skipper, checked = StepSkipper.for_device(device), run.step
-    batches = iter(stream)
-    while run.step < args.max_steps:
-        batch = next(batches)
-        ids = pad(batch)
-        if device.type == "cuda":
-            ids = ids.pin_memory()
-        try:
-            losses = train_step(ddp, ids.to(device, non_blocking=True), optimizer, run.scheduler, run.step,
-                                settings, autocast(device, precision), gather, skipper)
-        except NonFiniteLossError as error:
-            raise NonFiniteLossError(f"step {run.step + 1}: {error}") from None
-        run.step += 1
-        step, last = run.step, run.step == args.max_steps
-        log_line = step % args.log_every == 0 or last
-        if skipper is not None and log_line:
-            if skipper.skipped():
-                raise NonFiniteLossError(f"a step from {checked + 1} to {step} had a non-finite loss or "
-                                         "gradient; it was skipped, so the weights are those of a good step")
-            checked = step
-        if context.is_main:
-            meter.add(losses, batch, ids.shape[1])
-            if log_line:
-                # The gathered batch, as measured; without a gather the contrastive term used this batch.
-                negatives = (gather.global_batch if gather and gather.global_batch else len(batch)) - 1
-                record = {"step": step, "epoch": stream.epoch,
-                          "molecules_seen": step * args.batch_size * context.world_size,
-                          "lr": run.scheduler.get_last_lr()[0], "negatives": negatives,
-                          **meter.read(model, peak, context.world_size)}
-                run.history["training"].append(record)
-                log(format_record(record, args.max_steps))
-        paused = time.perf_counter()
-        if any(validation.values()) and (step % args.validation_every == 0 or last):
-            run.history["validation"].append(validate_corpora(
-                model, validation, vocabulary, settings, step, device, precision,
-                args.batch_size * context.world_size))
-            log(format_validation(run.history["validation"][-1]))
-        due = schedule.due_by_steps(step) or last
-        if step % args.log_every == 0:  # rank 0's clock decides for all, at steps every rank knows
-            due = context.broadcast(schedule.due_by_time()) or due
-        if due:
-            rank_states = context.all_gather(run.rank_state(device))
-            if context.is_main:
-                log(f"checkpoint {checkpoints.save(run.checkpoint(rank_states, args), step)}")
-            schedule.saved()
-        meter.start += time.perf_counter() - paused  # throughput counts training time only
-
-    skipped = sum((Counter(counts) for counts in context.all_gather(dict(stream.skipped))), Counter())
-    if context.is_main:
-        pretraining = {"steps": run.step, "molecules_seen": run.step * args.batch_size * context.world_size,
-                       "world_size": context.world_size, "skipped_molecules": dict(skipped),
-                       "matmul_peak_flops": peak, "arguments": arguments(args)}
-        if args.init_from:
-            pretraining["initialised_from"] = initial_summary(args.init_from)
-        metadata = {"contrastive_weight": args.contrastive_weight, "temperature": args.temperature,
-                    "pretraining": pretraining, "learning_curve": run.history["validation"],
-                    "training_log": run.history["training"]}
-        save_pretrained(args.output, Pretrained(model, vocabulary, standardizer, metadata))
-        log(f"saved the model to {args.output} (step {run.step}; skipped molecules: "
-            f"{dict(skipped) or 'none'})")
-    return args.output
-
-
-@dataclass
-class Run:
-    """What a checkpoint must bring back: the trainable state, the position, the history."""
-
-    model: CMIMModel
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    stream: BatchStream | PreparedStream | MixedStream
-    vocabulary: Vocabulary
-    standardizer: Standardizer
-    step: int = 0
-    history: dict = field(default_factory=lambda: {"training": [], "validation": []})
-
-    def rank_state(self, device: torch.device) -> dict:
-        """This process's own part: random generator states and data position."""
-        return {"rng": capture_rng(device), "data": self.stream.state_dict()}
-
-    def checkpoint(self, rank_states: list[dict], args) -> dict:
-        """The whole checkpoint, with every rank's part and what is needed to rebuild the model."""
-        return {"step": self.step, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "ranks": rank_states, "world_size": len(rank_states),
-                "config": self.model.config.to_dict(), "vocabulary": self.vocabulary.to_list(),
-                "standardizer": self.standardizer.to_dict(), "history": self.history,
-                "arguments": arguments(args)}
-
-    def restore(self, state: dict, rank: int, device: torch.device) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        restore_rng(state["ranks"][rank]["rng"], device)
-        self.stream.load_state_dict(state["ranks"][rank]["data"])
-        self.step, self.history = state["step"], state["history"]
-
-
-def training_stream(args, context: Context, corpora: list[Corpus], split: HoldOut,
-                    encoder: MoleculeEncoder) -> BatchStream | PreparedStream | MixedStream:
-    """This rank's batches: one stream per corpus, mixed by ``args.weights`` when there are several."""
-    streams = [corpus_stream(args, context, corpus, split, copy.deepcopy(encoder), i, len(corpora))
-               for i, corpus in enumerate(corpora)]
-    if len(streams) == 1:
-        return streams[0]
-    return MixedStream(streams, args.weights or [1.0] * len(streams), args.random_state, context.rank)
-
-
-def corpus_stream(args, context: Context, corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder,
-                  index: int, n_corpora: int) -> BatchStream | PreparedStream:
-    """One corpus's batches: streamed from its file, or cut from its ``--prepared`` arrays, which
-    rank 0 writes first when they do not exist yet. Each corpus draws its own order (seed + index)."""
-    seed = args.random_state + index
-    if args.prepared is None:
-        return BatchStream(corpus, split, encoder, args.batch_size, seed, context.rank,
-                           context.world_size, args.pool_batches, args.data_workers)
-    path = prepared_path(args.prepared, index, n_corpora)
-    if context.is_main and not path.exists():
-        start = time.perf_counter()
-        prepared = PreparedCorpus.build(corpus, split, encoder, args.data_workers)
-        prepared.save(path)
-        print(f"prepared {len(prepared):,} training molecules in {time.perf_counter() - start:.0f} s: "
-              f"{path}", flush=True)
-    context.broadcast(None)  # the other ranks wait here until the file exists
-    prepared = PreparedCorpus.load(path, PreparedCorpus.settings_of(corpus, split, encoder))
-    return PreparedStream(prepared, split, encoder, args.batch_size, seed, context.rank,
-                          context.world_size, args.pool_batches)
-
-
-def prepared_path(path: Path, index: int, n_corpora: int) -> Path:
-    """``--prepared`` itself for one corpus; for several, one file each: ``mix.npz`` -> ``mix.0.npz``, ...
-
-    >>> prepared_path(Path("mix.npz"), 1, 2).name
-    'mix.1.npz'
-    """
-    return path if n_corpora == 1 else path.with_name(f"{path.stem}.{index}{path.suffix}")
-
-
-def resume_state(args, context: Context, checkpoints: Checkpoints) -> dict | None:
-    """The checkpoint to start from (``None``: a fresh run); rank 0 picks it, every rank reads it."""
-    found = None
-    if context.is_main:
-        check_writable(args.output, checkpoints.directory)  # before any work, so a bad --output fails fast
-        if not args.resume and checkpoints.paths():
-            raise CheckpointError(f"{checkpoints.directory} already holds checkpoints: pass --resume to "
-                                  "continue that run, or choose another --output")
-        found = checkpoints.load_latest() if args.resume else None
-        if args.resume and found is None:
-            print(f"no checkpoint in {checkpoints.directory}: starting a new run", flush=True)
-    path = context.broadcast(None if found is None else str(found[0]))
-    if path is None:
-        return None
-    state = found[1] if context.is_main else load_checkpoint(path)
-    if state["world_size"] != context.world_size:
-        raise CheckpointError(f"{path} was written by {state['world_size']} process(es); resume it with "
-                              f"as many (now {context.world_size}) so that each rank finds its data position")
-    return {**state, "path": path}
-
-
-def model_spec(args, context: Context, corpora: list[Corpus], split: HoldOut, state: dict | None):
-    """Model config, vocabulary, standardiser and the model to start from (``None``: fresh weights):
-    the checkpoint's when resuming, else from ``args``."""
-    if state is not None:
-        return (ModelConfig.from_dict(state["config"]), Vocabulary(state["vocabulary"]),
-                Standardizer(**state["standardizer"]), None)
-    initial = load_model_option("--init-from", args.init_from) if args.init_from else None
-    standardizer = (initial.standardizer if initial is not None
-                    else Standardizer(args.largest_fragment, args.neutralize, args.isomeric))
-    # Rank 0 reads the corpora once; the others receive the result.
-    vocabulary = Vocabulary(context.broadcast(
-        make_vocabulary(args, corpora, split, standardizer).to_list() if context.is_main else None))
-    if initial is None:
-        config = ModelConfig(vocab_size=len(vocabulary), dropout=args.dropout, bias=args.bias,
-                             **{name: getattr(args, name) for name in MODEL_HELP})
-        return config, vocabulary, standardizer, None
-    vocabulary = initial.vocabulary.extended(vocabulary)
-    base = initial.model.config
-    config = dataclasses.replace(base, vocab_size=len(vocabulary), dropout=args.dropout,
-                                 max_length=max(base.max_length, args.max_length))
-    return config, vocabulary, standardizer, initial
-
-
-def load_extended(model: CMIMModel, initial: CMIMModel) -> None:
-    """Copy ``initial``'s weights into ``model``, whose token and position tables may be longer: the
-    rows ``initial`` has are copied, the new ones keep their fresh initialisation."""
-    weights = model.state_dict()
-    for name, value in initial.state_dict().items():
-        weights[name][:value.shape[0]] = value
-    model.load_state_dict(weights)
-
-
-def make_vocabulary(args, corpora: list[Corpus], split: HoldOut, standardizer: Standardizer) -> Vocabulary:
-    if args.vocab_from is None:
-        return build_vocabulary(corpora, split, standardizer, args.vocab_records, args.vocab_min_count)
-    return load_model_option("--vocab-from", args.vocab_from).vocabulary
-
-
-def load_model_option(option: str, name: str) -> Pretrained:
-    try:
-        return load_pretrained(name)
-    except (FileNotFoundError, ValueError) as error:
-        raise CorpusError(f"{option}: {error}") from None
-
-
-def initial_summary(name: str) -> dict:
-    """What the model a run started from was: its name and its own pretraining's size."""
-    pretraining = load_pretrained(name).metadata.get("pretraining", {})
-    return {"model": str(name), **{key: pretraining[key] for key in ("steps", "molecules_seen")
-                                    if key in pretraining}}
-
-
-def arguments(args) -> dict:
-    """The command's arguments as plain values (stored in checkpoints and the model metadata)."""
-    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
 
 
 if __name__ == "__main__":

@@ -10,37 +10,17 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 
 from .batching import length_bucketed_batches, pad
+from .config import TrainSettings
 from .device import autocast
 from .losses import total_loss
 
 __all__ = ["NonFiniteLossError", "StepSkipper", "TrainSettings", "fit_model", "make_optimizer",
            "train_step"]
-
-
-@dataclass
-class TrainSettings:
-    """Optimisation and loss settings (MolMIM's recipe, scaled down; METHOD.md §6)."""
-
-    max_epochs: int = 10
-    batch_size: int = 64
-    learning_rate: float = 5e-4
-    weight_decay: float = 1e-3
-    warmup_fraction: float = 0.01
-    min_lr_ratio: float = 0.1
-    grad_clip: float = 1.0
-    mim_warmup_steps: int = 1000
-    contrastive_weight: float = 1.0
-    temperature: float = 0.1
-    contrastive_positive: str = "self"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class NonFiniteLossError(FloatingPointError):

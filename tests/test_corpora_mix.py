@@ -11,7 +11,7 @@ import pytest
 import torch
 from rdkit import Chem
 
-from sklearn_cmim import CMIMTransformer, pretrain
+from sklearn_cmim import CMIMTransformer, pretrain, pretraining
 from sklearn_cmim.checkpoint import load_checkpoint
 from sklearn_cmim.chem import Standardizer
 from sklearn_cmim.corpus import (
@@ -138,7 +138,7 @@ def test_load_extended_copies_every_old_row_and_keeps_the_new_ones():
                                   n_decoder_layers=1, n_latents=1, latent_dim=8, max_length=20))
     large = CMIMModel(ModelConfig(**{**small.config.to_dict(), "vocab_size": 9, "max_length": 30}))
     fresh = {k: v.clone() for k, v in large.state_dict().items()}
-    pretrain.load_extended(large, small)
+    pretraining.load_extended(large, small)
     for name, value in small.state_dict().items():
         got = large.state_dict()[name]
         assert torch.equal(got[:value.shape[0]], value), name
