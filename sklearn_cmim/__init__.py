@@ -7,6 +7,7 @@ __all__ = [
     "ECFPTransformer",
     "RDKitDescriptorsTransformer",
     "Standardizer",
+    "UnknownTokenWarning",
     "list_pretrained",
 ]
 __version__ = "0.1.0"
@@ -18,6 +19,7 @@ _EXPORTS = {
     "ECFPTransformer": "fingerprints",
     "RDKitDescriptorsTransformer": "descriptors",
     "Standardizer": "chem",
+    "UnknownTokenWarning": "exceptions",
     "list_pretrained": "persistence",
 }
 

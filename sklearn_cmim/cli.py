@@ -14,10 +14,15 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
+from collections import Counter
+from contextlib import contextmanager
+
+from .exceptions import UnknownTokenWarning
 
 __all__ = ["COMMANDS", "ArgumentParser", "HelpFormatter", "checked", "device_name", "main",
-           "non_negative_float", "non_negative_int", "positive_float", "positive_int", "probability",
-           "report_error"]
+           "non_negative_float", "non_negative_int", "plain_warnings", "positive_float", "positive_int",
+           "probability", "report_error", "report_warning"]
 
 # command -> (module, one-line description)
 COMMANDS = {
@@ -49,10 +54,41 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def report_error(prog: str, message) -> int:
     """Print a user error as one line, without traceback; returns exit status 2."""
-    # Under torchrun an error may hit one rank only, so every rank reports, naming itself.
-    rank = f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
-    print(f"{rank}{prog}: error: {message}", file=sys.stderr)
+    print(f"{rank_prefix()}{prog}: error: {message}", file=sys.stderr)
     return 2
+
+
+def report_warning(prog: str, message) -> None:
+    """Print a warning as one line: ``PROG: warning: MESSAGE``."""
+    print(f"{rank_prefix()}{prog}: warning: {message}", file=sys.stderr)
+
+
+def rank_prefix() -> str:
+    # Under torchrun a message may come from one rank only, so every rank names itself.
+    return f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
+
+
+@contextmanager
+def plain_warnings(prog: str):
+    """Within the block, warnings print as :func:`report_warning` lines, not Python's two lines.
+
+    Tokens the model does not know are added up over the block (each chunk of a file warns about
+    its own) and reported in one line when the block ends.
+    """
+    unknown = Counter()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UnknownTokenWarning):
+            unknown.update(message.counts)
+        else:
+            report_warning(prog, message)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UnknownTokenWarning)  # a repeated message still counts
+        warnings.showwarning = show
+        yield
+    if unknown:
+        report_warning(prog, UnknownTokenWarning(unknown))
 
 
 def checked(kind, test, requirement: str):
@@ -143,4 +179,6 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.error(f"a command is required: {', '.join(COMMANDS)}")
     module = importlib.import_module(COMMANDS[args.command][0])
-    return module.main(args.args, prog=f"cmim {args.command}")
+    prog = f"cmim {args.command}"
+    with plain_warnings(prog):
+        return module.main(args.args, prog=prog)

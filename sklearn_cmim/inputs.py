@@ -17,6 +17,7 @@ import numpy as np
 from rdkit import Chem
 
 from .chem import MoleculeError, Standardizer
+from .exceptions import UnknownTokenWarning
 from .tokenizer import Vocabulary, tokenize
 
 __all__ = ["EncodedInput", "MoleculeInputMixin", "as_items", "check_n_samples", "encode_items",
@@ -123,9 +124,7 @@ class EncodedInput:
     def warn_unknown(self) -> None:
         """One warning per call, listing the unseen tokens and how often each occurred."""
         if self.unknown:
-            listed = ", ".join(f"{t!r} x{n}" for t, n in self.unknown.most_common(10))
-            warnings.warn(f"{sum(self.unknown.values())} tokens are not in the model's vocabulary "
-                          f"and were read as <unk>: {listed}", UserWarning, stacklevel=3)
+            warnings.warn(UnknownTokenWarning(self.unknown), stacklevel=3)
 
 
 def encode_items(items: list, standardizer: Standardizer, vocabulary: Vocabulary,

@@ -16,6 +16,7 @@ parses them) and how many of those are unique.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 from .cli import (
@@ -28,6 +29,7 @@ from .cli import (
     report_error,
 )
 from .embed import ChunkEmbedder, load_model
+from .exceptions import UnknownTokenWarning
 from .sampling import DEFAULT_SIGMA
 from .smiles_files import read_smiles, text_output
 
@@ -146,8 +148,10 @@ def main(argv=None, prog: str = "cmim sample") -> int:
             # Checked first, before any decoding: the model reads bad seeds as NaN rows, so this
             # is what names one by its line. The encoder pass it repeats is cheap beside decoding.
             ChunkEmbedder(model, "raise", where)(seeds)
-            smiles = model.sample(args.n, random_state=args.random_state,
-                                  around=[smiles for _, smiles in seeds], sigma=args.sigma)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UnknownTokenWarning)  # the check above reported them
+                smiles = model.sample(args.n, random_state=args.random_state,
+                                      around=[smiles for _, smiles in seeds], sigma=args.sigma)
         else:
             smiles = model.sample(args.n, random_state=args.random_state)
         with text_output(args.output) as handle:

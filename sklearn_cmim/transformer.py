@@ -249,6 +249,47 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         >>> bundled.history_, bundled.model_.config.n_latents
         ([], 8)
         """
+        self._fit(X)
+        return self
+
+    def fit_transform(self, X, y=None):
+        """Fit to the molecules in X, then embed them: ``fit(X).transform(X)``, reading X once.
+
+        X is standardised and tokenised once for both steps, so tokens the model does not know
+        are reported in one warning, not two.
+
+        Parameters
+        ----------
+        X : sequence of str or rdkit.Chem.Mol
+            As for :meth:`fit`.
+        y : ignored
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n_samples, n_features), float32
+            As :meth:`transform` gives them: NaN rows for bad items when ``errors="nan"``.
+
+        Raises
+        ------
+        ValueError, TypeError, FileNotFoundError
+            As for :meth:`fit`.
+
+        Examples
+        --------
+        >>> import warnings
+        >>> from sklearn_cmim import CMIMTransformer
+        >>> cmim = CMIMTransformer(pretrained="cmim-moses", max_epochs=0, embedding="latent")
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     X = cmim.fit_transform(["CCO", "CCP"])  # MOSES has no phosphorus
+        >>> X.shape, len(caught)
+        ((2, 256), 1)
+        """
+        encoded = self._fit(X)
+        return self._embed(encoded, self._embedding_spec(), self._n_features_out())
+
+    def _fit(self, X):
+        """Fit; returns X as encoded for the fitted model, for ``fit_transform`` to embed."""
         self._embedding_spec()  # validate before any work
         items = as_items(X)
         device = resolve_device(self.device)
@@ -290,7 +331,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         self.device_ = device
         self.precision_ = precision
         self.history_ = history
-        return self
+        return encoded
 
     def _model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from sklearn_cmim import CMIMTransformer
+from sklearn_cmim import CMIMTransformer, UnknownTokenWarning
 from tests.conftest import TINY
 
 
@@ -65,6 +65,18 @@ def test_unseen_tokens_become_unk_with_one_warning(smiles):
     assert len(unk) == 1
     assert "3 tokens" in str(unk[0].message) and "'Br' x2" in str(unk[0].message)
     assert np.isfinite(out).all()
+
+
+def test_fit_transform_reads_x_once_and_warns_once(tmp_path):
+    pretrained = CMIMTransformer(**TINY).fit(["CCO", "CCCN", "OCCO"]).save_pretrained(tmp_path / "m")
+    X = ["CCBr", "CBr", "CCl"]
+    with pytest.warns(UnknownTokenWarning) as caught:
+        Z = CMIMTransformer(pretrained=pretrained, max_epochs=0).fit_transform(X)
+    assert len(caught) == 1 and caught[0].message.counts == {"Br": 2, "Cl": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownTokenWarning)
+        separately = CMIMTransformer(pretrained=pretrained, max_epochs=0).fit(X).transform(X)
+    np.testing.assert_array_equal(Z, separately)
 
 
 @pytest.mark.parametrize("param, value", [("errors", "ignore"), ("embedding", "mean"),

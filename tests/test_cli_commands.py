@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from sklearn_cmim import CMIMTransformer, cli
 from sklearn_cmim.chem import canonical_smiles
@@ -218,6 +219,43 @@ def test_the_command_line_runs_as_a_program(model, smi, smiles, tmp_path):
                           capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 2
     assert done.stderr.startswith("cmim reconstruct: error: ") and done.stderr.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def no_halogens(tmp_path_factory):
+    """A tiny model whose vocabulary has neither Br nor Cl."""
+    model = CMIMTransformer(**TINY).fit(["CCO", "CCCN", "OCCO", "C1CCCC1"])
+    return model.save_pretrained(tmp_path_factory.mktemp("no-halogens") / "model")
+
+
+UNKNOWN_BR_CL = ("warning: 3 tokens are not in the model's vocabulary and were read as <unk>: "
+                 "'Br' x2, 'Cl' x1")
+
+
+def test_embed_reports_unknown_tokens_of_all_chunks_in_one_plain_line(capsys, no_halogens, tmp_path):
+    source = tmp_path / "in.smi"
+    source.write_text("CCBr\nCCO\nCBr\nCCCl\n")
+    status, _, err = run(capsys, "embed", source, "--output", tmp_path / "x.npy", "--model", no_halogens,
+                         "--chunk-size", 1)  # each chunk's transform warns about its own tokens
+    assert status == 0
+    assert err == f"cmim embed: {UNKNOWN_BR_CL}\n"
+
+
+def test_sample_reports_the_unknown_tokens_of_its_seeds_once(capsys, no_halogens):
+    # The seeds are read twice (checked, then sampled around); their tokens count once.
+    status, _, err = run(capsys, "sample", "--n", 2, "--around", "CCBr", "CBr", "CCCl",
+                         "--model", no_halogens, "--random-state", 0)
+    assert status == 0
+    assert err.splitlines()[0].startswith("6 molecules: ")
+    assert err.splitlines()[1:] == [f"cmim sample: {UNKNOWN_BR_CL}"]
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="needs a machine without mps")
+def test_other_warnings_are_one_plain_line_too(capsys, model, smi, tmp_path):
+    status, _, err = run(capsys, "embed", smi, "--output", tmp_path / "x.npy", "--model", model,
+                         "--device", "mps")
+    assert status == 0
+    assert err == "cmim embed: warning: device 'mps' is not available here; using the CPU\n"
 
 
 # Runs `cmim ARGV` in a fresh interpreter, then names the heavy libraries it imported on stderr.

@@ -16,6 +16,11 @@ def test_demo_cross_validates_cmim_beside_ecfp(tmp_path, esol, capsys):
         "ECFP4 (2048", "cMIM latent", "cMIM informative"]
     assert all(0 < float(r[1]) < 10 for r in rows)
     assert "cross-validation" in out.err  # the progress bar
+    # Molecules 40-59 hold three Br, which the tiny model never saw: one line for the whole run,
+    # not one per fit and transform of every fold.
+    assert out.err.count("warning") == 1
+    assert out.err.endswith("cmim demo: warning: 3 tokens are not in the model's vocabulary and were "
+                            "read as <unk>: 'Br' x3\n")
 
 
 def test_demo_with_an_unknown_model_is_a_one_line_error(capsys):

@@ -1,0 +1,46 @@
+"""Warnings the package emits, for callers to filter by class; kept free of torch and RDKit."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+__all__ = ["UnknownTokenWarning"]
+
+
+class UnknownTokenWarning(UserWarning):
+    """Tokens missing from the model's vocabulary were read as ``<unk>``.
+
+    Emitted once per call (``fit``, ``transform``, ``fit_transform``, ``score``, ``sample``)
+    that meets such tokens; the ``cmim`` commands report them once per run.
+
+    Parameters
+    ----------
+    counts : mapping of str to int
+        How often each unknown token occurred; kept as the ``counts`` attribute (a ``Counter``).
+
+    Examples
+    --------
+    The bundled models were trained on MOSES, which has no phosphorus:
+
+    >>> import warnings
+    >>> from sklearn_cmim import CMIMTransformer, UnknownTokenWarning
+    >>> cmim = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(["CCO"])
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     X = cmim.transform(["CCP", "CP(C)C"])
+    >>> [(w.category.__name__, w.message.counts) for w in caught]
+    [('UnknownTokenWarning', Counter({'P': 2}))]
+    >>> str(caught[0].message)
+    "2 tokens are not in the model's vocabulary and were read as <unk>: 'P' x2"
+
+    To silence it: ``warnings.filterwarnings("ignore", category=UnknownTokenWarning)``.
+    """
+
+    def __init__(self, counts):
+        self.counts = Counter(counts)
+        listed = ", ".join(f"{token!r} x{n}" for token, n in self.counts.most_common(10))
+        super().__init__(f"{sum(self.counts.values())} tokens are not in the model's vocabulary "
+                         f"and were read as <unk>: {listed}")
+
+    def __reduce__(self):  # pickled (e.g. raised as an error in a joblib worker) with its counts
+        return type(self), (self.counts,)
