@@ -72,8 +72,8 @@ def rank_prefix() -> str:
 def plain_warnings(prog: str):
     """Within the block, warnings print as :func:`report_warning` lines, not Python's two lines.
 
-    Tokens the model does not know are added up over the block (each chunk of a file warns about
-    its own) and reported in one line when the block ends.
+    Yields a ``Counter`` of the tokens the model did not know: those warnings are added up there
+    rather than printed (each chunk of a file warns about its own), for one line at the end.
     """
     unknown = Counter()
 
@@ -86,9 +86,7 @@ def plain_warnings(prog: str):
     with warnings.catch_warnings():
         warnings.simplefilter("always", UnknownTokenWarning)  # a repeated message still counts
         warnings.showwarning = show
-        yield
-    if unknown:
-        report_warning(prog, UnknownTokenWarning(unknown))
+        yield unknown
 
 
 def checked(kind, test, requirement: str):
@@ -180,5 +178,8 @@ def main(argv=None) -> int:
         parser.error(f"a command is required: {', '.join(COMMANDS)}")
     module = importlib.import_module(COMMANDS[args.command][0])
     prog = f"cmim {args.command}"
-    with plain_warnings(prog):
-        return module.main(args.args, prog=prog)
+    with plain_warnings(prog) as unknown_tokens:
+        status = module.main(args.args, prog=prog)
+    if unknown_tokens and status == 0:  # after a failed run, its one-line error says enough
+        report_warning(prog, UnknownTokenWarning(unknown_tokens))
+    return status

@@ -11,23 +11,30 @@ the output is record i of the input; a .csv output starts with the input SMILES 
 from __future__ import annotations
 
 import csv
-import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .cli import ArgumentParser, HelpFormatter, device_name, positive_int, report_error
-from .progress import progress
+from .cli import ArgumentParser, HelpFormatter, device_name, positive_int, report_error, report_warning
+from .progress import SHOW_AFTER, progress
 from .smiles_files import chunked, count_smiles, read_smiles, written_atomically
 
 if TYPE_CHECKING:
     from .transformer import CMIMTransformer
 
-__all__ = ["ChunkEmbedder", "UnreadableMolecule", "build_parser", "embed_file", "load_model", "main"]
+__all__ = ["CHUNK_SIZE", "TOO_LONG", "UNREADABLE", "BadMolecule", "ChunkEmbedder", "build_parser",
+           "describe_bad", "embed_file", "load_model", "main"]
 
 # With max_epochs=0, fit only loads the model, so one molecule every vocabulary knows will do.
 LOAD_ONLY = ["C"]
+# Molecules read, embedded and written at a time: memory stays flat, and the progress bar moves
+# every second or so on a CPU core. Larger chunks embed no faster: the batches are sorted by
+# length within a chunk, and a thousand molecules already sort into well-filled batches.
+CHUNK_SIZE = 1_000
+# What can be wrong with a molecule, as the messages say it.
+UNREADABLE, TOO_LONG = "cannot be read", "is too long"
 
 
 def load_model(model: str, **params) -> CMIMTransformer:
@@ -50,8 +57,9 @@ def load_model(model: str, **params) -> CMIMTransformer:
     return CMIMTransformer(pretrained=model, max_epochs=0, errors="nan", **params).fit(LOAD_ONLY)
 
 
-class UnreadableMolecule(ValueError):
-    """A molecule in an input the model cannot read, under ``--errors raise``."""
+class BadMolecule(ValueError):
+    """A molecule of an input that the model cannot read or that is too long for it, under
+    ``--errors raise``."""
 
 
 class ChunkEmbedder:
@@ -62,37 +70,60 @@ class ChunkEmbedder:
     model : CMIMTransformer
         Loaded by :func:`load_model`, so that bad molecules come back as NaN rows.
     errors : {"raise", "nan"}
-        "raise": the first bad molecule raises :class:`UnreadableMolecule`; "nan": it keeps its
-        NaN row.
+        "raise": the first bad molecule raises :class:`BadMolecule`; "nan": it keeps its NaN row.
     where : str
         Where a record is, as a template for its line number, e.g. ``"line {} of in.smi"``.
+
+    Attributes
+    ----------
+    bad : collections.Counter
+        The bad molecules met so far, by what is wrong: :data:`UNREADABLE` or :data:`TOO_LONG`.
     """
 
     def __init__(self, model: CMIMTransformer, errors: str, where: str):
         self.model = model
         self.errors = errors
         self.where = where
-        self.n_bad = 0
+        self.bad = Counter()
 
     def __call__(self, chunk: list[tuple[int, str]]) -> np.ndarray:
         X = self.model.transform([smiles for _, smiles in chunk])
-        bad = np.flatnonzero(np.isnan(X).all(axis=1))
-        if bad.size and self.errors == "raise":
-            line, smiles = chunk[bad[0]]
-            raise UnreadableMolecule(f"{self.where.format(line)}: {smiles!r} cannot be read: "
-                                     f"{self.problem(smiles)}")
-        self.n_bad += bad.size
+        for row in np.flatnonzero(np.isnan(X).all(axis=1)):
+            line, smiles = chunk[row]
+            kind, reason = self.problem(smiles)
+            if self.errors == "raise":
+                raise BadMolecule(f"{self.where.format(line)}: {smiles!r} {kind}: {reason}")
+            self.bad[kind] += 1
         return X
 
-    def problem(self, smiles: str) -> str:
-        """Why the model cannot read ``smiles``: the checks ``transform`` makes, in its order."""
-        from .inputs import token_problem  # on use: --help must not load RDKit
+    def problem(self, smiles: str) -> tuple[str, str]:
+        """Why the model cannot embed ``smiles``: :data:`UNREADABLE` or :data:`TOO_LONG`, and the
+        reason, from the checks ``transform`` makes, in its order."""
+        from .inputs import length_problem, n_tokens  # on use: --help must not load RDKit
 
         try:
-            standardized = self.model.standardizer_(smiles)
-        except ValueError as error:  # not a molecule RDKit can read
-            return str(error)
-        return token_problem(standardized, self.model.model_.config.max_length)
+            length = n_tokens(self.model.standardizer_(smiles))
+        except ValueError as error:  # neither RDKit nor the tokenizer can read it
+            return UNREADABLE, str(error)
+        return TOO_LONG, length_problem(length, self.model.model_.config.max_length)
+
+
+def describe_bad(bad: Counter, n_rows: int, max_length: int) -> str:
+    """The bad molecules of a file in words, as :attr:`ChunkEmbedder.bad` counts them.
+
+    Examples
+    --------
+    >>> from collections import Counter
+    >>> describe_bad(Counter({TOO_LONG: 10, UNREADABLE: 2}), 2039, 128)
+    "10 of 2039 molecules are longer than the model's max_length (128 tokens) and 2 cannot be read"
+    >>> describe_bad(Counter({UNREADABLE: 1}), 6, 128)
+    '1 of 6 molecules cannot be read'
+    """
+    phrases = [(n, text) for n, text in ((bad[TOO_LONG], f"are longer than the model's max_length "
+                                                         f"({max_length} tokens)"),
+                                         (bad[UNREADABLE], "cannot be read")) if n]
+    (n, text), *more = phrases
+    return f"{n} of {n_rows} molecules {text}" + "".join(f" and {m} {t}" for m, t in more)
 
 
 def write_npy(path: Path, embedded, n_rows: int, names: list[str]) -> None:
@@ -124,7 +155,7 @@ WRITERS = {".npy": write_npy, ".csv": write_csv}
 
 
 def embed_file(model: CMIMTransformer, source, output, column: str | None = None,
-               errors: str = "raise", chunk_size: int = 10_000) -> tuple[int, int]:
+               errors: str = "raise", chunk_size: int = CHUNK_SIZE) -> tuple[int, Counter]:
     """Embed every molecule of a SMILES file into a ``.npy`` or ``.csv`` file, a chunk at a time.
 
     Parameters
@@ -137,14 +168,16 @@ def embed_file(model: CMIMTransformer, source, output, column: str | None = None
     column : str, optional
         CSV column holding the SMILES.
     errors : {"raise", "nan"}, default="raise"
-        Bad molecules raise :class:`UnreadableMolecule` (and nothing is written), or get NaN rows.
-    chunk_size : int, default=10000
+        Bad molecules raise :class:`BadMolecule` (and nothing is written), or get NaN rows.
+    chunk_size : int, default=CHUNK_SIZE
         Molecules read, embedded and written at a time; peak memory grows with it, not with the file.
 
     Returns
     -------
-    n_rows, n_bad : int
-        Molecules written, and those among them that got NaN rows.
+    n_rows : int
+        Molecules written.
+    bad : collections.Counter
+        Those among them that got NaN rows, by what is wrong (see :func:`describe_bad`).
     """
     output = Path(output)
     writer = WRITERS.get(output.suffix.lower())
@@ -154,13 +187,12 @@ def embed_file(model: CMIMTransformer, source, output, column: str | None = None
     if n_rows == 0:
         raise ValueError(f"{source} holds no molecules")
     embed = ChunkEmbedder(model, errors, f"line {{}} of {source}")
-    n_chunks = -(-n_rows // chunk_size)
-    chunks = progress(chunked(read_smiles(source, column), chunk_size), total=n_chunks,
-                      label="embedding", enabled=None if n_chunks > 1 else False)
+    chunks = progress(chunked(read_smiles(source, column), chunk_size), total=n_rows,
+                      label="embedding molecules", after=SHOW_AFTER, size=len)
     with written_atomically(output) as temporary:
         writer(temporary, ((chunk, embed(chunk)) for chunk in chunks), n_rows,
                list(model.get_feature_names_out()))
-    return n_rows, embed.n_bad
+    return n_rows, embed.bad
 
 
 def build_parser(prog: str = "cmim embed") -> ArgumentParser:
@@ -181,7 +213,7 @@ def build_parser(prog: str = "cmim embed") -> ArgumentParser:
     >>> from sklearn_cmim.embed import build_parser
     >>> args = build_parser().parse_args(["molecules.smi", "--output", "embeddings.npy"])
     >>> args.model, args.embedding, args.errors, args.chunk_size
-    ('cmim-moses', 'informative', 'raise', 10000)
+    ('cmim-moses', 'informative', 'raise', 1000)
     """
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("input", type=Path, help="SMILES file: .smi, .txt or .csv, optionally .gz")
@@ -193,7 +225,7 @@ def build_parser(prog: str = "cmim embed") -> ArgumentParser:
     parser.add_argument("--errors", choices=("raise", "nan"), default="raise",
                         help="a bad molecule stops the run, or gets a NaN row")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="molecules per forward pass")
-    parser.add_argument("--chunk-size", type=positive_int, default=10_000,
+    parser.add_argument("--chunk-size", type=positive_int, default=CHUNK_SIZE,
                         help="molecules read, embedded and written at a time")
     parser.add_argument("--device", type=device_name, help="torch device (default: cuda, then mps, then cpu)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
@@ -259,13 +291,13 @@ def main(argv=None, prog: str = "cmim embed") -> int:
         read_smiles(args.input, args.column)  # a bad path or column fails here, before the model loads
         model = load_model(args.model, embedding=args.embedding, inference_batch_size=args.batch_size,
                            device=args.device, precision=args.precision)
-        n_rows, n_bad = embed_file(model, args.input, args.output, args.column, args.errors, args.chunk_size)
-    except UnreadableMolecule as error:
+        n_rows, bad = embed_file(model, args.input, args.output, args.column, args.errors, args.chunk_size)
+    except BadMolecule as error:
         return report_error(prog, f"{error} (with --errors nan it gets a NaN row)")
     except (OSError, ValueError) as error:
         return report_error(prog, error)
-    if n_bad:
-        print(f"{prog}: {n_bad} of {n_rows} molecules could not be read; their rows are NaN",
-              file=sys.stderr)
+    if bad:
+        report_warning(prog, f"{describe_bad(bad, n_rows, model.model_.config.max_length)}; "
+                             "their rows are NaN")
     print(f"wrote {args.output}")
     return 0

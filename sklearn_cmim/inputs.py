@@ -21,9 +21,10 @@ from .exceptions import UnknownTokenWarning
 from .tokenizer import Vocabulary, tokenize
 
 __all__ = ["EncodedInput", "MoleculeInputMixin", "as_items", "check_n_samples", "encode_items",
-           "encode_smiles", "standardize_items", "token_problem"]
+           "encode_smiles", "length_problem", "n_tokens", "standardize_items", "token_problem"]
 
 ERRORS = ("raise", "nan")
+NAN_HINT = "(pass errors='nan' to get a NaN row instead)"
 
 
 class MoleculeInputMixin:
@@ -79,7 +80,7 @@ def standardize_items(items: list, standardizer: Standardizer, errors: str,
         if not isinstance(item, (str, Chem.Mol)):
             if errors == "raise":
                 raise TypeError(f"X[{index}] = {describe(item)} is neither a SMILES string nor an "
-                                "RDKit Mol (pass errors='nan' to get a NaN row instead)")
+                                f"RDKit Mol {NAN_HINT}")
             out.append(None)
             continue
         try:
@@ -87,12 +88,12 @@ def standardize_items(items: list, standardizer: Standardizer, errors: str,
         except MoleculeError as error:
             if errors == "raise":
                 raise ValueError(f"X[{index}] = {describe(item)} is not a valid molecule: {error} "
-                                 "(pass errors='nan' to get a NaN row instead)") from None
+                                 f"{NAN_HINT}") from None
             out.append(None)
             continue
         problem = None if max_length is None else token_problem(smiles, max_length)
         if problem and errors == "raise":
-            raise ValueError(f"X[{index}] = {describe(item)}: {problem}")
+            raise ValueError(f"X[{index}] = {describe(item)}: {problem} {NAN_HINT}")
         out.append(None if problem else smiles)
     return out
 
@@ -100,11 +101,22 @@ def standardize_items(items: list, standardizer: Standardizer, errors: str,
 def token_problem(smiles: str, max_length: int) -> str | None:
     """Why ``smiles`` cannot be fed to a model reading ``max_length`` tokens, or ``None``."""
     try:
-        n_tokens = len(tokenize(smiles)) + 2  # with <bos> and <eos>
+        length = n_tokens(smiles)
     except ValueError as error:
         return str(error)
-    if n_tokens > max_length:
-        return (f"it is {n_tokens} tokens long with <bos>/<eos>, over max_length={max_length}; "
+    return length_problem(length, max_length)
+
+
+def n_tokens(smiles: str) -> int:
+    """The tokens a model reads for ``smiles``, with <bos> and <eos>; ``ValueError`` if it cannot
+    be tokenised."""
+    return len(tokenize(smiles)) + 2
+
+
+def length_problem(length: int, max_length: int) -> str | None:
+    """Why a molecule of ``length`` tokens is too long for a model reading ``max_length``, or ``None``."""
+    if length > max_length:
+        return (f"it is {length} tokens long with <bos>/<eos>, over max_length={max_length}; "
                 "long molecules are rejected, never truncated")
     return None
 

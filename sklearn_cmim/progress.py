@@ -3,22 +3,57 @@
 from __future__ import annotations
 
 import sys
-import time
+from time import perf_counter
 
-__all__ = ["progress"]
+__all__ = ["SHOW_AFTER", "progress"]
+
+# Seconds of work before the commands that stream files draw a bar: a quicker run prints none.
+SHOW_AFTER = 2.0
 
 
-def progress(items, total: int | None = None, label: str = "", enabled: bool | None = None):
-    """Yield ``items`` while drawing ``label [#####.....] i/n  elapsed`` on stderr."""
+def progress(items, total: int | None = None, label: str = "", enabled: bool | None = None,
+             after: float = 0.0, size=None):
+    """Yield ``items`` while drawing ``label [#####.....] done/total elapsed`` on stderr.
+
+    The bar moves once an item has been dealt with, that is when the next one is asked for.
+
+    Parameters
+    ----------
+    items : iterable
+    total : int, optional
+        The work in all; by default ``len(items)``.
+    label : str, default=""
+    enabled : bool, optional
+        Whether to draw; ``None`` draws only when stderr is a terminal.
+    after : float, default=0.0
+        Seconds of work before the bar is first drawn, so that a quick run prints nothing.
+    size : callable, optional
+        The work an item stands for, e.g. ``len`` to count the molecules of chunks; 1 by default.
+
+    Examples
+    --------
+    >>> import contextlib, io
+    >>> stderr = io.StringIO()
+    >>> with contextlib.redirect_stderr(stderr):
+    ...     chunks = list(progress([["CCO", "CCN"], ["CCC"]], total=3, label="molecules",
+    ...                            enabled=True, size=len))
+    >>> for drawn in stderr.getvalue().split("\\r")[1:]:
+    ...     print(repr(drawn))
+    'molecules [####################..........] 2/3 0s'
+    'molecules [##############################] 3/3 0s\\n'
+    """
     total = len(items) if total is None else total
     enabled = sys.stderr.isatty() if enabled is None else enabled
-    start = time.perf_counter()
-    for done, item in enumerate(items, 1):
+    start = perf_counter()
+    done = 0
+    for item in items:
         yield item
-        if enabled:
+        done += 1 if size is None else size(item)
+        elapsed = perf_counter() - start
+        if enabled and elapsed >= after:
             filled = int(30 * done / max(total, 1))
             sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} "
-                             f"{time.perf_counter() - start:.0f}s")
-            if done == total:
+                             f"{elapsed:.0f}s")
+            if done >= total:
                 sys.stderr.write("\n")
             sys.stderr.flush()

@@ -10,18 +10,19 @@ SMILES, as :meth:`CMIMTransformer.score` counts it. Molecules are streamed a chu
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 
-from .cli import ArgumentParser, HelpFormatter, device_name, positive_int, report_error
-from .embed import ChunkEmbedder, UnreadableMolecule, load_model
-from .progress import progress
+from .cli import ArgumentParser, HelpFormatter, device_name, positive_int, report_error, report_warning
+from .embed import CHUNK_SIZE, BadMolecule, ChunkEmbedder, describe_bad, load_model
+from .progress import SHOW_AFTER, progress
 from .smiles_files import chunked, count_smiles, read_smiles, text_output
 
 __all__ = ["build_parser", "main", "reconstruct_file"]
 
 
 def reconstruct_file(model, source, handle, column: str | None = None, errors: str = "raise",
-                     chunk_size: int = 10_000) -> tuple[int, int, int]:
+                     chunk_size: int = CHUNK_SIZE) -> tuple[int, int, Counter]:
     """Write ``input<TAB>decoded<TAB>match`` lines for every molecule of a SMILES file.
 
     Parameters
@@ -35,26 +36,27 @@ def reconstruct_file(model, source, handle, column: str | None = None, errors: s
     column : str, optional
         CSV column holding the SMILES.
     errors : {"raise", "nan"}, default="raise"
-        A bad molecule raises :class:`~sklearn_cmim.embed.UnreadableMolecule`, or gets empty
+        A bad molecule raises :class:`~sklearn_cmim.embed.BadMolecule`, or gets empty
         ``decoded`` and ``match`` fields and is left out of the accuracy.
-    chunk_size : int, default=10000
+    chunk_size : int, default=CHUNK_SIZE
 
     Returns
     -------
-    n_matches, n_read, n_bad : int
-        Exact matches, molecules read, and unreadable molecules among them.
+    n_matches, n_read : int
+        Exact matches, and molecules read.
+    bad : collections.Counter
+        The bad molecules among them, by what is wrong (see :func:`~sklearn_cmim.embed.describe_bad`).
     """
     from .chem import canonical_smiles  # on use: --help must not load RDKit
 
     n_rows = count_smiles(source, column)
     if n_rows == 0:
         raise ValueError(f"{source} holds no molecules")
-    n_chunks = -(-n_rows // chunk_size)
     embed = ChunkEmbedder(model, errors, f"line {{}} of {source}")
     n_matches = n_read = 0
     handle.write("input\tdecoded\tmatch\n")
-    for chunk in progress(chunked(read_smiles(source, column), chunk_size), total=n_chunks,
-                          label="reconstructing", enabled=None if n_chunks > 1 else False):
+    for chunk in progress(chunked(read_smiles(source, column), chunk_size), total=n_rows,
+                          label="reconstructing molecules", after=SHOW_AFTER, size=len):
         decoded = model.inverse_transform(embed(chunk))  # None for the NaN rows of bad molecules
         for (_, smiles), output in zip(chunk, decoded, strict=True):
             n_read += 1
@@ -65,7 +67,7 @@ def reconstruct_file(model, source, handle, column: str | None = None, errors: s
             match = canonical_smiles(output) == canonical_smiles(model.standardizer_(smiles))
             n_matches += match
             handle.write(f"{smiles}\t{output}\t{match}\n")
-    return n_matches, n_read, embed.n_bad
+    return n_matches, n_read, embed.bad
 
 
 def build_parser(prog: str = "cmim reconstruct") -> ArgumentParser:
@@ -96,7 +98,7 @@ def build_parser(prog: str = "cmim reconstruct") -> ArgumentParser:
     parser.add_argument("--errors", choices=("raise", "nan"), default="raise",
                         help="a bad molecule stops the run, or is written undecoded and not counted")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="molecules per forward pass")
-    parser.add_argument("--chunk-size", type=positive_int, default=10_000,
+    parser.add_argument("--chunk-size", type=positive_int, default=CHUNK_SIZE,
                         help="molecules read and decoded at a time")
     parser.add_argument("--device", type=device_name, help="torch device (default: cuda, then mps, then cpu)")
     return parser
@@ -146,15 +148,18 @@ def main(argv=None, prog: str = "cmim reconstruct") -> int:
         model = load_model(args.model, embedding="latent", inference_batch_size=args.batch_size,
                            device=args.device)
         with text_output(args.output) as handle:
-            n_matches, n_read, n_bad = reconstruct_file(model, args.input, handle, args.column,
-                                                        args.errors, args.chunk_size)
-    except UnreadableMolecule as error:
+            n_matches, n_read, bad = reconstruct_file(model, args.input, handle, args.column,
+                                                      args.errors, args.chunk_size)
+    except BadMolecule as error:
         return report_error(prog, f"{error} (with --errors nan it is left out)")
     except (OSError, ValueError) as error:
         return report_error(prog, error)
-    if n_read == n_bad:
-        return report_error(prog, f"none of the {n_read} molecules in {args.input} could be read")
-    left_out = f"; {n_bad} more could not be read" if n_bad else ""
+    n_bad = sum(bad.values())
+    if n_bad:
+        left_out = describe_bad(bad, n_read, model.model_.config.max_length)
+        if n_bad == n_read:
+            return report_error(prog, f"no molecule of {args.input} can be decoded: {left_out}")
+        report_warning(prog, f"{left_out}; they are left out")
     print(f"exact-match accuracy {n_matches / (n_read - n_bad):.6f} "
-          f"({n_matches} of {n_read - n_bad} molecules decoded to themselves{left_out})", file=sys.stderr)
+          f"({n_matches} of {n_read - n_bad} molecules decoded to themselves)", file=sys.stderr)
     return 0

@@ -512,7 +512,8 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         bad = ~np.isfinite(Z).all(axis=1)
         if bad.any() and self.errors == "raise":
             row = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"X[{row}] holds non-finite values; no molecule decodes from it")
+            raise ValueError(f"X[{row}] holds non-finite values; no molecule decodes from it "
+                             "(pass errors='nan' to get None for it instead)")
         return self._decode(Z, bad)
 
     def _decode(self, Z: np.ndarray, skip: np.ndarray) -> np.ndarray:

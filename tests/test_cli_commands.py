@@ -3,6 +3,8 @@
 import csv
 import gzip
 import inspect
+import io
+import itertools
 import os
 import subprocess
 import sys
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from sklearn_cmim import CMIMTransformer, cli
+from sklearn_cmim import CMIMTransformer, cli, progress
 from sklearn_cmim.chem import canonical_smiles
 from sklearn_cmim.sample import build_parser as sample_parser
 from sklearn_cmim.sampling import DEFAULT_SIGMA
@@ -95,7 +97,7 @@ def test_errors_nan_gives_nan_rows_where_the_bad_molecules_are(capsys, model, sm
     source.write_text("\n".join(lines) + "\n")
     status, _, err = run(capsys, "embed", source, "--output", tmp_path / "x.npy", "--model", model,
                          "--errors", "nan")
-    assert status == 0 and "2 of 6 molecules could not be read" in err
+    assert status == 0 and err == "cmim embed: warning: 2 of 6 molecules cannot be read; their rows are NaN\n"
     X = np.load(tmp_path / "x.npy")
     bad = np.isnan(X).all(axis=1)
     assert bad.tolist() == [False, True, False, False, True, False]
@@ -103,7 +105,8 @@ def test_errors_nan_gives_nan_rows_where_the_bad_molecules_are(capsys, model, sm
     np.testing.assert_array_equal(X[~bad], reference(model, good).transform(good))
 
 
-@pytest.mark.parametrize(("bad", "why"), [("C1CC", "RDKit cannot parse"), ("C" * 200, "tokens long")])
+@pytest.mark.parametrize(("bad", "why"), [("C1CC", "cannot be read: RDKit cannot parse"),
+                                          ("C" * 200, "is too long: it is 202 tokens long")])
 def test_errors_raise_names_the_line_and_writes_nothing(capsys, model, smiles, tmp_path, bad, why):
     source = tmp_path / "in.smi"
     source.write_text("\n".join([*smiles[:3], bad, *smiles[3:6]]) + "\n")
@@ -111,9 +114,44 @@ def test_errors_raise_names_the_line_and_writes_nothing(capsys, model, smiles, t
         status, out, err = run(capsys, "embed", source, "--output", tmp_path / output, "--model", model,
                                "--chunk-size", 2)  # the bad molecule is in the second chunk
         assert status == 2 and out == ""
-        assert err.startswith(f"cmim embed: error: line 4 of {source}: {bad!r}") and why in err
-        assert err.count("\n") == 1
+        assert err.startswith(f"cmim embed: error: line 4 of {source}: {bad!r} {why}")
+        assert err.endswith(" (with --errors nan it gets a NaN row)\n") and err.count("\n") == 1
     assert os.listdir(tmp_path) == ["in.smi"]
+
+
+def test_too_long_molecules_are_not_called_unreadable(capsys, model, smiles, tmp_path):
+    source = tmp_path / "in.smi"
+    source.write_text("\n".join([smiles[0], "C" * 200, "CC(C)" * 60, "C1CC", smiles[1]]) + "\n")
+    status, _, err = run(capsys, "embed", source, "--output", tmp_path / "x.npy", "--model", model,
+                         "--errors", "nan")
+    assert status == 0
+    assert err == ("cmim embed: warning: 2 of 5 molecules are longer than the model's max_length (128 "
+                   "tokens) and 1 cannot be read; their rows are NaN\n")
+    assert np.isnan(np.load(tmp_path / "x.npy")).all(axis=1).tolist() == [False, True, True, True, False]
+    status, out, err = run(capsys, "reconstruct", source, "--model", model, "--errors", "nan")
+    assert status == 0 and len(out.splitlines()) == 6
+    assert err.splitlines()[0] == ("cmim reconstruct: warning: 2 of 5 molecules are longer than the model's "
+                                   "max_length (128 tokens) and 1 cannot be read; they are left out")
+    assert err.splitlines()[1].startswith("exact-match accuracy ") and len(err.splitlines()) == 2
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_embed_draws_progress_on_a_terminal_once_a_run_lasts_a_few_seconds(capsys, model, smi, tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert run(capsys, "embed", smi, "--output", tmp_path / "quick.npy", "--model", model)[0] == 0
+    assert sys.stderr.getvalue() == ""  # done in well under SHOW_AFTER seconds: no bar
+    clock = itertools.count(step=1.2)  # a slow machine: every chunk takes 1.2 s
+    monkeypatch.setattr(progress, "perf_counter", lambda: next(clock))
+    assert run(capsys, "embed", smi, "--output", tmp_path / "slow.npy", "--model", model,
+               "--chunk-size", 8)[0] == 0
+    drawn = sys.stderr.getvalue().split("\r")[1:]  # 24 molecules in 3 chunks; 2 s have passed at the 2nd
+    assert [line.split("] ")[1] for line in drawn] == ["16/24 2s", "24/24 4s\n"]
+    assert drawn[0].startswith("embedding molecules [#")
 
 
 def test_sample_from_the_prior_is_reproducible(capsys, model, smiles):
@@ -239,6 +277,14 @@ def test_embed_reports_unknown_tokens_of_all_chunks_in_one_plain_line(capsys, no
                          "--chunk-size", 1)  # each chunk's transform warns about its own tokens
     assert status == 0
     assert err == f"cmim embed: {UNKNOWN_BR_CL}\n"
+
+
+def test_a_failed_run_reports_its_error_alone(capsys, no_halogens, tmp_path):
+    source = tmp_path / "in.smi"
+    source.write_text("CCBr\nC1CC\n")
+    status, _, err = run(capsys, "embed", source, "--output", tmp_path / "x.npy", "--model", no_halogens)
+    assert status == 2 and err.count("\n") == 1  # no line for the Br the model does not know
+    assert err.startswith(f"cmim embed: error: line 2 of {source}: 'C1CC' cannot be read")
 
 
 def test_sample_reports_the_unknown_tokens_of_its_seeds_once(capsys, no_halogens):

@@ -17,6 +17,7 @@ import os
 import sys
 import tempfile
 import threading
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from rdkit import Chem
 
 from sklearn_cmim import CMIMTransformer, cli
 from sklearn_cmim.datasets import load_esol
+from sklearn_cmim.embed import TOO_LONG, UNREADABLE, describe_bad
 from sklearn_cmim.smiles_files import read_smiles
 from sklearn_cmim.tokenizer import tokenize
 from tests.conftest import TINY
@@ -328,13 +330,13 @@ def test_cmim_embed_of_a_fuzzed_file_is_the_transform_of_its_records(model, mode
 
 
 # ------------------------------------------------------------------------------ MoleculeNet
-def rejected(smiles: str, model: CMIMTransformer) -> bool:
-    """Whether the model's own standardiser or the length limit turns ``smiles`` away."""
+def rejection(smiles: str, model: CMIMTransformer) -> str | None:
+    """Why the model's own standardiser or the length limit turns ``smiles`` away, if it does."""
     try:
         tokens = tokenize(model.standardizer_(smiles))
     except ValueError:  # not a molecule (MoleculeError), or characters no token matches
-        return True
-    return len(tokens) + 2 > model.model_.config.max_length  # + <bos>, <eos>
+        return UNREADABLE
+    return TOO_LONG if len(tokens) + 2 > model.model_.config.max_length else None  # + <bos>, <eos>
 
 
 @pytest.mark.shared_data
@@ -351,7 +353,9 @@ def test_cmim_embed_of_a_whole_moleculenet_file(model, model_dir, name, tmp_path
     X = np.load(tmp_path / "x.npy")
     records = [smiles for _, smiles in read_smiles(source)]
     assert len(X) == len(records) == len(pd.read_csv(source))
-    bad = np.array([rejected(smiles, model) for smiles in records])
-    assert_nan_rows_exactly(X, bad)
-    if bad.any():
-        assert f"{bad.sum()} of {len(records)} molecules could not be read" in err
+    rejections = [rejection(smiles, model) for smiles in records]
+    assert_nan_rows_exactly(X, np.array([r is not None for r in rejections]))
+    kinds = Counter(r for r in rejections if r is not None)
+    if kinds:  # too long and unreadable molecules counted apart
+        message = describe_bad(kinds, len(records), model.model_.config.max_length)
+        assert f"cmim embed: warning: {message}; their rows are NaN\n" in err
