@@ -26,6 +26,7 @@ from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 
 from sklearn_cmim import CMIMTransformer
+from sklearn_cmim.config import DEFAULT_MODEL
 from sklearn_cmim.inputs import standardize_items
 from sklearn_cmim.tokenizer import tokenize
 
@@ -80,7 +81,7 @@ def summarise(rows: list[dict], reference: list[dict], reference_elements: set[s
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="cmim-moses", help="bundled model name or directory")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or directory")
     parser.add_argument("--reference", type=int, default=20_000, help="MOSES train molecules sampled")
     parser.add_argument("--extras", action="store_true", help="add ClinTox and Tox21")
     parser.add_argument("--out", type=Path, help="JSON (default docs/benchmarks)")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from sklearn_cmim import CMIMTransformer, list_pretrained
+from sklearn_cmim.config import DEFAULT_MODEL
 from sklearn_cmim.datasets import load_esol
 
 FIGURES = Path(__file__).resolve().parents[1] / "docs" / "_static" / "examples"
@@ -25,7 +26,7 @@ def make_parser(description: str) -> argparse.ArgumentParser:
     """A parser with the options every example has; each adds its own."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="cmim-moses",
+    parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="bundled model, one of sklearn_cmim.list_pretrained() (default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
                         help="train a tiny model on a few dozen ESOL molecules instead (seconds, for CI)")

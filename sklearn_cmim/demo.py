@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .cli import ArgumentParser, HelpFormatter, report_error
+from .config import DEFAULT_MODEL
 from .datasets import load_esol
 from .progress import progress
 
@@ -46,7 +47,7 @@ def build_parser(prog: str = "cmim demo") -> argparse.ArgumentParser:
     ('cmim-moses', 16, 2)
     """
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--model", default="cmim-moses", help="bundled model name or model directory")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or model directory")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds")
     parser.add_argument("--molecules", type=int, help="use only the first N ESOL molecules")
     return parser

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .cli import ArgumentParser, HelpFormatter, device_name, positive_int, report_error, report_warning
+from .config import DEFAULT_MODEL
 from .progress import SHOW_AFTER, progress
 from .smiles_files import chunked, count_smiles, read_smiles, written_atomically
 
@@ -218,7 +219,7 @@ def build_parser(prog: str = "cmim embed") -> ArgumentParser:
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("input", type=Path, help="SMILES file: .smi, .txt or .csv, optionally .gz")
     parser.add_argument("--output", type=Path, required=True, help="embeddings to write: .npy or .csv")
-    parser.add_argument("--model", default="cmim-moses", help="bundled model name or model directory")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or model directory")
     parser.add_argument("--embedding", choices=("informative", "latent"), default="informative",
                         help="decoder-state informative embeddings, or the latent mean")
     parser.add_argument("--column", help="CSV column with the SMILES (default: 'smiles', else the first)")

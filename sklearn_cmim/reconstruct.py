@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from .cli import ArgumentParser, HelpFormatter, device_name, positive_int, report_error, report_warning
+from .config import DEFAULT_MODEL
 from .embed import CHUNK_SIZE, BadMolecule, ChunkEmbedder, describe_bad, load_model
 from .progress import SHOW_AFTER, progress
 from .smiles_files import chunked, count_smiles, read_smiles, text_output
@@ -93,7 +94,7 @@ def build_parser(prog: str = "cmim reconstruct") -> ArgumentParser:
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("input", type=Path, help="SMILES file: .smi, .txt or .csv, optionally .gz")
     parser.add_argument("--output", type=Path, help="file to write the lines to (default: stdout)")
-    parser.add_argument("--model", default="cmim-moses", help="bundled model name or model directory")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or model directory")
     parser.add_argument("--column", help="CSV column with the SMILES (default: 'smiles', else the first)")
     parser.add_argument("--errors", choices=("raise", "nan"), default="raise",
                         help="a bad molecule stops the run, or is written undecoded and not counted")

@@ -28,6 +28,7 @@ from .cli import (
     positive_int,
     report_error,
 )
+from .config import DEFAULT_MODEL
 from .embed import ChunkEmbedder, load_model
 from .exceptions import UnknownTokenWarning
 from .sampling import DEFAULT_SIGMA
@@ -75,7 +76,7 @@ def build_parser(prog: str = "cmim sample") -> ArgumentParser:
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--n", type=positive_int, required=True,
                         help="molecules to decode (around each given molecule, with --around)")
-    parser.add_argument("--model", default="cmim-moses", help="bundled model name or model directory")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or model directory")
     around = parser.add_mutually_exclusive_group()
     around.add_argument("--around", nargs="+", metavar="SMILES", help="sample around these molecules")
     around.add_argument("--around-file", type=Path, metavar="FILE",
