@@ -230,8 +230,9 @@ def build_parser(prog: str = "cmim embed") -> ArgumentParser:
                         help="molecules read, embedded and written at a time")
     parser.add_argument("--device", type=device_name, help="torch device (default: cuda, then mps, then cpu)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
-                        help="auto: bf16 where the hardware has it; fp32 makes embeddings independent "
-                             "of how molecules are batched, up to rounding")
+                        help="auto and fp32 embed in fp32, so a molecule's embedding does not depend on "
+                             "its batch; bf16 (where the hardware has it) is 2-2.6x as fast, and moves "
+                             "embeddings by about 1e-3 with their batch neighbours")
     return parser
 
 

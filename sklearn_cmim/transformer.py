@@ -96,7 +96,12 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
     device : str or torch.device, default=None
         ``None`` picks cuda, then mps, then cpu. The device used is stored in ``device_``.
     precision : {"auto", "bf16", "fp32"}, default="auto"
-        "auto" uses bf16 autocast where the hardware runs bf16 natively (recent CPUs and GPUs).
+        "auto" trains in bf16 autocast where the hardware runs bf16 natively (recent CPUs and
+        GPUs) and runs inference (``transform``, ``inverse_transform``, ``score``, ``sample``) in
+        fp32, so that a molecule's embedding does not depend on the molecules batched with it.
+        "bf16" uses bf16 for inference too: on a CPU with native bf16, ``transform`` ran 2-2.6x as
+        fast (docs/benchmarks.md), at the cost of embeddings that move by about 1e-3 with their
+        batch neighbours. "fp32" never uses bf16.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, batch order and latent sampling.
     verbose : int, default=0
@@ -113,7 +118,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
     standardizer_ : Standardizer
     device_ : torch.device
     precision_ : str
-        "bf16" or "fp32", as resolved from ``precision`` on ``device_``.
+        "bf16" or "fp32": the training precision, as resolved from ``precision`` on ``device_``.
     history_ : list of dict
         Per training epoch: mean ``total``, ``rec``, ``mim``, ``con`` losses, ``seconds``,
         ``molecules_per_s`` and ``tokens_per_s``. Empty when ``fit`` trained nothing.
@@ -372,7 +377,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
     def _embed(self, encoded, spec: EmbeddingSpec, n_features: int) -> np.ndarray:
         """``spec``'s embedding of encoded molecules, batch by batch; NaN rows for bad ones."""
         out = np.full((len(encoded.sequences), n_features), np.nan, dtype=np.float32)
-        with torch.inference_mode(), autocast(self.device_, self.precision_):
+        with torch.inference_mode(), self._inference_autocast():
             for index, ids in self._batches(encoded.sequences):
                 out[index] = spec(self.model_, ids).cpu().numpy()
         return out
@@ -516,13 +521,19 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
                              "(pass errors='nan' to get None for it instead)")
         return self._decode(Z, bad)
 
+    def _inference_autocast(self):
+        """bf16 autocast for inference only when asked for by name: under "auto", inference runs in
+        fp32, whose rounding does not depend on how molecules are batched."""
+        return autocast(self.device_, "bf16" if self.precision_ == "bf16" and self.precision == "bf16"
+                        else "fp32")
+
     def _decode(self, Z: np.ndarray, skip: np.ndarray) -> np.ndarray:
         config = self.model_.config
         out = np.full(len(Z), None, dtype=object)
         rows = np.flatnonzero(~skip)
         z = torch.from_numpy(Z[rows]).view(-1, config.n_latents, config.latent_dim)
         step = self.inference_batch_size
-        with torch.inference_mode(), autocast(self.device_, self.precision_):
+        with torch.inference_mode(), self._inference_autocast():
             for start in range(0, len(rows), step):
                 ids = self.model_.generate(z[start:start + step].to(self.device_),
                                            self.vocabulary_.bos_id, self.vocabulary_.eos_id)

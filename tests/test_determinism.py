@@ -96,3 +96,33 @@ def test_grid_search_refit_is_the_same_model_whatever_n_jobs(esol, loky_defaults
     for search in searches:  # the refit is a fresh fit on all of X, done in this process
         np.testing.assert_array_equal(search.best_estimator_["cmim"].transform(new), direct)
     np.testing.assert_array_equal(searches[0].predict(new), searches[1].predict(new))
+
+
+@pytest.mark.parametrize("source", ["bundled", "fitted"])
+def test_transform_works_row_by_row_at_the_default_precision(source):
+    # A prediction for one molecule must not change with the molecules scored beside it.
+    from sklearn_cmim.datasets import load_esol
+
+    smiles = load_esol()[0][:40]
+    if source == "bundled":
+        est = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(smiles[:1])
+    else:
+        est = CMIMTransformer(**TINY).fit(smiles)  # trained in bf16 where the CPU has it
+    together = est.transform(smiles)
+    for i in (0, 7, 39):  # short and long molecules: their batches are padded differently
+        np.testing.assert_allclose(est.transform([smiles[i]])[0], together[i], rtol=0, atol=1e-5)
+    latent = est.set_params(embedding="latent")
+    np.testing.assert_allclose(latent.transform(smiles[5:6])[0], latent.transform(smiles)[5],
+                               rtol=0, atol=1e-5)
+
+
+def test_bf16_inference_is_opt_in():
+    from sklearn_cmim.datasets import load_esol
+
+    smiles = load_esol()[0][:40]
+    auto = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(smiles[:1])
+    fp32 = CMIMTransformer(pretrained="cmim-moses", max_epochs=0, precision="fp32").fit(smiles[:1])
+    np.testing.assert_array_equal(auto.transform(smiles), fp32.transform(smiles))
+    if auto.precision_ == "bf16":  # a CPU with native bf16: asking for it changes the rounding
+        bf16 = CMIMTransformer(pretrained="cmim-moses", max_epochs=0, precision="bf16").fit(smiles[:1])
+        assert not np.array_equal(bf16.transform(smiles), fp32.transform(smiles))
