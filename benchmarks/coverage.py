@@ -96,7 +96,7 @@ def main(argv=None) -> dict:
     args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
     command = "python benchmarks/coverage.py " + " ".join(sys.argv[1:] if argv is None else argv)
 
-    model = CMIMTransformer(pretrained=args.model, max_epochs=0).fit(["C"])
+    model = CMIMTransformer.from_pretrained(args.model)
     rng = np.random.default_rng(0)
     moses = read_moses("train.csv.gz")
     reference = profile([moses[i] for i in np.sort(rng.choice(len(moses), args.reference, replace=False))],

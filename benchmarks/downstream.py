@@ -181,8 +181,7 @@ def scaffold_split(scaffolds: list[str | None], fractions=(0.8, 0.1)) -> dict[st
 
 # ------------------------------------------------------------------------------------- features
 def load_model(name_or_dir: str) -> CMIMTransformer:
-    # max_epochs=0 only loads the model; fit needs one molecule it can read to do so.
-    return CMIMTransformer(pretrained=name_or_dir, max_epochs=0, errors="nan").fit(["CCO"])
+    return CMIMTransformer.from_pretrained(name_or_dir, errors="nan")
 
 
 def model_fingerprint(name_or_dir: str) -> str:

@@ -144,8 +144,7 @@ def measure(name: str, args) -> dict:
     if name in FIXED:
         featuriser, model, result = FIXED[name](), None, {}
     else:
-        # fp32: scores that do not depend on the batch a molecule is embedded in.
-        model = CMIMTransformer(pretrained=name, max_epochs=0, errors="nan", precision="fp32").fit(["CCO"])
+        model = CMIMTransformer.from_pretrained(name, errors="nan")
         featuriser = model
         pretraining = load_pretrained(name).metadata.get("pretraining", {})
         result = {"molecules_seen": pretraining.get("molecules_seen")}
@@ -176,7 +175,7 @@ def markdown(report: dict, command: str) -> str:
         f"Written by `{command}`. Scaffold split's test part (± bootstrap std over test molecules), "
         "scored by the head that scaffold-grouped inner CV on train + valid chose among the downstream "
         "benchmark's linear and kernel heads (Ridge / SVR, logistic regression / SVC); the inner-CV score "
-        "is in brackets. The models' features are their default informative embeddings in fp32. "
+        "is in brackets. The models' features are their default informative embeddings. "
         "Random forests and random-CV folds are left out to keep the run to minutes; the full protocol "
         "is the downstream section below.",
         "",

@@ -39,7 +39,7 @@ from downstream import QUICK_TRAIN_MOLECULES, train_quick_models
 def measure(label: str, model: str, molecules: list[str]) -> dict:
     """Exact reconstruction of ``molecules`` and the stored pretraining record of one model."""
     metadata = load_pretrained(model).metadata
-    estimator = CMIMTransformer(pretrained=model, max_epochs=0).fit(molecules[:1])
+    estimator = CMIMTransformer.from_pretrained(model)
     accuracy = estimator.score(molecules)
     print(f"{label} ({model}): {accuracy:.1%} of {len(molecules)} exactly reconstructed", flush=True)
     return {"label": label, "model": str(model), "accuracy": accuracy, "n": len(molecules),

@@ -28,8 +28,6 @@ if TYPE_CHECKING:
 __all__ = ["CHUNK_SIZE", "TOO_LONG", "UNREADABLE", "BadMolecule", "ChunkEmbedder", "build_parser",
            "describe_bad", "embed_file", "load_model", "main"]
 
-# With max_epochs=0, fit only loads the model, so one molecule every vocabulary knows will do.
-LOAD_ONLY = ["C"]
 # Molecules read, embedded and written at a time: memory stays flat, and the progress bar moves
 # every second or so on a CPU core. Larger chunks embed no faster: the batches are sorted by
 # length within a chunk, and a thousand molecules already sort into well-filled batches.
@@ -55,7 +53,7 @@ def load_model(model: str, **params) -> CMIMTransformer:
     """
     from .transformer import CMIMTransformer  # on use: --help must not load torch
 
-    return CMIMTransformer(pretrained=model, max_epochs=0, errors="nan", **params).fit(LOAD_ONLY)
+    return CMIMTransformer.from_pretrained(model, errors="nan", **params)
 
 
 class BadMolecule(ValueError):

@@ -24,7 +24,7 @@ class UnknownTokenWarning(UserWarning):
 
     >>> import warnings
     >>> from sklearn_cmim import CMIMTransformer, UnknownTokenWarning
-    >>> cmim = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(["CCO"])
+    >>> cmim = CMIMTransformer.from_pretrained("cmim-moses")
     >>> with warnings.catch_warnings(record=True) as caught:
     ...     warnings.simplefilter("always")
     ...     X = cmim.transform(["CCP", "CP(C)C"])

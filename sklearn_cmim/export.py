@@ -116,8 +116,7 @@ def main(argv=None, prog: str = "cmim export") -> int:
     >>> main([str(checkpoint), str(Path(tmp.name, "exported"))])  # doctest: +ELLIPSIS
     wrote ...exported
     0
-    >>> cmim = CMIMTransformer(pretrained=Path(tmp.name, "exported"), embedding="latent",
-    ...                        max_epochs=0).fit(["CCO"])
+    >>> cmim = CMIMTransformer.from_pretrained(Path(tmp.name, "exported"), embedding="latent")
     >>> cmim.transform(["CCCO"]).shape
     (1, 8)
     >>> tmp.cleanup()

@@ -209,7 +209,7 @@ def main(argv=None, prog: str = "cmim pretrain") -> int:
     0
     >>> sorted(p.name for p in output.iterdir())
     ['checkpoints', 'config.json', 'vocab.json', 'weights.pt']
-    >>> cmim = CMIMTransformer(pretrained=output, max_epochs=0).fit(["CCO"])
+    >>> cmim = CMIMTransformer.from_pretrained(output)
     >>> cmim.transform(["CCCO"]).shape
     (1, 40)
     >>> tmp.cleanup()

@@ -209,6 +209,51 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         self.errors = errors
 
     # ------------------------------------------------------------------ fitting
+    @classmethod
+    def from_pretrained(cls, name_or_dir, **params) -> CMIMTransformer:
+        """A fitted estimator holding a pretrained model: ready to transform, decode and sample.
+
+        The same as ``CMIMTransformer(pretrained=name_or_dir, max_epochs=0, **params)`` after a
+        ``fit``, without molecules to fit on. The estimator keeps those parameters, so a clone of
+        it in a ``Pipeline`` or ``GridSearchCV`` loads the same model again when fitted (or
+        fine-tunes it, if ``params`` set ``max_epochs``).
+
+        Parameters
+        ----------
+        name_or_dir : str or path
+            A bundled model's name (:func:`~sklearn_cmim.list_pretrained`) or a directory written
+            by :meth:`save_pretrained`, ``cmim pretrain`` or ``cmim export``.
+        **params
+            Other parameters of the estimator (``embedding``, ``device``, ``errors`` ...).
+
+        Returns
+        -------
+        estimator : CMIMTransformer
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``name_or_dir`` is neither a bundled model nor a model directory.
+        ValueError
+            If a parameter is invalid.
+
+        Examples
+        --------
+        >>> from sklearn_cmim import CMIMTransformer
+        >>> cmim = CMIMTransformer.from_pretrained("cmim-moses", embedding="latent")
+        >>> cmim.transform(["CCOc1ccccc1"]).shape
+        (1, 256)
+        >>> cmim.get_params()["pretrained"], cmim.get_params()["max_epochs"]
+        ('cmim-moses', 0)
+        """
+        estimator = cls(**{"max_epochs": 0, **params, "pretrained": name_or_dir})
+        estimator._embedding_spec()  # validate before any work
+        device = resolve_device(estimator.device)
+        start = load_pretrained(name_or_dir)
+        estimator._set_fitted(start.model.to(device), start.vocabulary, start.standardizer, device,
+                              resolve_precision(estimator.precision, device), [])
+        return estimator
+
     def fit(self, X, y=None):
         """Train the model on the molecules in X (from scratch, or from ``pretrained``).
 
@@ -330,13 +375,16 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
                 history = fit_model(model, sequences, self._train_settings(), device, precision,
                                     np.random.default_rng(seed), self.verbose)
         # Attributes are set only now, so an interrupted or failed fit leaves the estimator as it was.
+        self._set_fitted(model, vocabulary, standardizer, device, precision, history)
+        return encoded
+
+    def _set_fitted(self, model, vocabulary, standardizer, device, precision, history) -> None:
         self.model_ = model.eval()
         self.vocabulary_ = vocabulary
         self.standardizer_ = standardizer
         self.device_ = device
         self.precision_ = precision
         self.history_ = history
-        return encoded
 
     def _model_config(self, vocab_size: int) -> ModelConfig:
         return ModelConfig(

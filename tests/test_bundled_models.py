@@ -59,3 +59,19 @@ def test_fine_tuning_a_bundled_model_keeps_its_architecture_and_trains_its_weigh
     before = frozen.model_.decoder.blocks[0].ff[0].weight
     after = tuned.model_.decoder.blocks[0].ff[0].weight
     assert before.shape == after.shape and not np.allclose(before.detach(), after.detach())
+
+
+def test_from_pretrained_is_the_fitted_estimator_a_load_only_fit_gives(esol):
+    from sklearn.base import clone
+
+    loaded = CMIMTransformer.from_pretrained("cmim-moses", embedding="latent")
+    fitted = CMIMTransformer(pretrained="cmim-moses", max_epochs=0, embedding="latent").fit(esol[0][:1])
+    np.testing.assert_array_equal(loaded.transform(esol[0][:20]), fitted.transform(esol[0][:20]))
+    assert loaded.get_params() == fitted.get_params() and loaded.history_ == []
+    # A clone (what Pipeline and GridSearchCV fit) loads the same model again.
+    refit = clone(loaded).fit(esol[0][:1])
+    np.testing.assert_array_equal(refit.transform(esol[0][:5]), loaded.transform(esol[0][:5]))
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        CMIMTransformer.from_pretrained("no-such-model")
+    with pytest.raises(ValueError, match="embedding"):
+        CMIMTransformer.from_pretrained("cmim-moses", embedding="nope")
