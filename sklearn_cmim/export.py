@@ -38,6 +38,10 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
         "learning_curve": state["history"]["validation"],
         "training_log": state["history"]["training"],
     }
+    if arguments.get("init_from"):  # a run that continued a pretrained model says which
+        from .pretraining import initial_summary
+
+        metadata["pretraining"]["initialised_from"] = initial_summary(arguments["init_from"])
     pretrained = Pretrained(model, Vocabulary(state["vocabulary"]), Standardizer(**state["standardizer"]),
                             metadata)
     return save_pretrained(directory, pretrained, half=half)

@@ -64,7 +64,7 @@ from .training import (
     train_step,
 )
 
-__all__ = ["Run", "load_extended", "pretrain"]
+__all__ = ["Run", "initial_summary", "load_extended", "pretrain"]
 
 
 def pretrain(args: argparse.Namespace) -> Path:

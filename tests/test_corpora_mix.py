@@ -23,6 +23,7 @@ from sklearn_cmim.corpus import (
     MoleculeEncoder,
     build_vocabulary,
 )
+from sklearn_cmim.export import export_checkpoint
 from sklearn_cmim.fragments import brics_fragments
 from sklearn_cmim.model import CMIMModel, ModelConfig
 from sklearn_cmim.persistence import load_pretrained
@@ -161,8 +162,11 @@ def test_init_from_continues_a_model_with_its_ids_and_longer_positions(tmp_path,
     a, b = old.model.state_dict(), new.model.state_dict()
     drift = (b["decoder.norm.weight"] - a["decoder.norm.weight"]).abs().max()
     assert drift < 0.05
-    cmim = CMIMTransformer(pretrained=grown, max_epochs=0).fit(["CCN"])
+    cmim = CMIMTransformer.from_pretrained(grown)
     assert cmim.transform(["CCCN"]).shape[0] == 1
+    # A checkpoint exported mid-run says where the run started too.
+    exported = export_checkpoint(next((grown / "checkpoints").glob("*.pt")), tmp_path / "exported")
+    assert load_pretrained(exported).metadata["pretraining"]["initialised_from"]["model"] == str(base)
 
 
 def test_fragments_leave_out_excluded_molecules():
