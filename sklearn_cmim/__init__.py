@@ -9,6 +9,7 @@ __all__ = [
     "Standardizer",
     "UnknownTokenWarning",
     "list_pretrained",
+    "optimize_molecules",
 ]
 __version__ = "0.1.0"
 
@@ -21,6 +22,7 @@ _EXPORTS = {
     "Standardizer": "chem",
     "UnknownTokenWarning": "exceptions",
     "list_pretrained": "persistence",
+    "optimize_molecules": "optimization",
 }
 
 

@@ -32,6 +32,7 @@ COMMANDS = {
     "embed": ("sklearn_cmim.embed", "embed every molecule of a SMILES file into .npy or .csv, streamed"),
     "sample": ("sklearn_cmim.sample", "decode molecules from the prior or around given molecules"),
     "reconstruct": ("sklearn_cmim.reconstruct", "encode and decode a SMILES file; exact-match accuracy"),
+    "optimize": ("sklearn_cmim.optimize", "search near each seed molecule for ones scoring higher"),
 }
 
 
