@@ -1,4 +1,4 @@
-"""Claim 4 of METHOD.md §5: cMIM is less sensitive to batch size than InfoNCE.
+"""Claim 4 of docs/method.md: cMIM is less sensitive to batch size than InfoNCE.
 
 Two objectives train the same network (``CMIMModel``, same optimiser, schedule, reconstruction
 and A-MIM terms) at each batch size for the same number of optimiser steps on MOSES molecules:

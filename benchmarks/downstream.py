@@ -1,6 +1,6 @@
 """Downstream property prediction: cMIM and MIM embeddings against ECFP4 and RDKit descriptors.
 
-Tests claims 1 and 2 of METHOD.md §5 on MoleculeNet: ESOL, FreeSolv, Lipophilicity (RMSE) and
+Tests claims 1 and 2 of docs/method.md on MoleculeNet: ESOL, FreeSolv, Lipophilicity (RMSE) and
 BACE, BBBP (ROC-AUC); ClinTox and Tox21 with ``--extras`` (mean ROC-AUC over their tasks).
 Full run, once the bundled models exist (several hours on two CPU cores, mostly random forests;
 ``--n-jobs`` parallelises the grid searches):
@@ -27,7 +27,7 @@ splits; each head's small grid is tuned by inner cross-validation on the trainin
 * Random CV: 5 folds x 3 seeds, mean ± standard deviation over the 15 test folds.
 
 "Best head" is chosen by its inner-CV score, never by the test score. Informative-embedding
-variants (METHOD.md §4) are compared with a linear head (Ridge / logistic regression), the usual
+variants (docs/method.md, Embeddings) are compared with a linear head (Ridge / logistic regression), the usual
 probe of what a representation holds.
 """
 
@@ -110,7 +110,7 @@ DEFAULT_RECIPE = tuple(CMIMTransformer().get_params()[f"informative_{part}"]
 SPLITS = ("scaffold", "random_cv")
 # Claims checked task by task on the best-head scores. The first two, on the scaffold split, are
 # the project's goal: each must hold on at least 4 of the 5 core tasks.
-COMPARISONS = [  # (a, b, relation, what it tests: the goal or a claim of METHOD.md §5)
+COMPARISONS = [  # (a, b, relation, what it tests: the goal or a claim of docs/method.md)
     ("cMIM informative", "ECFP4", "beats", "goal"),
     ("cMIM informative", "MIM informative", "matches or beats", "goal; claim 1"),
     ("cMIM latent", "MIM latent", "matches or beats", "claim 1"),
@@ -726,7 +726,7 @@ def markdown(report: dict, figures: list[Path], markdown_path: Path, command: st
 
     lines += ["### Informative-embedding variants (linear head)", "",
               "Decoder layers (last / mean of all) x pooling over tokens (mean / mean and max) x with or "
-              "without the latent mean in front (METHOD.md §4).", ""]
+              "without the latent mean in front (docs/method.md, Embeddings).", ""]
     variant_names = list(next(iter(datasets.values()))["variants"])
     for split, title in titles.items():
         rows = [[name.replace(" | ", ", ")] + [fmt(_best_score(result["variants"][name], split))

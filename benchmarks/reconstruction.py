@@ -1,4 +1,4 @@
-"""Claim 3 of METHOD.md §5: exact-match reconstruction of cMIM against MIM at the same budget.
+"""Claim 3 of docs/method.md: exact-match reconstruction of cMIM against MIM at the same budget.
 
 Measures each model's greedy exact reconstruction of the first N MOSES ``test_scaffolds``
 molecules (scaffolds absent from training), and sets it beside the validation learning curve that

@@ -1,4 +1,4 @@
-"""Molecules in, standardised canonical SMILES out (METHOD.md §1, first half).
+"""Molecules in, standardised canonical SMILES out (docs/method.md, Data path).
 
 Every SMILES string or RDKit ``Mol`` that reaches the model goes through :class:`Standardizer`,
 so that the same molecule written two ways gets the same tokens.

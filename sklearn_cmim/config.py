@@ -52,7 +52,7 @@ class ModelConfig:
 
 @dataclass
 class TrainSettings:
-    """Optimisation and loss settings (MolMIM's recipe, scaled down; METHOD.md §6)."""
+    """Optimisation and loss settings (MolMIM's recipe, scaled down; docs/method.md, Training)."""
 
     max_epochs: int = 10
     batch_size: int = 64

@@ -1,4 +1,4 @@
-"""Molecule features read from a trained model, with no further training (METHOD.md §4).
+"""Molecule features read from a trained model, with no further training (docs/method.md).
 
 ``latent``: the posterior mean mu, flattened (K x D values), as MolMIM serves it.
 ``informative``: the decoder run teacher-forced on the molecule's own tokens with z = mu; its

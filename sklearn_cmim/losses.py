@@ -1,4 +1,4 @@
-"""The cMIM objective (METHOD.md §3): ``L = L_rec + w(step) * L_mim + contrastive_weight * L_con``.
+"""The cMIM objective (docs/method.md): ``L = L_rec + w(step) * L_mim + contrastive_weight * L_con``.
 
 Each term is computed per molecule and averaged over the batch. The latent log-densities are
 *averaged* over the K x D latent dimensions (as MolMIM does), which keeps ``L_mim`` on the scale

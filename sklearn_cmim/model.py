@@ -1,7 +1,7 @@
 """The cMIM network: Perceiver encoder -> Gaussian latent -> causal Transformer decoder.
 
 Read top-down: :class:`ModelConfig`, the building blocks, :class:`PerceiverEncoder`,
-:class:`Decoder`, and :class:`CMIMModel`, which ties them together (METHOD.md §2).
+:class:`Decoder`, and :class:`CMIMModel`, which ties them together (docs/method.md, Model).
 Shapes: B molecules, T tokens, H ``d_model``, K ``n_latents``, D ``latent_dim``.
 """
 

@@ -1,4 +1,4 @@
-"""SMILES -> token ids and back (METHOD.md §1, second half).
+"""SMILES -> token ids and back (docs/method.md, Data path).
 
 The regex is MolMIM's, one token per match, plus ``<`` so that the dative bonds RDKit writes
 for organometallics (``->``, ``<-``) can be read. The vocabulary is learned from the training corpus;

@@ -1,4 +1,4 @@
-"""Each loss term against values worked out by hand (METHOD.md §3)."""
+"""Each loss term against values worked out by hand (docs/method.md, Loss)."""
 
 import math
 
