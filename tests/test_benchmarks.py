@@ -257,6 +257,27 @@ def test_finetune_quick_never_fits_on_test_molecules_and_resumes_from_its_cache(
         {name: r["test"] for name, r in result["settings"].items()}
 
 
+@pytest.mark.shared_data
+@needs_shared_data
+def test_optimization_quick_compares_both_models_at_every_threshold_and_keeps_off_the_docs(tmp_path):
+    docs = (BENCHMARKS.parent / "docs" / "benchmarks.md").read_text()
+    report = load_script("optimization").main(["--quick", "--out", str(tmp_path)])
+    check_report(tmp_path, "optimization.json", "optimization", [])
+    assert list(report["models"]) == ["cMIM", "MIM"] and report["config"]["n_seeds"] == 3
+    for result in report["models"].values():
+        assert list(result["plogp"]) == ["0.0", "0.2", "0.4", "0.6"]
+        for threshold, summary in result["plogp"].items():
+            assert 0 <= summary["success"] <= 1 and summary["mean"] >= 0 and summary["scored_per_seed"] <= 4
+            seeds = summary["seeds"]
+            assert all(s["improvement"] >= 0 and s["similarity"] >= float(threshold) for s in seeds)
+        assert 0 <= result["qed"]["success"] <= 1 and len(result["qed"]["seeds"]) == 3
+    # The file's seed values leave out the ring penalty, which the first seeds do not have.
+    assert report["seed_plogp_file_vs_ours"] < 1e-6
+    markdown = (tmp_path / "benchmarks.md").read_text()
+    assert "quick mode" in markdown and "0.84 ± 1.45" in markdown and "standardised seed" in markdown
+    assert (BENCHMARKS.parent / "docs" / "benchmarks.md").read_text() == docs
+
+
 @pytest.mark.slow
 def test_reconstruction_quick(tmp_path):
     report = load_script("reconstruction").main(["--quick", "--out", str(tmp_path)])
