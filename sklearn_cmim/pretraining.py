@@ -6,9 +6,10 @@ inside DistributedDataParallel and draws contrastive negatives from the global b
 alone logs, validates and writes. The result is a model directory for
 ``CMIMTransformer(pretrained=...)``, with the checkpoints in its ``checkpoints/`` folder.
 
-Read top-down: :func:`pretrain` (set-up and the training loop), :class:`Run` (what a checkpoint
-holds), then the helpers they call. What the loop reports (log lines, throughput, validation)
-lives in :mod:`sklearn_cmim.reporting`.
+Read top-down: :func:`pretrain` (set-up), :class:`Loop` (a step, then the log line, validation
+and checkpoint due after it), :class:`Run` (what a checkpoint holds), then the helpers they
+call. What the loop reports (log lines, throughput, validation) lives in
+:mod:`sklearn_cmim.reporting`.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ from .training import (
     train_step,
 )
 
-__all__ = ["Run", "initial_summary", "load_extended", "pretrain"]
+__all__ = ["Loop", "Run", "initial_summary", "load_extended", "pretrain"]
 
 
 def pretrain(args: argparse.Namespace) -> Path:
@@ -79,10 +80,6 @@ def pretrain(args: argparse.Namespace) -> Path:
 
 
 def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) -> Path:
-    def log(message: str) -> None:
-        if context.is_main:
-            print(message, flush=True)
-
     precision = resolve_precision(args.precision, device)
     corpora, split = [Corpus([path], args.column) for path in args.inputs], HoldOut(args.holdout_every)
     checkpoints = Checkpoints(args.output / "checkpoints", args.keep_checkpoints)
@@ -112,90 +109,144 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
     run = Run(model, optimizer, make_scheduler(optimizer, args.max_steps, settings), stream, vocabulary,
               standardizer)
     torch.manual_seed(args.random_state + context.rank)  # distinct dropout and latent noise per rank
+    loop = Loop(args, context, device, precision, settings, run, checkpoints, validation, peak)
     if state is not None:
         run.restore(state, context.rank, device)
-        log(f"resumed from {state['path']} at step {run.step}")
+        loop.log(f"resumed from {state['path']} at step {run.step}")
         del state  # the loaded copy of the weights and optimiser state is no longer needed
-    if context.is_main:
-        log(f"{model.num_parameters():,} parameters | vocabulary {len(vocabulary)} tokens | "
-            f"{context.world_size} process(es) on {device.type} | {precision} | "
-            f"matmul peak {peak / 1e12:.2f} TFLOP/s per device | "
-            f"{sum(map(len, validation.values()))} validation molecules "
-            f"(every {args.holdout_every}th record)")
-        if initial is not None and state is None:
-            log(f"initialised from {args.init_from} ({len(initial.vocabulary)} tokens, "
-                f"max_length {initial.model.config.max_length})")
-        if not any(validation.values()):
-            log("warning: no usable held-out molecule; validation is skipped")
+    loop.log_start(initial)  # None when resuming: the checkpoint holds the weights
+    loop.train()
+    loop.finish()
+    return args.output
 
-    ddp = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-           if context.distributed else model)
-    gather = LatentGather(context) if context.distributed else None
-    schedule = CheckpointSchedule(args.checkpoint_every_steps, args.checkpoint_every_minutes)
-    meter = Meter()
-    # On a GPU, bad steps are skipped on the device and looked for at each log line, so that no
-    # step waits for the device to say whether its loss was finite.
-    skipper, checked = StepSkipper.for_device(device), run.step
-    batches = iter(stream)
-    while run.step < args.max_steps:
-        batch = next(batches)
+
+class Loop:
+    """The training loop of one process: a step, then whatever is due after it (a log line, a
+    validation, a checkpoint), until ``args.max_steps``; rank 0 alone logs, validates and writes."""
+
+    def __init__(self, args, context: Context, device: torch.device, precision: str,
+                 settings: TrainSettings, run: Run, checkpoints: Checkpoints, validation: dict,
+                 peak: float | None):
+        self.args, self.context, self.device, self.precision = args, context, device, precision
+        self.settings, self.run, self.checkpoints = settings, run, checkpoints
+        self.validation, self.peak = validation, peak
+        self.ddp = (DistributedDataParallel(run.model, device_ids=[device.index] if device.type == "cuda"
+                                            else None) if context.distributed else run.model)
+        self.gather = LatentGather(context) if context.distributed else None
+        self.schedule = CheckpointSchedule(args.checkpoint_every_steps, args.checkpoint_every_minutes)
+        self.meter = Meter()
+        # On a GPU, bad steps are skipped on the device and looked for at each log line, so that no
+        # step waits for the device to say whether its loss was finite.
+        self.skipper, self.checked = StepSkipper.for_device(device), run.step
+
+    def log(self, message: str) -> None:
+        if self.context.is_main:
+            print(message, flush=True)
+
+    def log_start(self, initial: Pretrained | None) -> None:
+        """The run's first lines: its size and set-up, and the model it starts from, if any."""
+        args, context, run = self.args, self.context, self.run
+        if not context.is_main:
+            return
+        self.log(f"{run.model.num_parameters():,} parameters | vocabulary {len(run.vocabulary)} tokens | "
+                 f"{context.world_size} process(es) on {self.device.type} | {self.precision} | "
+                 f"matmul peak {self.peak / 1e12:.2f} TFLOP/s per device | "
+                 f"{sum(map(len, self.validation.values()))} validation molecules "
+                 f"(every {args.holdout_every}th record)")
+        if initial is not None:
+            self.log(f"initialised from {args.init_from} ({len(initial.vocabulary)} tokens, "
+                     f"max_length {initial.model.config.max_length})")
+        if not any(self.validation.values()):
+            self.log("warning: no usable held-out molecule; validation is skipped")
+
+    def train(self) -> None:
+        batches = iter(self.run.stream)
+        while self.run.step < self.args.max_steps:
+            batch = next(batches)
+            losses, width = self.step(batch)
+            last = self.run.step == self.args.max_steps
+            self.report(losses, batch, width, last)
+            paused = time.perf_counter()
+            self.validate(last)
+            self.save_if_due(last)
+            self.meter.start += time.perf_counter() - paused  # throughput counts training time only
+
+    def step(self, batch) -> tuple[dict, int]:
+        """One optimiser step on ``batch``; returns its losses (on the device) and padded width."""
         ids = pad(batch)
-        if device.type == "cuda":
+        if self.device.type == "cuda":
             ids = ids.pin_memory()
+        run, device = self.run, self.device
         try:
-            losses = train_step(ddp, ids.to(device, non_blocking=True), optimizer, run.scheduler, run.step,
-                                settings, autocast(device, precision), gather, skipper)
+            losses = train_step(self.ddp, ids.to(device, non_blocking=True), run.optimizer, run.scheduler,
+                                run.step, self.settings, autocast(device, self.precision), self.gather,
+                                self.skipper)
         except NonFiniteLossError as error:
             raise NonFiniteLossError(f"step {run.step + 1}: {error}") from None
         run.step += 1
-        step, last = run.step, run.step == args.max_steps
-        log_line = step % args.log_every == 0 or last
-        if skipper is not None and log_line:
-            if skipper.skipped():
-                raise NonFiniteLossError(f"a step from {checked + 1} to {step} had a non-finite loss or "
-                                         "gradient; it was skipped, so the weights are those of a good step")
-            checked = step
-        if context.is_main:
-            meter.add(losses, batch, ids.shape[1])
-            if log_line:
-                # The gathered batch, as measured; without a gather the contrastive term used this batch.
-                negatives = (gather.global_batch if gather and gather.global_batch else len(batch)) - 1
-                record = {"step": step, "epoch": stream.epoch,
-                          "molecules_seen": step * args.batch_size * context.world_size,
-                          "lr": run.scheduler.get_last_lr()[0], "negatives": negatives,
-                          **meter.read(model, peak, context.world_size)}
-                run.history["training"].append(record)
-                log(format_record(record, args.max_steps))
-        paused = time.perf_counter()
-        if any(validation.values()) and (step % args.validation_every == 0 or last):
-            run.history["validation"].append(validate_corpora(
-                model, validation, vocabulary, settings, step, device, precision,
-                args.batch_size * context.world_size))
-            log(format_validation(run.history["validation"][-1]))
-        due = schedule.due_by_steps(step) or last
-        if step % args.log_every == 0:  # rank 0's clock decides for all, at steps every rank knows
-            due = context.broadcast(schedule.due_by_time()) or due
-        if due:
-            rank_states = context.all_gather(run.rank_state(device))
-            if context.is_main:
-                log(f"checkpoint {checkpoints.save(run.checkpoint(rank_states, args), step)}")
-            schedule.saved()
-        meter.start += time.perf_counter() - paused  # throughput counts training time only
+        return losses, ids.shape[1]
 
-    skipped = sum((Counter(counts) for counts in context.all_gather(dict(stream.skipped))), Counter())
-    if context.is_main:
+    def report(self, losses: dict, batch, width: int, last: bool) -> None:
+        """Count the step; at a log line, check for skipped steps and log the losses and speed."""
+        args, run, step = self.args, self.run, self.run.step
+        log_line = step % args.log_every == 0 or last
+        if self.skipper is not None and log_line:
+            if self.skipper.skipped():
+                raise NonFiniteLossError(f"a step from {self.checked + 1} to {step} had a non-finite loss or "
+                                         "gradient; it was skipped, so the weights are those of a good step")
+            self.checked = step
+        if not self.context.is_main:
+            return
+        self.meter.add(losses, batch, width)
+        if log_line:
+            # The gathered batch, as measured; without a gather the contrastive term used this batch.
+            gather = self.gather
+            negatives = (gather.global_batch if gather and gather.global_batch else len(batch)) - 1
+            record = {"step": step, "epoch": run.stream.epoch,
+                      "molecules_seen": step * args.batch_size * self.context.world_size,
+                      "lr": run.scheduler.get_last_lr()[0], "negatives": negatives,
+                      **self.meter.read(run.model, self.peak, self.context.world_size)}
+            run.history["training"].append(record)
+            self.log(format_record(record, args.max_steps))
+
+    def validate(self, last: bool) -> None:
+        step = self.run.step
+        if any(self.validation.values()) and (step % self.args.validation_every == 0 or last):
+            record = validate_corpora(self.run.model, self.validation, self.run.vocabulary, self.settings,
+                                      step, self.device, self.precision,
+                                      self.args.batch_size * self.context.world_size)
+            self.run.history["validation"].append(record)
+            self.log(format_validation(record))
+
+    def save_if_due(self, last: bool) -> None:
+        step, context = self.run.step, self.context
+        due = self.schedule.due_by_steps(step) or last
+        if step % self.args.log_every == 0:  # rank 0's clock decides for all, at steps every rank knows
+            due = context.broadcast(self.schedule.due_by_time()) or due
+        if due:
+            rank_states = context.all_gather(self.run.rank_state(self.device))
+            if context.is_main:
+                path = self.checkpoints.save(self.run.checkpoint(rank_states, self.args), step)
+                self.log(f"checkpoint {path}")
+            self.schedule.saved()
+
+    def finish(self) -> None:
+        """Write the model directory, with what the run measured in its metadata."""
+        args, context, run = self.args, self.context, self.run
+        skipped = sum((Counter(counts) for counts in context.all_gather(dict(run.stream.skipped))), Counter())
+        if not context.is_main:
+            return
         pretraining = {"steps": run.step, "molecules_seen": run.step * args.batch_size * context.world_size,
                        "world_size": context.world_size, "skipped_molecules": dict(skipped),
-                       "matmul_peak_flops": peak, "arguments": arguments(args)}
+                       "matmul_peak_flops": self.peak, "arguments": arguments(args)}
         if args.init_from:
             pretraining["initialised_from"] = initial_summary(args.init_from)
         metadata = {"contrastive_weight": args.contrastive_weight, "temperature": args.temperature,
                     "pretraining": pretraining, "learning_curve": run.history["validation"],
                     "training_log": run.history["training"]}
-        save_pretrained(args.output, Pretrained(model, vocabulary, standardizer, metadata))
-        log(f"saved the model to {args.output} (step {run.step}; skipped molecules: "
-            f"{dict(skipped) or 'none'})")
-    return args.output
+        save_pretrained(args.output, Pretrained(run.model, run.vocabulary, run.standardizer, metadata))
+        self.log(f"saved the model to {args.output} (step {run.step}; skipped molecules: "
+                 f"{dict(skipped) or 'none'})")
 
 
 @dataclass
