@@ -274,8 +274,12 @@ class _Search:
         # The draws come from this search's own generator (cma's "randn"), never from NumPy's
         # global one ("seed": nan leaves it alone): a seed's result depends on random_state and
         # its position only, not on the other seeds.
+        # The fitness it is told is ranks (see tell), whose best is always 0: cma's tests of
+        # stalled fitness would stop every search after ten generations, so the budget and
+        # max_iter decide instead.
         options = {"popsize": popsize, "seed": math.nan, "verbose": -9,
-                   "randn": lambda n, dim: rng.standard_normal((n, dim))}
+                   "randn": lambda n, dim: rng.standard_normal((n, dim)),
+                   "tolfun": 0, "tolfunhist": 0, "tolfunrel": 0, "tolflatfitness": math.inf}
         self.es = cma.CMAEvolutionStrategy(latent.astype(float), sigma0, options)
         # canonical SMILES -> (similarity, score or None); the seed is known without a call.
         self.seen = {canonical_smiles(smiles): (1.0, score)}
