@@ -20,6 +20,7 @@ EXAMPLES = {
     "plot_embedding_map.py": "embedding_map.png",
     "plot_interpolation.py": "interpolation.png",
     "plot_sampling.py": "sampling.png",
+    "plot_optimization.py": "optimization.png",
 }
 # One thread: the examples are tiny, and CI machines may be running other jobs.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
