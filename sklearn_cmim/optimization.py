@@ -272,11 +272,10 @@ class _Search:
         self.fingerprint = _fingerprint(mol)
         self.threshold, self.budget, self.max_iter = similarity, budget, max_iter
         # The draws come from this search's own generator (cma's "randn"), never from NumPy's
-        # global one ("seed": nan leaves it alone): a seed's result depends on random_state and
-        # its position only, not on the other seeds.
-        # The fitness it is told is ranks (see tell), whose best is always 0: cma's tests of
-        # stalled fitness would stop every search after ten generations, so the budget and
-        # max_iter decide instead.
+        # global one ("seed": nan leaves it alone), so a seed's result does not depend on the
+        # other seeds. The fitness cma is told is ranks (see tell), whose best is always 0: its
+        # tests of stalled fitness would stop every search after ten generations, so the budget
+        # and max_iter decide instead.
         options = {"popsize": popsize, "seed": math.nan, "verbose": -9,
                    "randn": lambda n, dim: rng.standard_normal((n, dim)),
                    "tolfun": 0, "tolfunhist": 0, "tolfunrel": 0, "tolflatfitness": math.inf}
@@ -306,10 +305,8 @@ class _Search:
                 continue
             similarity = DataStructs.TanimotoSimilarity(
                 self.fingerprint, _fingerprint(Chem.MolFromSmiles(canonical)))
-            if similarity < self.threshold:
-                self.seen[canonical] = (similarity, None)
-            elif self.n_scored + len(wanted) < self.budget:
-                self.seen[canonical] = (similarity, None)  # scored by tell
+            self.seen[canonical] = (similarity, None)  # a feasible one's score comes in tell
+            if similarity >= self.threshold and self.n_scored + len(wanted) < self.budget:
                 wanted.append(canonical)
         return wanted
 
