@@ -176,8 +176,9 @@ def markdown(report: dict, command: str) -> str:
         "scored by the head that scaffold-grouped inner CV on train + valid chose among the downstream "
         "benchmark's linear and kernel heads (Ridge / SVR, logistic regression / SVC); the inner-CV score "
         "is in brackets. The models' features are their default informative embeddings. "
-        "Random forests and random-CV folds are left out to keep the run to minutes; the full protocol "
-        "is the downstream section below.",
+        "Random forests and random-CV folds are left out to keep the run to minutes; the downstream "
+        "section has the full protocol. Rows from earlier runs of this script (`--include`) were "
+        "measured with `--datasets esol freesolv lipophilicity bace bbbp --test --n 2000`.",
         "",
         markdown_table(["features", *(f"{DATASETS[d].label} ({metric[d]})" for d in datasets)], rows),
     ]

@@ -9,7 +9,7 @@ improved). Then QED: the share of the same seeds for which a molecule with QED >
 similarity 0.4. Both models search with the same budget, settings and random state, through
 :func:`sklearn_cmim.optimization.optimize_molecules`; published rows stand beside them.
 
-    python benchmarks/optimization.py                        # cmim-moses and mim-moses, all 800 seeds
+    python benchmarks/optimization.py                        # cmim-broad and mim-broad, all 800 seeds
     python benchmarks/optimization.py --seeds 100 --budget 50  # a CPU-sized subset
     python benchmarks/optimization.py --quick                # smoke run: 3 seeds, tiny budget (seconds)
 """
@@ -184,8 +184,8 @@ def markdown(report: dict) -> str:
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cmim-model", default="cmim-moses", help="model name or directory (lambda = 1)")
-    parser.add_argument("--mim-model", default="mim-moses", help="model name or directory (lambda = 0)")
+    parser.add_argument("--cmim-model", default="cmim-broad", help="model name or directory (lambda = 1)")
+    parser.add_argument("--mim-model", default="mim-broad", help="model name or directory (lambda = 0)")
     parser.add_argument("--seeds", type=int, help="the first N seeds only (default: all 800)")
     parser.add_argument("--budget", type=int, default=100, help="molecules scored per seed and threshold")
     parser.add_argument("--popsize", type=int, help="CMA-ES population (default: CMA-ES's own)")

@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     metadata = load_pretrained(args.model).metadata
     arguments = metadata.get("pretraining", {}).get("arguments", {})
-    cmim = CMIMTransformer.from_pretrained(args.model, embedding="latent", random_state=0)
+    cmim = CMIMTransformer.from_pretrained(args.model, embedding="latent", random_state=0, errors="nan")
     held_out = read_smiles("test_scaffolds.csv.gz", args.reconstruct)
     accuracy = cmim.score(held_out)
     print(f"greedy exact reconstruction, {len(held_out)} test_scaffolds molecules: {accuracy:.1%}")

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 __all__ = ["ARCHITECTURE", "DEFAULT_MODEL", "ModelConfig", "TrainSettings"]
 
 # The bundled model the commands, the demo and the examples use unless told otherwise.
-DEFAULT_MODEL = "cmim-moses"
+DEFAULT_MODEL = "cmim-broad"
 
 # The architecture fields ``cmim pretrain`` takes as options (the others follow from the data).
 ARCHITECTURE = ("d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", "n_latents",

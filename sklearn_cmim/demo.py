@@ -44,7 +44,7 @@ def build_parser(prog: str = "cmim demo") -> argparse.ArgumentParser:
     >>> from sklearn_cmim.demo import build_parser
     >>> args = build_parser().parse_args(["--molecules", "16", "--folds", "2"])
     >>> args.model, args.molecules, args.folds
-    ('cmim-moses', 16, 2)
+    ('cmim-broad', 16, 2)
     """
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or model directory")
@@ -105,8 +105,8 @@ def main(argv=None, prog: str = "cmim demo") -> int:
     <BLANKLINE>
     features                                    RMSE (log mol/L)
     ECFP4 (2048 bits)                              ...
-    cMIM latent (cmim-moses)                       ...
-    cMIM informative (cmim-moses)                  ...
+    cMIM latent (cmim-broad)                       ...
+    cMIM informative (cmim-broad)                  ...
     <BLANKLINE>
     ... s in all
     0

@@ -212,7 +212,7 @@ def build_parser(prog: str = "cmim embed") -> ArgumentParser:
     >>> from sklearn_cmim.embed import build_parser
     >>> args = build_parser().parse_args(["molecules.smi", "--output", "embeddings.npy"])
     >>> args.model, args.embedding, args.errors, args.chunk_size
-    ('cmim-moses', 'informative', 'raise', 1000)
+    ('cmim-broad', 'informative', 'raise', 1000)
     """
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("input", type=Path, help="SMILES file: .smi, .txt or .csv, optionally .gz")

@@ -87,7 +87,7 @@ def build_parser(prog: str = "cmim optimize") -> ArgumentParser:
     >>> from sklearn_cmim.optimize import build_parser
     >>> args = build_parser().parse_args(["seeds.smi", "--objective", "qed"])
     >>> args.similarity, args.budget, args.sigma0, args.model
-    (0.4, 100, 0.1, 'cmim-moses')
+    (0.4, 100, 0.1, 'cmim-broad')
     """
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("seeds", type=Path, metavar="SEEDS",

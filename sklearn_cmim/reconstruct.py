@@ -89,7 +89,7 @@ def build_parser(prog: str = "cmim reconstruct") -> ArgumentParser:
     >>> from sklearn_cmim.reconstruct import build_parser
     >>> args = build_parser().parse_args(["molecules.smi", "--errors", "nan"])
     >>> args.input.name, args.output, args.errors, args.model
-    ('molecules.smi', None, 'nan', 'cmim-moses')
+    ('molecules.smi', None, 'nan', 'cmim-broad')
     """
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("input", type=Path, help="SMILES file: .smi, .txt or .csv, optionally .gz")

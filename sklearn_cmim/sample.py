@@ -71,7 +71,7 @@ def build_parser(prog: str = "cmim sample") -> ArgumentParser:
     >>> from sklearn_cmim.sample import build_parser
     >>> args = build_parser().parse_args(["--n", "10", "--around", "CCO", "c1ccccc1"])
     >>> args.n, args.around, args.sigma, args.model
-    (10, ['CCO', 'c1ccccc1'], 0.05, 'cmim-moses')
+    (10, ['CCO', 'c1ccccc1'], 0.07, 'cmim-broad')
     """
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--n", type=positive_int, required=True,

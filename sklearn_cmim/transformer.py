@@ -607,10 +607,10 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
             Draw around these molecules instead of from the prior: each one's latent mean plus
             ``sigma`` times N(0, I) noise. Bad items follow ``errors``: they raise, or, with
             ``errors="nan"``, their samples are ``None``.
-        sigma : float, default=0.05
+        sigma : float, default=0.07
             Noise scale around each molecule, in units of the prior's standard deviation. With the
-            bundled models 0.05 keeps about 97% of the decodings valid, most of them the molecule
-            itself; 0.1 keeps about 60% valid, with more new molecules among them.
+            `-broad` models 0.07 keeps about 93% of the decodings valid, most of them the molecule
+            itself; 0.1 keeps about 60% valid, a third of them new molecules.
 
         Returns
         -------

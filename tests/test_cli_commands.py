@@ -15,6 +15,7 @@ import torch
 
 from sklearn_cmim import CMIMTransformer, cli, progress
 from sklearn_cmim.chem import canonical_smiles
+from sklearn_cmim.config import DEFAULT_MODEL
 from sklearn_cmim.sample import build_parser as sample_parser
 from sklearn_cmim.sampling import DEFAULT_SIGMA
 from tests.conftest import TINY
@@ -173,7 +174,7 @@ def test_sample_around_a_molecule_by_default_is_mostly_valid_and_says_so(capsys)
     status, out, err = run(capsys, "sample", "--n", 30, "--around", aspirin, "--random-state", 0)
     assert status == 0
     samples = out.splitlines()
-    model = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(["C"])
+    model = CMIMTransformer.from_pretrained(DEFAULT_MODEL)  # the command's default
     assert samples == list(model.sample(30, random_state=0, around=[aspirin]))
     valid = [c for c in map(canonical_smiles, samples) if c is not None]
     assert len(valid) >= 24  # 80%

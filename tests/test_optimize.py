@@ -14,6 +14,7 @@ from sklearn.pipeline import make_pipeline
 
 from sklearn_cmim import CMIMTransformer, ECFPTransformer, cli
 from sklearn_cmim.chem import canonical_smiles
+from sklearn_cmim.config import DEFAULT_MODEL
 from sklearn_cmim.optimization import (
     _ring_penalty,
     optimize_molecules,
@@ -30,7 +31,7 @@ SEARCH = dict(similarity=0.4, budget=40, random_state=0)
 
 @pytest.fixture(scope="module")
 def cmim():
-    return CMIMTransformer.from_pretrained("cmim-moses", embedding="latent")
+    return CMIMTransformer.from_pretrained(DEFAULT_MODEL, embedding="latent")  # the command's default
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +127,7 @@ BAD_INPUT = [
      r"gave inf for '.+' \(a candidate for seeds\[\d\] = '.+'\)"),
     (dict(objective=lambda s: ["high"] * len(s)), TypeError, "must return numbers"),
     (dict(seeds=["CCO", "C1CC"]), ValueError, r"seeds\[1\] = 'C1CC' is not a SMILES RDKit can read"),
-    (dict(seeds=["CCO", "C" * 200]), ValueError, r"seeds\[1\] = 'CCCC.+ cannot be encoded: it is 202 tokens"),
+    (dict(seeds=["CCO", "C" * 300]), ValueError, r"seeds\[1\] = 'CCCC.+ cannot be encoded: it is 302 tokens"),
     (dict(seeds="CCO"), TypeError, "not a single one"),
     (dict(seeds=["CCO", 5]), TypeError, r"seeds\[1\] = 5 is neither"),
     (dict(similarity=1.5), ValueError, "similarity must be a number >= 0 and <= 1"),
