@@ -53,7 +53,7 @@ def brics_fragments(smiles: Iterable[str], standardizer: Standardizer, max_heavy
             try:
                 Chem.SanitizeMol(capped)
                 standard = standardizer(Chem.MolToSmiles(capped))
-            except (MoleculeError, ValueError, RuntimeError):  # RDKit raises its own ValueError kinds
+            except (ValueError, RuntimeError):  # MoleculeError, and the ValueError kinds RDKit raises
                 continue
             if Chem.MolFromSmiles(standard).GetNumHeavyAtoms() <= max_heavy_atoms:
                 found.add(standard)

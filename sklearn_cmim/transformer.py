@@ -593,7 +593,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         """Decode molecules from latents drawn from the prior N(0, I), or near given molecules.
 
         Few prior draws decode to valid molecules: the codes of real molecules fill a much tighter
-        region than N(0, I) (about 2% are valid with the bundled models; see their model cards).
+        region than N(0, I) (2-6% are valid with the bundled models; see their model cards).
         Sampling ``around`` known molecules is the better option: at the default ``sigma``, nearly
         all decodings are valid.
 
