@@ -157,8 +157,7 @@ def model_card(results: dict, metadata: dict, args) -> str:
         f"| architecture | d_model {arguments.get('d_model')}, {arguments.get('n_encoder_layers')} encoder + "
         f"{arguments.get('n_decoder_layers')} decoder layers, K={arguments.get('n_latents')} latents of "
         f"D={arguments.get('latent_dim')}, dropout {arguments.get('dropout')} |",
-        f"| optimisation | batch {arguments.get('batch_size')}, AdamW lr {arguments.get('learning_rate')}, "
-        f"schedule over {arguments.get('max_steps')} steps |",
+        f"| optimisation | {optimisation(run, arguments)} |",
         f"| steps done | {run.get('steps')} ({run.get('molecules_seen', 0):,} molecules seen) |",
         f"| hardware | {args.hardware} |",
         f"| training wall time | {args.wall_time} |",
@@ -199,6 +198,16 @@ def model_card(results: dict, metadata: dict, args) -> str:
                             *(f"{p['corpora'][c]['accuracy']:.1%}" if c in p.get("corpora", {}) else ""
                               for c in each), f"{p['rec']:.4f}"]) for p in curve]
     return "\n".join(lines) + "\n"
+
+
+def optimisation(run: dict, arguments: dict) -> str:
+    """The optimiser settings in words; a run trained in stages (a wall-time budget each) lists them."""
+    head = f"batch {arguments.get('batch_size')}, AdamW"
+    if not run.get("stages"):
+        return f"{head} lr {arguments.get('learning_rate')}, schedule over {arguments.get('max_steps')} steps"
+    stages = "; ".join(f"stage {i}: peak lr {stage['learning_rate']}, {stage['minutes']} min of wall time "
+                       f"({stage['steps']:,} steps)" for i, stage in enumerate(run["stages"], 1))
+    return f"{head}; {stages}; each stage {run.get('schedule', '')}"
 
 
 def markdown_row(cells: list[str]) -> str:

@@ -20,18 +20,18 @@ class UnknownTokenWarning(UserWarning):
 
     Examples
     --------
-    The bundled models were trained on MOSES, which has no phosphorus:
+    The bundled models' vocabulary has no tellurium:
 
     >>> import warnings
     >>> from sklearn_cmim import CMIMTransformer, UnknownTokenWarning
-    >>> cmim = CMIMTransformer.from_pretrained("cmim-moses")
+    >>> cmim = CMIMTransformer.from_pretrained("cmim-broad")
     >>> with warnings.catch_warnings(record=True) as caught:
     ...     warnings.simplefilter("always")
-    ...     X = cmim.transform(["CCP", "CP(C)C"])
+    ...     X = cmim.transform(["C[Te]C", "CC[Te]CC"])
     >>> [(w.category.__name__, w.message.counts) for w in caught]
-    [('UnknownTokenWarning', Counter({'P': 2}))]
+    [('UnknownTokenWarning', Counter({'[Te]': 2}))]
     >>> str(caught[0].message)
-    "2 tokens are not in the model's vocabulary and were read as <unk>: 'P' x2"
+    "2 tokens are not in the model's vocabulary and were read as <unk>: '[Te]' x2"
 
     To silence it: ``warnings.filterwarnings("ignore", category=UnknownTokenWarning)``.
     """

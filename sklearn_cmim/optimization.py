@@ -417,7 +417,7 @@ def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, po
     --------
     >>> from sklearn_cmim import CMIMTransformer
     >>> from sklearn_cmim.optimization import optimize_molecules
-    >>> cmim = CMIMTransformer.from_pretrained("cmim-moses", embedding="latent")
+    >>> cmim = CMIMTransformer.from_pretrained("cmim-broad", embedding="latent")
     >>> results = optimize_molecules(cmim, ["CCOc1ccccc1"], "qed", budget=10, popsize=8,
     ...                              random_state=0)
     >>> list(results)[:6]

@@ -51,7 +51,7 @@ def list_pretrained() -> list[str]:
     Examples
     --------
     >>> from sklearn_cmim import list_pretrained
-    >>> "cmim-moses" in list_pretrained()
+    >>> "cmim-broad" in list_pretrained()
     True
     """
     if not BUNDLED_DIR.is_dir():

@@ -240,11 +240,11 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         Examples
         --------
         >>> from sklearn_cmim import CMIMTransformer
-        >>> cmim = CMIMTransformer.from_pretrained("cmim-moses", embedding="latent")
+        >>> cmim = CMIMTransformer.from_pretrained("cmim-broad", embedding="latent")
         >>> cmim.transform(["CCOc1ccccc1"]).shape
         (1, 256)
         >>> cmim.get_params()["pretrained"], cmim.get_params()["max_epochs"]
-        ('cmim-moses', 0)
+        ('cmim-broad', 0)
         """
         estimator = cls(**{"max_epochs": 0, **params, "pretrained": name_or_dir})
         estimator._embedding_spec()  # validate before any work
@@ -295,7 +295,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         With ``pretrained`` and ``max_epochs=0``, ``fit`` only loads the model (X just has to
         be usable):
 
-        >>> bundled = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(["CCO"])
+        >>> bundled = CMIMTransformer(pretrained="cmim-broad", max_epochs=0).fit(["CCO"])
         >>> bundled.history_, bundled.model_.config.n_latents
         ([], 8)
         """
@@ -328,10 +328,10 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         --------
         >>> import warnings
         >>> from sklearn_cmim import CMIMTransformer
-        >>> cmim = CMIMTransformer(pretrained="cmim-moses", max_epochs=0, embedding="latent")
+        >>> cmim = CMIMTransformer(pretrained="cmim-broad", max_epochs=0, embedding="latent")
         >>> with warnings.catch_warnings(record=True) as caught:
         ...     warnings.simplefilter("always")
-        ...     X = cmim.fit_transform(["CCO", "CCP"])  # MOSES has no phosphorus
+        ...     X = cmim.fit_transform(["CCO", "C[Te]C"])  # no tellurium in its vocabulary
         >>> X.shape, len(caught)
         ((2, 256), 1)
         """
@@ -457,10 +457,10 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         Examples
         --------
         >>> from sklearn_cmim import CMIMTransformer
-        >>> cmim = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(["CCO"])
+        >>> cmim = CMIMTransformer(pretrained="cmim-broad", max_epochs=0).fit(["CCO"])
         >>> X = cmim.transform(["CCO", "c1ccccc1"])
         >>> X.shape, X.dtype
-        ((2, 768), dtype('float32'))
+        ((2, 1024), dtype('float32'))
         >>> cmim.set_params(embedding="latent").transform(["CCO", "c1ccccc1"]).shape
         (2, 256)
 
@@ -499,10 +499,10 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         Examples
         --------
         >>> from sklearn_cmim import CMIMTransformer
-        >>> cmim = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(["CCO"])
+        >>> cmim = CMIMTransformer(pretrained="cmim-broad", max_epochs=0).fit(["CCO"])
         >>> names = cmim.get_feature_names_out()
         >>> len(names), names[0], names[-1]
-        (768, 'latent0', 'decoder_max255')
+        (1024, 'latent0', 'decoder_max383')
         >>> cmim.set_params(embedding="latent").get_feature_names_out()[-1]
         'latent255'
         """
@@ -541,7 +541,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         model: see :meth:`score`):
 
         >>> from sklearn_cmim import CMIMTransformer
-        >>> cmim = CMIMTransformer(pretrained="cmim-moses", embedding="latent",
+        >>> cmim = CMIMTransformer(pretrained="cmim-broad", embedding="latent",
         ...                        max_epochs=0).fit(["CCO"])
         >>> smiles = cmim.inverse_transform(cmim.transform(["CCO", "c1ccccc1"]))
         >>> smiles.shape, all(isinstance(s, str) for s in smiles)
@@ -629,7 +629,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         Examples
         --------
         >>> from sklearn_cmim import CMIMTransformer
-        >>> cmim = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(["CCO"])
+        >>> cmim = CMIMTransformer(pretrained="cmim-broad", max_epochs=0).fit(["CCO"])
         >>> smiles = cmim.sample(2, random_state=0)
         >>> smiles.shape, smiles.dtype
         ((2,), dtype('O'))
@@ -686,7 +686,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         Examples
         --------
         >>> from sklearn_cmim import CMIMTransformer
-        >>> cmim = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(["CCO"])
+        >>> cmim = CMIMTransformer(pretrained="cmim-broad", max_epochs=0).fit(["CCO"])
         >>> accuracy = cmim.score(["CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O"])
         >>> isinstance(accuracy, float), 0.0 <= accuracy <= 1.0
         (True, True)
@@ -730,7 +730,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         >>> import tempfile
         >>> import numpy as np
         >>> from sklearn_cmim import CMIMTransformer
-        >>> cmim = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(["CCO"])
+        >>> cmim = CMIMTransformer(pretrained="cmim-broad", max_epochs=0).fit(["CCO"])
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     path = cmim.save_pretrained(tmp)
         ...     files = sorted(p.name for p in path.iterdir())

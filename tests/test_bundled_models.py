@@ -14,10 +14,7 @@ from sklearn_cmim.chem import canonical_smiles
 MOSES = Path(__file__).resolve().parents[2] / "shared" / "data" / "moses"
 # Exact reconstruction of the first 200 MOSES test_scaffolds molecules must stay near what each
 # card measured on 2,000 (a floor a little under it: 200 molecules are a noisier sample).
-CARDS = {"cmim-moses": 0.92, "mim-moses": 0.92,  # cards: 97.7% and 97.7% (95.5% and 96.5% of these 200)
-         "cmim-broad": 0.95, "mim-broad": 0.95}  # cards: 99.5% and 99.5%
-# The -broad models read the nitro groups, phosphorus and iodine of ESOL; the -moses ones do not.
-UNKNOWN_TOKEN_WARNINGS_ON_ESOL = {"cmim-moses": 1, "mim-moses": 1, "cmim-broad": 0, "mim-broad": 0}
+CARDS = {"cmim-broad": 0.95, "mim-broad": 0.95}  # cards: 99.8% and 99.9%
 
 
 def test_every_model_is_bundled():
@@ -30,9 +27,9 @@ def test_bundled_model_embeds_all_of_esol_offline(esol, name):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         X = model.transform(esol[0])
-    # ESOL has nitro groups, phosphorus and iodine, which MOSES lacks: one warning, no failure.
-    assert sum("<unk>" in str(w.message) for w in caught) == UNKNOWN_TOKEN_WARNINGS_ON_ESOL[name]
-    assert X.shape == (len(esol[0]), 8 * 32 + 2 * 256) and np.isfinite(X).all()  # mu, mean, max
+    # ESOL's nitro groups, phosphorus and iodine are in the vocabulary: no <unk> warning.
+    assert not [w for w in caught if "<unk>" in str(w.message)]
+    assert X.shape == (len(esol[0]), 8 * 32 + 2 * 384) and np.isfinite(X).all()  # mu, mean, max
 
 
 @pytest.mark.shared_data
@@ -55,8 +52,8 @@ def test_sampling_around_a_molecule_at_the_default_sigma_gives_mostly_valid_mole
 
 
 def test_fine_tuning_a_bundled_model_keeps_its_architecture_and_trains_its_weights(esol):
-    frozen = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(esol[0][:1])
-    tuned = CMIMTransformer(pretrained="cmim-moses", max_epochs=1, batch_size=8, random_state=0,
+    frozen = CMIMTransformer(pretrained="cmim-broad", max_epochs=0).fit(esol[0][:1])
+    tuned = CMIMTransformer(pretrained="cmim-broad", max_epochs=1, batch_size=8, random_state=0,
                             precision="bf16").fit(esol[0][:16])
     assert tuned.model_.config == frozen.model_.config
     before = frozen.model_.decoder.blocks[0].ff[0].weight
@@ -67,8 +64,8 @@ def test_fine_tuning_a_bundled_model_keeps_its_architecture_and_trains_its_weigh
 def test_from_pretrained_is_the_fitted_estimator_a_load_only_fit_gives(esol):
     from sklearn.base import clone
 
-    loaded = CMIMTransformer.from_pretrained("cmim-moses", embedding="latent")
-    fitted = CMIMTransformer(pretrained="cmim-moses", max_epochs=0, embedding="latent").fit(esol[0][:1])
+    loaded = CMIMTransformer.from_pretrained("cmim-broad", embedding="latent")
+    fitted = CMIMTransformer(pretrained="cmim-broad", max_epochs=0, embedding="latent").fit(esol[0][:1])
     np.testing.assert_array_equal(loaded.transform(esol[0][:20]), fitted.transform(esol[0][:20]))
     assert loaded.get_params() == fitted.get_params() and loaded.history_ == []
     # A clone (what Pipeline and GridSearchCV fit) loads the same model again.
@@ -77,12 +74,12 @@ def test_from_pretrained_is_the_fitted_estimator_a_load_only_fit_gives(esol):
     with pytest.raises(FileNotFoundError, match="no-such-model"):
         CMIMTransformer.from_pretrained("no-such-model")
     with pytest.raises(ValueError, match="embedding"):
-        CMIMTransformer.from_pretrained("cmim-moses", embedding="nope")
+        CMIMTransformer.from_pretrained("cmim-broad", embedding="nope")
 
 
 @pytest.mark.parametrize("name", ["cmim-broad", "mim-broad"])
 def test_broad_models_reconstruct_small_charged_and_heavy_atom_molecules(name):
-    # What the -moses models could not: ethanol came back as a 20-atom molecule.
+    # What the earlier MOSES-only models could not: ethanol came back as a 20-atom molecule.
     molecules = ["CCO", "CO", "CC(C)O", "O=[N+]([O-])c1ccccc1", "CCP(=O)(O)O", "Ic1ccccc1"]
     model = CMIMTransformer.from_pretrained(name, embedding="latent")
     decoded = model.inverse_transform(model.transform(molecules))

@@ -124,7 +124,7 @@ def test_prepared_corpora_get_a_file_each(tmp_path, corpora):
 @pytest.mark.parametrize(("extra", "message"), [
     (["--weights", "1"], "one weight per FILE: 2 file(s), 1 weight(s)"),
     (["--weights", "0", "0"], "at least one weight must be above 0"),
-    (["--init-from", "cmim-moses", "--vocab-from", "cmim-moses"], "drop --vocab-from"),
+    (["--init-from", "cmim-broad", "--vocab-from", "cmim-broad"], "drop --vocab-from"),
 ])
 def test_bad_mixing_options_are_one_line_errors(tmp_path, corpora, capsys, extra, message):
     with pytest.raises(SystemExit) as exit_:

@@ -107,7 +107,7 @@ def test_a_non_finite_step_is_skipped_on_the_gpu_and_reported(tmp_path, capsys, 
 
 def test_bundled_model_decodes_on_the_gpu_as_on_the_cpu(esol):
     molecules = esol[0][:64]
-    gpu = CMIMTransformer(pretrained="cmim-moses", max_epochs=0, device="cuda", precision="fp32")
+    gpu = CMIMTransformer(pretrained="cmim-broad", max_epochs=0, device="cuda", precision="fp32")
     gpu.fit(molecules[:1])
     cpu = on_the_cpu(gpu)
     decoded = [model.inverse_transform(model.transform(molecules)) for model in (gpu, cpu)]

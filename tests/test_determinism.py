@@ -105,7 +105,7 @@ def test_transform_works_row_by_row_at_the_default_precision(source):
 
     smiles = load_esol()[0][:40]
     if source == "bundled":
-        est = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(smiles[:1])
+        est = CMIMTransformer(pretrained="cmim-broad", max_epochs=0).fit(smiles[:1])
     else:
         est = CMIMTransformer(**TINY).fit(smiles)  # trained in bf16 where the CPU has it
     together = est.transform(smiles)
@@ -120,9 +120,9 @@ def test_bf16_inference_is_opt_in():
     from sklearn_cmim.datasets import load_esol
 
     smiles = load_esol()[0][:40]
-    auto = CMIMTransformer(pretrained="cmim-moses", max_epochs=0).fit(smiles[:1])
-    fp32 = CMIMTransformer(pretrained="cmim-moses", max_epochs=0, precision="fp32").fit(smiles[:1])
+    auto = CMIMTransformer(pretrained="cmim-broad", max_epochs=0).fit(smiles[:1])
+    fp32 = CMIMTransformer(pretrained="cmim-broad", max_epochs=0, precision="fp32").fit(smiles[:1])
     np.testing.assert_array_equal(auto.transform(smiles), fp32.transform(smiles))
     if auto.precision_ == "bf16":  # a CPU with native bf16: asking for it changes the rounding
-        bf16 = CMIMTransformer(pretrained="cmim-moses", max_epochs=0, precision="bf16").fit(smiles[:1])
+        bf16 = CMIMTransformer(pretrained="cmim-broad", max_epochs=0, precision="bf16").fit(smiles[:1])
         assert not np.array_equal(bf16.transform(smiles), fp32.transform(smiles))

@@ -147,7 +147,7 @@ def test_bad_input_gives_a_clear_error(cmim, change, error, message):
 
 
 def test_embeddings_without_the_latent_are_refused():
-    informative = CMIMTransformer.from_pretrained("cmim-moses", informative_with_latent=False)
+    informative = CMIMTransformer.from_pretrained("cmim-broad", informative_with_latent=False)
     with pytest.raises(ValueError, match="embedding='latent'"):
         optimize_molecules(informative, SEEDS[:1], "qed")
 
