@@ -1,6 +1,6 @@
 """What the examples share: their command line, the model they run on, and where figures go.
 
-Every example runs on a model bundled with the package (``--model``, default ``cmim-moses``), or,
+Every example runs on a model bundled with the package (``--model``, default ``cmim-broad``), or,
 with ``--quick``, on a tiny model trained from scratch in seconds, so that CI can run them all.
 """
 
