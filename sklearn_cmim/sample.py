@@ -8,7 +8,7 @@ With --around (or --around-file), --n molecules are decoded greedily around each
 in the order given, from its latent mean plus sigma * N(0, I) noise: at the default sigma nearly
 all are valid, most of them the molecule itself; a larger sigma gives more new molecules and
 fewer valid ones. Without, each is decoded from a latent drawn from the prior N(0, I), and few
-are valid molecules (2-6% with the bundled models): sample around known molecules instead
+are valid molecules (0.5-1.6% with the bundled models): sample around known molecules instead
 where you can. One SMILES per line; the last line on stderr says how many are valid (RDKit
 parses them) and how many of those are unique.
 """
