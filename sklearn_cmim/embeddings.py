@@ -16,6 +16,8 @@ from .model import CMIMModel
 
 __all__ = ["EmbeddingSpec"]
 
+# The values of CMIMTransformer's ``embedding``, ``informative_layers`` and
+# ``informative_pooling``; its ``_parameter_constraints`` check them before a spec is built.
 KINDS, LAYERS, POOLINGS = ("latent", "informative"), ("last", "mean"), ("mean", "mean_max")
 
 
@@ -25,13 +27,6 @@ class EmbeddingSpec:
     layers: str = "last"
     pooling: str = "mean_max"
     with_latent: bool = True
-
-    def __post_init__(self):
-        for name, value, allowed in (("embedding", self.kind, KINDS),
-                                     ("informative_layers", self.layers, LAYERS),
-                                     ("informative_pooling", self.pooling, POOLINGS)):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
     def feature_names(self, n_latent: int, d_model: int) -> list[str]:
         names = [f"latent{i}" for i in range(n_latent)]

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import io
-from numbers import Real
+import os
+from numbers import Integral, Real
+from typing import ClassVar
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 
 from .batching import pad, sorted_batches
 from .chem import Standardizer, canonical_smiles
 from .device import autocast, resolve_device, resolve_precision
-from .embeddings import EmbeddingSpec
+from .embeddings import KINDS, LAYERS, POOLINGS, EmbeddingSpec
 from .inputs import (
+    ERRORS,
     MoleculeInputMixin,
     as_items,
     check_n_samples,
@@ -37,6 +41,16 @@ from .tokenizer import Vocabulary
 from .training import TrainSettings, fit_model
 
 __all__ = ["CMIMTransformer"]
+
+_POSITIVE_INT = Interval(Integral, 1, None, closed="left")
+_NON_NEGATIVE_INT = Interval(Integral, 0, None, closed="left")
+_NON_NEGATIVE = Interval(Real, 0, None, closed="left")
+_POSITIVE = Interval(Real, 0, None, closed="neither")
+
+# What the methods of a fitted estimator read: checked again by them, because ``set_params`` may
+# change these after ``fit`` (``set_params(embedding="latent").transform(X)``).
+_INFERENCE_PARAMETERS = ("embedding", "informative_layers", "informative_pooling",
+                         "informative_with_latent", "inference_batch_size", "precision", "errors")
 
 
 class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
@@ -168,7 +182,50 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
     (4, 72)
     >>> cmim.set_params(embedding="latent").transform(["CCCO"]).shape
     (1, 8)
+
+    A bad parameter is refused before any work, with an error naming it and its value:
+
+    >>> try:
+    ...     CMIMTransformer(embedding="mean").fit(smiles)
+    ... except ValueError as error:
+    ...     print(error)  # doctest: +ELLIPSIS
+    The 'embedding' parameter of CMIMTransformer must be a str among {...}. Got 'mean' instead.
     """
+
+    # scikit-learn's declarative parameter checks (an InvalidParameterError, both a ValueError and
+    # a TypeError, names the parameter and the value). ``_check_params`` applies them before any
+    # work, with the rules between parameters that they cannot state.
+    _parameter_constraints: ClassVar[dict] = {
+        "pretrained": [str, os.PathLike, None],
+        "contrastive_weight": [_NON_NEGATIVE],
+        "temperature": [_POSITIVE],
+        "contrastive_positive": [StrOptions({"self", "mean"})],
+        "d_model": [_POSITIVE_INT],
+        "n_heads": [_POSITIVE_INT],
+        "d_ff": [_POSITIVE_INT],
+        "n_encoder_layers": [_POSITIVE_INT],
+        "n_decoder_layers": [_POSITIVE_INT],
+        "n_latents": [_POSITIVE_INT],
+        "latent_dim": [_POSITIVE_INT],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "max_length": [Interval(Integral, 3, None, closed="left")],  # <bos>, one token, <eos>
+        "max_epochs": [_NON_NEGATIVE_INT],
+        "batch_size": [_POSITIVE_INT],
+        "learning_rate": [_POSITIVE],
+        "weight_decay": [_NON_NEGATIVE],
+        "mim_warmup_steps": [_NON_NEGATIVE_INT],
+        "inference_batch_size": [_POSITIVE_INT],
+        "embedding": [StrOptions(set(KINDS))],
+        "informative_layers": [StrOptions(set(LAYERS))],
+        "informative_pooling": [StrOptions(set(POOLINGS))],
+        "informative_with_latent": ["boolean"],
+        "standardizer": [Standardizer, None],
+        "device": [str, torch.device, None],
+        "precision": [StrOptions({"auto", "bf16", "fp32"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "errors": [StrOptions(set(ERRORS))],
+    }
 
     def __init__(self, *, pretrained=None, contrastive_weight=1.0, temperature=0.1,
                  contrastive_positive="self", d_model=256, n_heads=4, d_ff=1024,
@@ -247,7 +304,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         ('cmim-broad', 0)
         """
         estimator = cls(**{"max_epochs": 0, **params, "pretrained": name_or_dir})
-        estimator._embedding_spec()  # validate before any work
+        estimator._check_params()  # before any work: nothing is loaded for a bad parameter
         device = resolve_device(estimator.device)
         start = load_pretrained(name_or_dir)
         estimator._set_fitted(start.model.to(device), start.vocabulary, start.standardizer, device,
@@ -340,13 +397,10 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
 
     def _fit(self, X):
         """Fit; returns X as encoded for the fitted model, for ``fit_transform`` to embed."""
-        self._embedding_spec()  # validate before any work
+        self._check_params()  # before any work: nothing is loaded or trained for a bad parameter
         items = as_items(X)
         device = resolve_device(self.device)
         precision = resolve_precision(self.precision, device)
-        if self.contrastive_positive not in ("self", "mean"):
-            raise ValueError("contrastive_positive must be 'self' or 'mean', "
-                             f"got {self.contrastive_positive!r}")
         if self.pretrained is not None:
             start = load_pretrained(self.pretrained)
             vocabulary, standardizer = start.vocabulary, start.standardizer
@@ -378,6 +432,27 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         self._set_fitted(model, vocabulary, standardizer, device, precision, history)
         return encoded
 
+    def _check_params(self) -> None:
+        """``_parameter_constraints``, then the rules between parameters that they cannot state."""
+        self._validate_params()
+        # With ``pretrained`` the architecture is the pretrained model's; these are not used.
+        if self.pretrained is None and self.d_model % self.n_heads:
+            raise ValueError(f"d_model must be a multiple of n_heads, got d_model={self.d_model!r} "
+                             f"and n_heads={self.n_heads!r}")
+        if isinstance(self.device, str):
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise ValueError(f"device must name a torch device such as 'cpu', 'cuda' or "
+                                 f"'cuda:1', got {self.device!r}") from None
+
+    def _check_fitted(self) -> None:
+        """Fitted, and the parameters inference reads (which ``set_params`` may have changed) valid."""
+        check_is_fitted(self, "model_")
+        validate_parameter_constraints(
+            self._parameter_constraints, {name: getattr(self, name) for name in _INFERENCE_PARAMETERS},
+            caller_name=type(self).__name__)
+
     def _set_fitted(self, model, vocabulary, standardizer, device, precision, history) -> None:
         self.model_ = model.eval()
         self.vocabulary_ = vocabulary
@@ -408,7 +483,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
 
     # ---------------------------------------------------------------- embedding
     def _encode(self, X):
-        check_is_fitted(self, "model_")
+        self._check_fitted()
         encoded = encode_items(as_items(X), self.standardizer_, self.vocabulary_,
                                self.model_.config.max_length, self.errors)
         encoded.warn_unknown()
@@ -452,7 +527,9 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         sklearn.exceptions.NotFittedError
             If the estimator is not fitted.
         ValueError, TypeError
-            With ``errors="raise"``, at the first bad item (the message names its index).
+            If a parameter that inference reads (``embedding`` ... ``errors``, which
+            ``set_params`` may have changed since ``fit``) is invalid, or, with
+            ``errors="raise"``, at the first bad item (the message names its index).
 
         Examples
         --------
@@ -471,8 +548,8 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         >>> np.isnan(X).all(axis=1)
         array([False,  True])
         """
-        spec = self._embedding_spec()
-        return self._embed(self._encode(X), spec, self._n_features_out())
+        encoded = self._encode(X)
+        return self._embed(encoded, self._embedding_spec(), self._n_features_out())
 
     def _n_features_out(self) -> int:
         return len(self.get_feature_names_out())
@@ -495,6 +572,8 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         ------
         sklearn.exceptions.NotFittedError
             If the estimator is not fitted.
+        ValueError
+            If a parameter that inference reads is invalid, as for :meth:`transform`.
 
         Examples
         --------
@@ -506,7 +585,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         >>> cmim.set_params(embedding="latent").get_feature_names_out()[-1]
         'latent255'
         """
-        check_is_fitted(self, "model_")
+        self._check_fitted()
         config = self.model_.config
         names = self._embedding_spec().feature_names(config.n_latents * config.latent_dim,
                                                      config.d_model)
@@ -531,9 +610,9 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         sklearn.exceptions.NotFittedError
             If the estimator is not fitted.
         ValueError
-            If X has the wrong shape, if the embeddings hold no latent part
-            (``informative_with_latent=False``), or, with ``errors="raise"``, if a row is not
-            finite.
+            If a parameter that inference reads is invalid, if X has the wrong shape, if the
+            embeddings hold no latent part (``informative_with_latent=False``), or, with
+            ``errors="raise"``, if a row is not finite.
 
         Examples
         --------
@@ -553,7 +632,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         >>> cmim.set_params(errors="nan").inverse_transform(np.full((1, 256), np.nan))
         array([None], dtype=object)
         """
-        check_is_fitted(self, "model_")
+        self._check_fitted()
         Z = np.asarray(X, dtype=np.float32)
         config = self.model_.config
         n_latent = config.n_latents * config.latent_dim
@@ -593,7 +672,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         """Decode molecules from latents drawn from the prior N(0, I), or near given molecules.
 
         Few prior draws decode to valid molecules: the codes of real molecules fill a much tighter
-        region than N(0, I) (2-6% are valid with the bundled models; see their model cards).
+        region than N(0, I) (0.5-1.6% are valid with the bundled models; see their model cards).
         Sampling ``around`` known molecules is the better option: at the default ``sigma``, nearly
         all decodings are valid.
 
@@ -609,8 +688,8 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
             ``errors="nan"``, their samples are ``None``.
         sigma : float, default=0.07
             Noise scale around each molecule, in units of the prior's standard deviation. With the
-            `-broad` models 0.07 keeps about 93% of the decodings valid, most of them the molecule
-            itself; 0.1 keeps about 60% valid, a third of them new molecules.
+            `-broad` models 0.07 keeps about 95% of the decodings valid, most of them the molecule
+            itself; 0.1 keeps about 60% valid, over a third of them new molecules.
 
         Returns
         -------
@@ -623,8 +702,9 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         sklearn.exceptions.NotFittedError
             If the estimator is not fitted.
         ValueError
-            If ``n_samples`` is not a positive integer or ``sigma`` is negative, or, with
-            ``errors="raise"``, at the first bad item of ``around``.
+            If ``n_samples`` is not a positive integer, ``sigma`` is negative or a parameter that
+            inference reads is invalid, or, with ``errors="raise"``, at the first bad item of
+            ``around``.
 
         Examples
         --------
@@ -648,7 +728,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         >>> len(set(cmim.sample(3, around=["CCOc1ccccc1"], sigma=0.0)))
         1
         """
-        check_is_fitted(self, "model_")
+        self._check_fitted()
         n_samples = check_n_samples(n_samples)
         if not (isinstance(sigma, Real) and sigma >= 0):
             raise ValueError(f"sigma must be a non-negative number, got {sigma!r}")
@@ -681,7 +761,8 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         sklearn.exceptions.NotFittedError
             If the estimator is not fitted.
         ValueError, TypeError
-            If no molecule of X is usable, or, with ``errors="raise"``, at the first bad item.
+            If a parameter that inference reads is invalid, if no molecule of X is usable, or,
+            with ``errors="raise"``, at the first bad item.
 
         Examples
         --------
