@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 from rdkit import Chem
 from rdkit.Chem import Descriptors
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import StrOptions
 
 from .chem import Standardizer
-from .inputs import MoleculeInputMixin, as_items, standardize_items
+from .inputs import ERRORS, MoleculeInputMixin, as_items, standardize_items
 
 __all__ = ["RDKitDescriptorsTransformer"]
 
@@ -45,12 +48,21 @@ class RDKitDescriptorsTransformer(MoleculeInputMixin, TransformerMixin, BaseEsti
 
     _requires_fit = False  # stateless: transform works on an unfitted instance
 
+    # Checked by every method (each goes through ``_functions``), since none needs a fit first.
+    # Names missing from ``descList`` are a separate check, in ``_functions``.
+    _parameter_constraints: ClassVar[dict] = {
+        "descriptors": ["array-like", None],  # a list of names; a lone string is refused
+        "standardizer": [Standardizer, None],
+        "errors": [StrOptions(set(ERRORS))],
+    }
+
     def __init__(self, descriptors=None, standardizer=None, errors="raise"):
         self.descriptors = descriptors
         self.standardizer = standardizer
         self.errors = errors
 
     def _functions(self) -> list[tuple[str, object]]:
+        self._validate_params()
         available = dict(Descriptors.descList)
         if self.descriptors is None:
             return list(available.items())
@@ -60,7 +72,7 @@ class RDKitDescriptorsTransformer(MoleculeInputMixin, TransformerMixin, BaseEsti
         return [(name, available[name]) for name in self.descriptors]
 
     def fit(self, X=None, y=None):
-        """Check the descriptor names; nothing is learned.
+        """Check the parameters and the descriptor names; nothing is learned.
 
         Returns
         -------

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from numbers import Integral
+from typing import ClassVar
+
 import numpy as np
 from rdkit import Chem
 from rdkit.Chem import rdFingerprintGenerator
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from .chem import Standardizer
-from .inputs import MoleculeInputMixin, as_items, standardize_items
+from .inputs import ERRORS, MoleculeInputMixin, as_items, standardize_items
 
 __all__ = ["ECFPTransformer"]
 
@@ -25,6 +29,11 @@ class ECFPTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
     errors : {"raise", "nan"}, default="raise"
         As in :class:`~sklearn_cmim.CMIMTransformer`: bad items raise, or get a NaN row.
 
+    Raises
+    ------
+    ValueError
+        From ``fit`` and ``transform``, if a parameter is invalid (the message names it).
+
     Examples
     --------
     >>> import numpy as np
@@ -40,17 +49,28 @@ class ECFPTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
 
     _requires_fit = False  # stateless: transform works on an unfitted instance
 
+    # Checked by ``fit`` and, since it works unfitted, by ``transform``.
+    _parameter_constraints: ClassVar[dict] = {
+        "radius": [Interval(Integral, 0, None, closed="left")],
+        "n_bits": [Interval(Integral, 1, None, closed="left")],
+        "errors": [StrOptions(set(ERRORS))],
+    }
+
     def __init__(self, radius=2, n_bits=2048, errors="raise"):
         self.radius = radius
         self.n_bits = n_bits
         self.errors = errors
 
     def fit(self, X, y=None):
+        self._validate_params()
         return self
 
     def transform(self, X):
+        self._validate_params()
         smiles = standardize_items(as_items(X), Standardizer(), self.errors)
-        generator = rdFingerprintGenerator.GetMorganGenerator(radius=self.radius, fpSize=self.n_bits)
+        # int(): RDKit takes Python ints only, not the NumPy ones of a parameter grid.
+        generator = rdFingerprintGenerator.GetMorganGenerator(radius=int(self.radius),
+                                                              fpSize=int(self.n_bits))
         out = np.full((len(smiles), self.n_bits), np.nan, dtype=np.float32)
         for row, s in enumerate(smiles):
             if s is not None:
