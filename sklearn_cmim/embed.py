@@ -271,7 +271,7 @@ def main(argv=None, prog: str = "cmim embed") -> int:
     wrote ...embeddings.npy
     0
     >>> np.load(npy).shape
-    (2, 768)
+    (2, 1024)
 
     A .csv output starts with the input SMILES:
 
