@@ -51,7 +51,7 @@ import numpy as np
 from rdkit import Chem, rdBase
 from rdkit.Chem.Scaffolds import MurckoScaffold
 from scipy.linalg import LinAlgWarning
-from sklearn.compose import TransformedTargetRegressor
+from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -330,23 +330,32 @@ def recipe_name(layers: str, pooling: str, with_latent: bool) -> str:
 
 
 # ---------------------------------------------------------------------------------------- heads
-def make_heads(task: str, features: str, quick: bool, linear_only: bool = False) -> dict:
+def make_heads(task: str, features: str, quick: bool, linear_only: bool = False,
+               descriptor_columns: slice | None = None) -> dict:
     """Name -> (unfitted estimator, small grid) for one feature set. NaN cells are imputed.
 
     Before linear and kernel heads, embeddings are standardised; RDKit descriptors are mapped
     through their training quantiles instead, because some are heavy-tailed (``Ipc`` reaches
     1e22) and a standardised outlier in the test part would dominate a linear prediction; ECFP
     bits are left as they are: they share a 0/1 scale, and standardising would inflate rare bits.
-    Trees need none of this.
+    For embeddings joined with descriptors, ``descriptor_columns`` says which columns are the
+    descriptors: each block is scaled its own way. Trees need none of this.
     """
+    def quantiles():
+        return QuantileTransformer(n_quantiles=20 if quick else 200, output_distribution="normal")
+
     def prep():
-        if features == "ECFP4":
+        if descriptor_columns is not None:
+            scaler = ColumnTransformer([("descriptors", quantiles(), descriptor_columns)],
+                                       remainder=StandardScaler())
+        elif features == "ECFP4":
             scaler = "passthrough"
         elif features == "RDKit 2D":
-            scaler = QuantileTransformer(n_quantiles=20 if quick else 200, output_distribution="normal")
+            scaler = quantiles()
         else:
             scaler = StandardScaler()
-        return [SimpleImputer(strategy="median"), scaler]
+        # A joined set keeps every column, so that the descriptor block stays where it was.
+        return [SimpleImputer(strategy="median", keep_empty_features=descriptor_columns is not None), scaler]
 
     # 100 trees and at most a fifth of the features per split keep the forests, by far the
     # slowest head, to minutes per dataset; finer forests rarely win on these embeddings.

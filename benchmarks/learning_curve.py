@@ -11,12 +11,13 @@ exported on the fly) it measures what pretraining recipes are judged by:
   and a sample of the five MoleculeNet tasks, which no pretraining corpus holds.
 
 With ``--test`` each feature set (the models, ECFP4 and RDKit 2D descriptors, with the same
-heads) is also scored on the scaffold split's test part, by the head its inner CV chose, with a
+heads; ``"MODEL + RDKit 2D"`` joins a model's embedding with the descriptors, each block scaled
+its own way) is also scored on the scaffold split's test part, by the head its inner CV chose, with a
 bootstrap error bar, and ``--markdown`` writes that table into docs/benchmarks.md. This is a
 report of models already chosen; the choice itself reads the inner-CV scores only.
 
-    python benchmarks/learning_curve.py cmim-moses runs/mix/checkpoints --out runs/curve.json
-    python benchmarks/learning_curve.py cmim-broad mim-broad cmim-moses mim-moses ECFP4 "RDKit 2D" \\
+    python benchmarks/learning_curve.py cmim-broad runs/mix/checkpoints --out runs/curve.json
+    python benchmarks/learning_curve.py cmim-broad mim-broad ECFP4 "RDKit 2D" "cmim-broad + RDKit 2D" \\
         --datasets esol freesolv lipophilicity bace bbbp --test --n 2000 --markdown docs/benchmarks.md
     python benchmarks/learning_curve.py --quick      # smoke run: a tiny model, bundled ESOL
 """
@@ -61,6 +62,20 @@ FIXED = {"ECFP4": lambda: ECFPTransformer(radius=2, n_bits=2048, errors="nan"),
          "RDKit 2D": lambda: RDKitDescriptorsTransformer(errors="nan")}
 
 
+class Joined:
+    """A model's informative embedding followed by RDKit 2D descriptors (``"MODEL + RDKit 2D"``)."""
+
+    suffix = " + RDKit 2D"
+
+    def __init__(self, name: str):
+        self.model = CMIMTransformer.from_pretrained(name.removesuffix(self.suffix), errors="nan")
+        self.descriptors = RDKitDescriptorsTransformer(errors="nan")
+        self.descriptor_columns = slice(len(self.model.get_feature_names_out()), None)
+
+    def transform(self, smiles) -> np.ndarray:
+        return np.hstack([self.model.transform(smiles), self.descriptors.transform(smiles)])
+
+
 def scaffold_scores(featuriser, label: str, name: str, with_test: bool, max_molecules: int | None) -> dict:
     """One dataset, one feature set: the better head by scaffold-grouped inner CV on train + valid,
     and with ``with_test`` its score on the test part with a bootstrap standard deviation."""
@@ -77,7 +92,9 @@ def scaffold_scores(featuriser, label: str, name: str, with_test: bool, max_mole
     task = DATASETS[name].task
     scoring = "neg_root_mean_squared_error" if task == "regression" else "roc_auc"
     best = None
-    for head, (estimator, grid) in list(make_heads(task, label, quick=False).items())[:2]:
+    joined = getattr(featuriser, "descriptor_columns", None)
+    heads = make_heads(task, label, quick=False, descriptor_columns=joined)
+    for head, (estimator, grid) in list(heads.items())[:2]:
         search = GridSearchCV(estimator, grid, scoring=scoring, cv=inner_cv(task, 5, True, 0))
         search.fit(X[fit], labels[rows[fit], 0], groups=groups)
         score = abs(search.best_score_)
@@ -130,6 +147,8 @@ def measure(name: str, args) -> dict:
     start = time.perf_counter()
     if name in FIXED:
         featuriser, model, result = FIXED[name](), None, {}
+    elif name.endswith(Joined.suffix):
+        featuriser, model, result = Joined(name), None, {}
     else:
         model = CMIMTransformer.from_pretrained(name, errors="nan")
         featuriser = model
@@ -202,7 +221,8 @@ def main(argv=None) -> dict:
             from sklearn_cmim.datasets import load_esol
             tiny = CMIMTransformer(**QUICK_MODEL, max_epochs=1, batch_size=64, random_state=0)
             tiny.fit(load_esol()[0][:200]).save_pretrained(Path(tmp, "tiny"))
-            args.models, args.datasets, args.max_molecules = [str(Path(tmp, "tiny")), "ECFP4"], ["esol"], 200
+            args.models = [str(Path(tmp, "tiny")), "ECFP4", str(Path(tmp, "tiny")) + Joined.suffix]
+            args.datasets, args.max_molecules = ["esol"], 200
             args.no_reconstruction, args.test = True, True
         report = {}
         for earlier in args.include:

@@ -140,7 +140,8 @@ def test_coverage_quick(tmp_path):
 @needs_shared_data
 def test_learning_curve_quick_scores_inner_cv_and_the_test_part_by_the_chosen_head(tmp_path):
     report = load_script("learning_curve").main(["--quick", "--out", str(tmp_path / "curve.json")])
-    assert list(report)[1:] == ["ECFP4"]
+    labels = list(report)
+    assert labels[1] == "ECFP4" and labels[2] == labels[0] + " + RDKit 2D"  # joined with descriptors
     for result in report.values():
         esol = result["scaffold"]["esol"]
         assert esol["molecules"] == 200 and esol["head"] in ("Ridge", "SVR")
