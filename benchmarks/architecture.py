@@ -20,12 +20,12 @@ import numpy as np
 import torch
 
 from sklearn_cmim import CMIMTransformer
-from sklearn_cmim.batching import length_bucketed_batches, pad
-from sklearn_cmim.chem import Standardizer
-from sklearn_cmim.device import autocast
-from sklearn_cmim.model import CMIMModel
-from sklearn_cmim.tokenizer import Vocabulary
-from sklearn_cmim.training import make_optimizer, make_scheduler, train_step
+from sklearn_cmim.chem.batching import length_bucketed_batches, pad
+from sklearn_cmim.chem.standardize import Standardizer
+from sklearn_cmim.chem.tokenizer import Vocabulary
+from sklearn_cmim.nn.device import autocast
+from sklearn_cmim.nn.model import CMIMModel
+from sklearn_cmim.training.fit import make_optimizer, make_scheduler, train_step
 
 MOSES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "moses"
 

@@ -3,7 +3,7 @@
 PyTorch picks a fused (flash) attention kernel on CPU whenever attention dropout is off, and its
 composite ("math") kernel otherwise. For this model's shapes (sequences of tens of tokens,
 8 latents, 64-wide heads) both are slower in bf16 than attention written out in a few tensor
-operations (``sklearn_cmim.model.attention``). This script times the three in the same process:
+operations (``sklearn_cmim.nn.model.attention``). This script times the three in the same process:
 
 * each of the model's three attention calls (decoder self-attention, decoder cross-attention
   to the latent, encoder cross-attention to the tokens), forward and backward, under bf16
@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-import sklearn_cmim.model
+import sklearn_cmim.nn.model
 from sklearn_cmim import CMIMTransformer
-from sklearn_cmim.flops import matmul_peak_flops
+from sklearn_cmim.nn.flops import matmul_peak_flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
 from common import (
@@ -43,7 +43,7 @@ from common import (
 
 
 def pytorch_kernel(backend: SDPBackend):
-    """``sklearn_cmim.model.attention`` with PyTorch's ``backend`` forced."""
+    """``sklearn_cmim.nn.model.attention`` with PyTorch's ``backend`` forced."""
     def attention(q, k, v, mask=None, causal=False, dropout_p=0.0):
         with sdpa_kernel(backend):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
@@ -53,7 +53,7 @@ def pytorch_kernel(backend: SDPBackend):
 
 KERNELS = {"flash": pytorch_kernel(SDPBackend.FLASH_ATTENTION),
            "math": pytorch_kernel(SDPBackend.MATH),
-           "written out": sklearn_cmim.model.attention}
+           "written out": sklearn_cmim.nn.model.attention}
 
 
 def time_call(attention, q_shape, kv_shape, causal, dtype, repeats) -> float:
@@ -94,11 +94,11 @@ def attention_calls(architecture: dict, batch: int, tokens: int, repeats: int) -
 
 def training(smiles: list[str], architecture: dict, batch: int, peak: float) -> dict:
     """bf16 training molecules/s and model FLOP utilisation with each attention on CPU."""
-    chosen = sklearn_cmim.model.attention
+    chosen = sklearn_cmim.nn.model.attention
     results = {}
     try:
         for kernel in KERNELS:
-            sklearn_cmim.model.attention = KERNELS[kernel]
+            sklearn_cmim.nn.model.attention = KERNELS[kernel]
             est = CMIMTransformer(**architecture, dropout=0.0, batch_size=batch, max_epochs=2,
                                   precision="bf16", device="cpu", random_state=0).fit(smiles)
             last = est.history_[-1]  # the first epoch is warm-up
@@ -109,7 +109,7 @@ def training(smiles: list[str], architecture: dict, batch: int, peak: float) -> 
             print(f"training with {kernel}: {last['molecules_per_s']:.0f} molecules/s, "
                   f"{100 * flops / peak:.1f}% of the bf16 matmul peak", flush=True)
     finally:
-        sklearn_cmim.model.attention = chosen
+        sklearn_cmim.nn.model.attention = chosen
     for kernel in ("flash", "math"):
         results[f"speedup_over_{kernel}"] = (results["written out"]["molecules_per_s"]
                                              / results[kernel]["molecules_per_s"])

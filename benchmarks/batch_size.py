@@ -40,15 +40,15 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from sklearn_cmim import CMIMTransformer, Standardizer
-from sklearn_cmim.batching import pad
+from sklearn_cmim.chem.batching import pad
+from sklearn_cmim.chem.inputs import standardize_items
+from sklearn_cmim.chem.tokenizer import Vocabulary
 from sklearn_cmim.datasets import load_esol, load_lipophilicity
-from sklearn_cmim.device import autocast, resolve_device, resolve_precision
-from sklearn_cmim.inputs import standardize_items
-from sklearn_cmim.losses import mim_loss, mim_weight, reconstruction_loss
-from sklearn_cmim.model import CMIMModel, ModelConfig
+from sklearn_cmim.nn.device import autocast, resolve_device, resolve_precision
+from sklearn_cmim.nn.losses import mim_loss, mim_weight, reconstruction_loss
+from sklearn_cmim.nn.model import CMIMModel, ModelConfig
 from sklearn_cmim.persistence import Pretrained, save_pretrained
-from sklearn_cmim.tokenizer import Vocabulary
-from sklearn_cmim.training import (
+from sklearn_cmim.training.fit import (
     NonFiniteLossError,
     TrainSettings,
     make_optimizer,

@@ -26,9 +26,9 @@ from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 
 from sklearn_cmim import CMIMTransformer
+from sklearn_cmim.chem.inputs import standardize_items
+from sklearn_cmim.chem.tokenizer import tokenize
 from sklearn_cmim.config import DEFAULT_MODEL
-from sklearn_cmim.inputs import standardize_items
-from sklearn_cmim.tokenizer import tokenize
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
 from common import DOCS_MARKDOWN, ROOT, markdown_table, read_moses, update_markdown_section, write_json

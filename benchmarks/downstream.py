@@ -62,10 +62,10 @@ from sklearn.preprocessing import QuantileTransformer, StandardScaler
 from sklearn.svm import SVC, SVR
 
 from sklearn_cmim import CMIMTransformer, Standardizer
+from sklearn_cmim.chem.inputs import standardize_items
 from sklearn_cmim.datasets import load_esol
 from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
 from sklearn_cmim.fingerprints import ECFPTransformer
-from sklearn_cmim.inputs import standardize_items
 from sklearn_cmim.persistence import resolve_pretrained
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package

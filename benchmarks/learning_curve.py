@@ -38,7 +38,7 @@ import numpy as np
 from sklearn.model_selection import GridSearchCV
 
 from sklearn_cmim import CMIMTransformer, ECFPTransformer, RDKitDescriptorsTransformer
-from sklearn_cmim.export import export_checkpoint
+from sklearn_cmim.cli.export import export_checkpoint
 from sklearn_cmim.persistence import load_pretrained
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package

@@ -27,7 +27,7 @@ import torch
 from rdkit import Chem
 
 from sklearn_cmim import CMIMTransformer, Standardizer
-from sklearn_cmim.device import resolve_device
+from sklearn_cmim.nn.device import resolve_device
 from sklearn_cmim.optimization import optimize_molecules, penalized_logp, qed, tanimoto_similarity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package

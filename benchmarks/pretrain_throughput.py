@@ -40,10 +40,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sklearn_cmim.cli.pretrain import build_parser
+from sklearn_cmim.cli.pretrain import main as pretrain
 from sklearn_cmim.datasets import load_esol
 from sklearn_cmim.persistence import load_pretrained
-from sklearn_cmim.pretrain import build_parser
-from sklearn_cmim.pretrain import main as pretrain
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
 from common import (
@@ -120,7 +120,7 @@ def run_torchrun(corpus: Path, batch_size: int, dropout: float, steps: int, arch
     output = workdir / "torchrun"
     flags = flags_for(corpus, output, batch_size // 2, dropout, steps, architecture)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "sklearn_cmim.pretrain", *flags]
+               "-m", "sklearn_cmim.cli.pretrain", *flags]
     job = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                          text=True, timeout=3600)
     if job.returncode:

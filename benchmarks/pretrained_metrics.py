@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from sklearn_cmim import CMIMTransformer
-from sklearn_cmim.chem import canonical_smiles
+from sklearn_cmim.chem.standardize import canonical_smiles
 from sklearn_cmim.persistence import load_pretrained
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
@@ -39,7 +39,7 @@ CORPORA = {
     "broad.csv.gz": "the broad drug-like corpus (612,849 molecules from ChEMBL 30/31, MoleculeACE, MUV, HIV "
                     "and ZINC; see ../shared/data/README.md)",
     "fragments.smi": "BRICS fragments of 40,000 molecules of each of the two (`python -m "
-                     "sklearn_cmim.fragments`), MoleculeNet molecules excluded",
+                     "sklearn_cmim.chem.fragments`), MoleculeNet molecules excluded",
 }
 CHEMBL = ("Contains data from ChEMBL (ChEMBL 30 and 31, EMBL-EBI), licensed under CC BY-SA 3.0: the "
           "broad corpus's ChEMBL-derived rows were used to train this model.")

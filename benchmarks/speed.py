@@ -34,9 +34,9 @@ import torch
 
 from sklearn_cmim import CMIMTransformer
 from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
-from sklearn_cmim.device import bf16_supported, resolve_device
 from sklearn_cmim.fingerprints import ECFPTransformer
-from sklearn_cmim.flops import matmul_peak_flops
+from sklearn_cmim.nn.device import bf16_supported, resolve_device
+from sklearn_cmim.nn.flops import matmul_peak_flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
 from common import (

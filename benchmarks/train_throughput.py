@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from sklearn_cmim import CMIMTransformer
-from sklearn_cmim.device import resolve_device
-from sklearn_cmim.flops import matmul_peak_flops
+from sklearn_cmim.nn.device import resolve_device
+from sklearn_cmim.nn.flops import matmul_peak_flops
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
 from common import moses_or_esol

@@ -9,8 +9,8 @@ from _common import embedder, esol, make_parser, parse
 from rdkit import Chem
 from rdkit.Chem import Draw
 
-from sklearn_cmim.chem import canonical_smiles
-from sklearn_cmim.sample import summary
+from sklearn_cmim.chem.standardize import canonical_smiles
+from sklearn_cmim.cli.sample import summary
 
 
 def label(smiles: str, seed: str) -> str:

@@ -19,7 +19,7 @@ _EXPORTS = {
     "CMIMTransformer": "transformer",
     "ECFPTransformer": "fingerprints",
     "RDKitDescriptorsTransformer": "descriptors",
-    "Standardizer": "chem",
+    "Standardizer": "chem.standardize",
     "UnknownTokenWarning": "exceptions",
     "list_pretrained": "persistence",
     "optimize_molecules": "optimization",

@@ -1,7 +1,7 @@
 """The settings that describe a model and its training, as plain dataclasses.
 
 They carry no torch, so the ``cmim`` commands can show their defaults in ``--help`` without
-loading it; :mod:`sklearn_cmim.model` and :mod:`sklearn_cmim.training` build on them.
+loading it; :mod:`sklearn_cmim.nn.model` and :mod:`sklearn_cmim.training.fit` build on them.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from rdkit.Chem import Descriptors
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import StrOptions
 
-from .chem import Standardizer
-from .inputs import ERRORS, MoleculeInputMixin, as_items, standardize_items
+from .chem.inputs import ERRORS, MoleculeInputMixin, as_items, standardize_items
+from .chem.standardize import Standardizer
 
 __all__ = ["RDKitDescriptorsTransformer"]
 

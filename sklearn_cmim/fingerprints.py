@@ -11,8 +11,8 @@ from rdkit.Chem import rdFingerprintGenerator
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from .chem import Standardizer
-from .inputs import ERRORS, MoleculeInputMixin, as_items, standardize_items
+from .chem.inputs import ERRORS, MoleculeInputMixin, as_items, standardize_items
+from .chem.standardize import Standardizer
 
 __all__ = ["ECFPTransformer"]
 

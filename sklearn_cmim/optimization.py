@@ -21,8 +21,8 @@ import numpy as np
 from rdkit import Chem, DataStructs
 from rdkit.Chem import QED, Descriptors, RDConfig, rdFingerprintGenerator
 
-from .chem import MoleculeError, canonical_smiles
-from .inputs import as_items, describe, token_problem
+from .chem.inputs import as_items, describe, token_problem
+from .chem.standardize import MoleculeError, canonical_smiles
 from .progress import SHOW_AFTER, progress
 
 __all__ = ["OBJECTIVES", "optimize_molecules", "penalized_logp", "qed", "tanimoto_similarity"]

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from .chem import Standardizer
-from .model import CMIMModel, ModelConfig
-from .tokenizer import Vocabulary
+from .chem.standardize import Standardizer
+from .chem.tokenizer import Vocabulary
+from .nn.model import CMIMModel, ModelConfig
 
 __all__ = ["Pretrained", "list_pretrained", "load_pretrained", "save_pretrained"]
 

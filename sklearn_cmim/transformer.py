@@ -14,11 +14,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 
-from .batching import pad, sorted_batches
-from .chem import Standardizer, canonical_smiles
-from .device import autocast, resolve_device, resolve_precision
-from .embeddings import KINDS, LAYERS, POOLINGS, EmbeddingSpec
-from .inputs import (
+from .chem.batching import pad, sorted_batches
+from .chem.inputs import (
     ERRORS,
     MoleculeInputMixin,
     as_items,
@@ -27,7 +24,12 @@ from .inputs import (
     encode_smiles,
     standardize_items,
 )
-from .model import CMIMModel, ModelConfig
+from .chem.standardize import Standardizer, canonical_smiles
+from .chem.tokenizer import Vocabulary
+from .nn.device import autocast, resolve_device, resolve_precision
+from .nn.embeddings import KINDS, LAYERS, POOLINGS, EmbeddingSpec
+from .nn.model import CMIMModel, ModelConfig
+from .nn.sampling import DEFAULT_SIGMA
 from .persistence import (
     Pretrained,
     build_model,
@@ -36,9 +38,7 @@ from .persistence import (
     save_pretrained,
     weights_to_bytes,
 )
-from .sampling import DEFAULT_SIGMA
-from .tokenizer import Vocabulary
-from .training import TrainSettings, fit_model
+from .training.fit import TrainSettings, fit_model
 
 __all__ = ["CMIMTransformer"]
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-import sklearn_cmim.model as network
+import sklearn_cmim.nn.model as network
 from sklearn_cmim import Standardizer
+from sklearn_cmim.chem.tokenizer import Vocabulary
 from sklearn_cmim.datasets import load_esol
 from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
-from sklearn_cmim.tokenizer import Vocabulary
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sklearn_cmim import CMIMTransformer, list_pretrained
-from sklearn_cmim.chem import canonical_smiles
+from sklearn_cmim.chem.standardize import canonical_smiles
 
 MOSES = Path(__file__).resolve().parents[2] / "shared" / "data" / "moses"
 # Exact reconstruction of the first 200 MOSES test_scaffolds molecules must stay near what each

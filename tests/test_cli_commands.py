@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from sklearn_cmim import CMIMTransformer, cli, progress
-from sklearn_cmim.chem import canonical_smiles
+from sklearn_cmim.chem.standardize import canonical_smiles
+from sklearn_cmim.cli.sample import build_parser as sample_parser
 from sklearn_cmim.config import DEFAULT_MODEL
-from sklearn_cmim.sample import build_parser as sample_parser
-from sklearn_cmim.sampling import DEFAULT_SIGMA
+from sklearn_cmim.nn.sampling import DEFAULT_SIGMA
 from tests.conftest import TINY
 
 # A model that learns to give a few of these alcohols and amines back within a second of training,

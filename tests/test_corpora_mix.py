@@ -11,23 +11,24 @@ import pytest
 import torch
 from rdkit import Chem
 
-from sklearn_cmim import CMIMTransformer, pretrain, pretraining
-from sklearn_cmim.checkpoint import load_checkpoint
-from sklearn_cmim.chem import Standardizer
-from sklearn_cmim.corpus import (
-    BatchStream,
+from sklearn_cmim import CMIMTransformer
+from sklearn_cmim.chem.corpus import (
     Corpus,
     CorpusError,
     HoldOut,
-    MixedStream,
     MoleculeEncoder,
     build_vocabulary,
 )
-from sklearn_cmim.export import export_checkpoint
-from sklearn_cmim.fragments import brics_fragments
-from sklearn_cmim.model import CMIMModel, ModelConfig
+from sklearn_cmim.chem.fragments import brics_fragments
+from sklearn_cmim.chem.standardize import Standardizer
+from sklearn_cmim.chem.tokenizer import Vocabulary
+from sklearn_cmim.cli import pretrain
+from sklearn_cmim.cli.export import export_checkpoint
+from sklearn_cmim.nn.model import CMIMModel, ModelConfig
 from sklearn_cmim.persistence import load_pretrained
-from sklearn_cmim.tokenizer import Vocabulary
+from sklearn_cmim.training import pretraining
+from sklearn_cmim.training.checkpoint import load_checkpoint
+from sklearn_cmim.training.streams import BatchStream, MixedStream
 
 ALCOHOLS = ["C" * n + "O" for n in range(1, 31)]
 AMINES = ["C" * n + "N" for n in range(1, 31)]

@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from sklearn_cmim import CMIMTransformer, pretrain, training
-from sklearn_cmim.checkpoint import load_checkpoint
+from sklearn_cmim import CMIMTransformer
+from sklearn_cmim.cli import pretrain
 from sklearn_cmim.persistence import load_pretrained
+from sklearn_cmim.training import fit as training
+from sklearn_cmim.training.checkpoint import load_checkpoint
 from tests.conftest import TINY
 from tests.test_pretrain import DELANEY
 from tests.test_pretrain import TINY as PRETRAIN_TINY

@@ -30,10 +30,10 @@ from hypothesis.extra import numpy as hnp
 from rdkit import Chem
 
 from sklearn_cmim import CMIMTransformer, cli
+from sklearn_cmim.chem.smiles_files import read_smiles
+from sklearn_cmim.chem.tokenizer import tokenize
 from sklearn_cmim.datasets import load_esol
-from sklearn_cmim.embed import TOO_LONG, UNREADABLE, describe_bad
-from sklearn_cmim.smiles_files import read_smiles
-from sklearn_cmim.tokenizer import tokenize
+from sklearn_cmim.file_embedding import TOO_LONG, UNREADABLE, describe_bad
 from tests.conftest import TINY
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*read as <unk>:UserWarning"),

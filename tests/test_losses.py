@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sklearn_cmim.losses import (
+from sklearn_cmim.nn.losses import (
     contrastive_loss,
     mim_loss,
     mim_weight,

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from sklearn_cmim.model import CMIMModel, ModelConfig, append_to_cache, attention
+from sklearn_cmim.nn.model import CMIMModel, ModelConfig, append_to_cache, attention
 
 
 def tiny_model(**overrides):

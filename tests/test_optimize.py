@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 
 from sklearn_cmim import CMIMTransformer, ECFPTransformer, cli
-from sklearn_cmim.chem import canonical_smiles
+from sklearn_cmim.chem.standardize import canonical_smiles
 from sklearn_cmim.config import DEFAULT_MODEL
 from sklearn_cmim.optimization import (
     _ring_penalty,
@@ -231,7 +231,7 @@ def test_command_without_cma_names_the_extra(capsys, tmp_path, monkeypatch):
 def test_command_and_function_share_their_defaults():
     import inspect
 
-    from sklearn_cmim.optimize import build_parser
+    from sklearn_cmim.cli.optimize import build_parser
 
     defaults = inspect.signature(optimize_molecules).parameters
     parser = build_parser()

@@ -8,12 +8,12 @@ import os
 import numpy as np
 import pytest
 
-from sklearn_cmim import pretrain
-from sklearn_cmim.chem import Standardizer
-from sklearn_cmim.corpus import Corpus, CorpusError, HoldOut, MoleculeEncoder
+from sklearn_cmim.chem.corpus import Corpus, CorpusError, HoldOut, MoleculeEncoder
+from sklearn_cmim.chem.standardize import Standardizer
+from sklearn_cmim.chem.tokenizer import Vocabulary
+from sklearn_cmim.cli import pretrain
 from sklearn_cmim.persistence import load_pretrained
-from sklearn_cmim.prepared import PreparedCorpus, PreparedStream
-from sklearn_cmim.tokenizer import Vocabulary
+from sklearn_cmim.training.prepared import PreparedCorpus, PreparedStream
 from tests.test_pretrain import ALCOHOLS, DELANEY, TINY, StandardizerThatKillsItsProcess
 
 BAD = ["not-a-smiles", "CCN", "C" * 45 + "O"]  # invalid, unknown token, too long

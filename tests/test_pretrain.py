@@ -18,15 +18,18 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from sklearn_cmim import CMIMTransformer, cli, pretrain, training
-from sklearn_cmim.checkpoint import CheckpointError, Checkpoints, CheckpointWarning, load_checkpoint
-from sklearn_cmim.chem import Standardizer
-from sklearn_cmim.corpus import BatchStream, Corpus, CorpusError, HoldOut, MoleculeEncoder
+from sklearn_cmim import CMIMTransformer, cli
+from sklearn_cmim.chem.corpus import Corpus, CorpusError, HoldOut, MoleculeEncoder
+from sklearn_cmim.chem.standardize import Standardizer
+from sklearn_cmim.chem.tokenizer import Vocabulary
+from sklearn_cmim.cli import pretrain
 from sklearn_cmim.datasets import DATA_DIR, load_esol
-from sklearn_cmim.distributed import Context, LatentGather
-from sklearn_cmim.losses import contrastive_loss
+from sklearn_cmim.nn.losses import contrastive_loss
 from sklearn_cmim.persistence import load_pretrained
-from sklearn_cmim.tokenizer import Vocabulary
+from sklearn_cmim.training import fit as training
+from sklearn_cmim.training.checkpoint import CheckpointError, Checkpoints, CheckpointWarning, load_checkpoint
+from sklearn_cmim.training.distributed import Context, LatentGather
+from sklearn_cmim.training.streams import BatchStream
 
 DELANEY = str(DATA_DIR / "delaney.csv")
 TINY = ["--d-model", "16", "--n-heads", "2", "--d-ff", "32", "--n-encoder-layers", "1",
@@ -396,7 +399,7 @@ def test_resumed_run_matches_the_uninterrupted_run_exactly(tmp_path):
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     out = tmp_path / "run"
-    argv = ["-m", "sklearn_cmim.pretrain", DELANEY, "--output", str(out), *TINY, "--max-steps", "400",
+    argv = ["-m", "sklearn_cmim.cli.pretrain", DELANEY, "--output", str(out), *TINY, "--max-steps", "400",
             "--checkpoint-every-steps", "10", "--validation-every", "1000", "--log-every", "50"]
     process = subprocess.Popen([sys.executable, *argv], env=ENV, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
@@ -424,7 +427,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
 def test_two_process_gloo_job_gathers_global_negatives_and_learns(tmp_path):
     out = tmp_path / "ddp"
     job = run_cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                  "-m", "sklearn_cmim.pretrain", DELANEY, "--output", str(out), *TINY, "--max-steps", "30",
+                  "-m", "sklearn_cmim.cli.pretrain", DELANEY, "--output", str(out), *TINY,
+                  "--max-steps", "30",
                   "--validation-every", "15", "--checkpoint-every-steps", "15", timeout=240)
     assert job.returncode == 0, job.stderr
     meta = metadata(out)

@@ -4,9 +4,9 @@ import pytest
 from rdkit import Chem
 from rdkit.Chem.MolStandardize import rdMolStandardize
 
-from sklearn_cmim.chem import MoleculeError, Standardizer, canonical_smiles
+from sklearn_cmim.chem.standardize import MoleculeError, Standardizer, canonical_smiles
+from sklearn_cmim.chem.tokenizer import Vocabulary, tokenize
 from sklearn_cmim.datasets import load_esol, load_freesolv, load_lipophilicity
-from sklearn_cmim.tokenizer import Vocabulary, tokenize
 
 
 def test_tokenize_splits_multi_character_atoms_and_brackets():

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import sklearn_cmim.training as training
+import sklearn_cmim.training.fit as training
 from sklearn_cmim import CMIMTransformer
-from sklearn_cmim.batching import length_bucketed_batches, pad
-from sklearn_cmim.model import CMIMModel, ModelConfig
+from sklearn_cmim.chem.batching import length_bucketed_batches, pad
+from sklearn_cmim.nn.model import CMIMModel, ModelConfig
 from tests.conftest import TINY
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from sklearn_cmim.chem import Standardizer
-from sklearn_cmim.model import CMIMModel, ModelConfig
+from sklearn_cmim.chem.standardize import Standardizer
+from sklearn_cmim.chem.tokenizer import Vocabulary
+from sklearn_cmim.nn.model import CMIMModel, ModelConfig
 from sklearn_cmim.persistence import Pretrained, save_pretrained
-from sklearn_cmim.tokenizer import Vocabulary
 
 TWINS = {"cmim": "cmim-broad", "mim": "mim-broad"}
 WARMUP_STEPS = (150, 20)  # the WARMUP of each stage's run

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sklearn_cmim.chem import Standardizer
-from sklearn_cmim.corpus import Corpus, HoldOut, MoleculeEncoder, validation_set
-from sklearn_cmim.pretraining import prepared_path
-from sklearn_cmim.tokenizer import Vocabulary
+from sklearn_cmim.chem.corpus import Corpus, HoldOut, MoleculeEncoder, validation_set
+from sklearn_cmim.chem.standardize import Standardizer
+from sklearn_cmim.chem.tokenizer import Vocabulary
+from sklearn_cmim.training.pretraining import prepared_path
 
 NAMES = ["moses", "broad", "fragments"]  # the order train_gpu.py mixes them in
 MOLECULENET = [

@@ -29,19 +29,20 @@ else:
 import numpy as np
 import torch
 
-from sklearn_cmim import reporting
-from sklearn_cmim.checkpoint import Checkpoints
-from sklearn_cmim.chem import Standardizer
+from sklearn_cmim.chem.corpus import HoldOut, MoleculeEncoder
+from sklearn_cmim.chem.standardize import Standardizer
+from sklearn_cmim.chem.tokenizer import Vocabulary
+from sklearn_cmim.cli.pretrain import build_parser
 from sklearn_cmim.config import ARCHITECTURE
-from sklearn_cmim.corpus import HoldOut, MixedStream, MoleculeEncoder
-from sklearn_cmim.device import resolve_device, resolve_precision
-from sklearn_cmim.distributed import Context
-from sklearn_cmim.model import CMIMModel, ModelConfig
-from sklearn_cmim.prepared import PreparedCorpus, PreparedStream
-from sklearn_cmim.pretrain import build_parser
-from sklearn_cmim.pretraining import Loop, Run
-from sklearn_cmim.tokenizer import Vocabulary
-from sklearn_cmim.training import NonFiniteLossError, StepSkipper, TrainSettings, make_optimizer
+from sklearn_cmim.nn.device import resolve_device, resolve_precision
+from sklearn_cmim.nn.model import CMIMModel, ModelConfig
+from sklearn_cmim.training import reporting
+from sklearn_cmim.training.checkpoint import Checkpoints
+from sklearn_cmim.training.distributed import Context
+from sklearn_cmim.training.fit import NonFiniteLossError, StepSkipper, TrainSettings, make_optimizer
+from sklearn_cmim.training.prepared import PreparedCorpus, PreparedStream
+from sklearn_cmim.training.pretraining import Loop, Run
+from sklearn_cmim.training.streams import MixedStream
 
 if STUBBED:  # validation compares the decoded string with the standardised one, exactly
     reporting.canonical_smiles = lambda smiles: smiles
@@ -122,7 +123,7 @@ def load_corpus(name: str) -> PreparedCorpus:
 
 def main():
     if sys.argv[1] == "peak":  # measured before the twins start, so that neither sees half the GPU
-        from sklearn_cmim.flops import matmul_peak_flops
+        from sklearn_cmim.nn.flops import matmul_peak_flops
         print(matmul_peak_flops(torch.device("cuda"), torch.bfloat16, size=8192, min_seconds=1.0))
         return
     name, weight, minutes, peak = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])

@@ -1,6 +1,6 @@
 """SMILES files in, result files out, for the commands that go through a file molecule by molecule.
 
-Inputs are read by :class:`~sklearn_cmim.corpus.Corpus` (``.smi``/``.txt``/``.csv``, optionally
+Inputs are read by :class:`~sklearn_cmim.chem.corpus.Corpus` (``.smi``/``.txt``/``.csv``, optionally
 gzipped), one record at a time and numbered by line, so that an error can point into the file.
 Outputs go to a temporary file beside the target that is renamed at the end, so a run that
 fails leaves no partial file behind.

@@ -7,13 +7,13 @@ from collections import Counter
 
 import torch
 
-from .batching import pad
-from .chem import canonical_smiles
-from .device import autocast
-from .losses import total_loss
-from .model import CMIMModel
-from .tokenizer import Vocabulary
-from .training import TrainSettings
+from ..chem.batching import pad
+from ..chem.standardize import canonical_smiles
+from ..chem.tokenizer import Vocabulary
+from ..nn.device import autocast
+from ..nn.losses import total_loss
+from ..nn.model import CMIMModel
+from .fit import TrainSettings
 
 __all__ = ["Meter", "format_record", "format_validation", "validate", "validate_corpora"]
 
@@ -22,7 +22,7 @@ class Meter:
     """Losses and throughput since the last log line, kept on the device between reads.
 
     Reading it syncs with the device once per log line. On a GPU, pretraining has no per-step
-    sync: a :class:`~sklearn_cmim.training.StepSkipper` leaves the finiteness check to the device.
+    sync: a :class:`~sklearn_cmim.training.fit.StepSkipper` leaves the finiteness check to the device.
     """
 
     def __init__(self):

@@ -3,8 +3,8 @@
 Read top-down: :class:`Corpus` yields the SMILES field of every record of a list of files
 without ever holding a file in memory; :class:`HoldOut` decides by record number which records
 are held out for validation and which rank trains on each of the others; :class:`MoleculeEncoder`
-turns SMILES into token ids, skipping and counting bad molecules; :class:`BatchStream` is one
-rank's endless, resumable sequence of full, length-bucketed batches.
+turns SMILES into token ids, skipping and counting bad molecules. One rank's endless, resumable
+sequence of batches made of them is :class:`~sklearn_cmim.training.streams.BatchStream`.
 
 A *record* is one data line (CSV rows after the header, every line of a .smi/.txt file),
 numbered from 0 across the files in the order given. Record numbers, not content, decide the
@@ -28,12 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .batching import length_bucketed_batches
-from .chem import MoleculeError, Standardizer
+from .standardize import MoleculeError, Standardizer
 from .tokenizer import Vocabulary
 
-__all__ = ["SKIP_REASONS", "BatchStream", "Corpus", "CorpusError", "HoldOut", "MixedStream",
-           "MoleculeEncoder", "build_vocabulary", "encode_records", "start_data_workers", "validation_set"]
+__all__ = ["SKIP_REASONS", "Corpus", "CorpusError", "HoldOut", "MoleculeEncoder", "build_vocabulary",
+           "encode_records", "start_data_workers", "validation_set"]
 
 FORMATS = {".smi": "lines", ".txt": "lines", ".csv": "csv"}
 SKIP_REASONS = ("invalid", "untokenizable", "unknown_token", "too_long")  # see MoleculeEncoder
@@ -293,175 +292,3 @@ def validation_set(corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder, siz
         if split.is_validation(record) and (encoded := encoder(text)) is not None:
             molecules.append(encoded)
     return molecules
-
-
-class BatchStream:
-    """One rank's training molecules as an endless sequence of full batches, resumable exactly.
-
-    Molecules are read ``pool_batches * batch_size`` at a time (a *pool*, wrapping round the end
-    of the corpus into the next epoch), grouped by length with
-    :func:`~sklearn_cmim.batching.length_bucketed_batches` and handed out batch by batch.
-    Every batch holds exactly ``batch_size`` molecules, so all ranks of a DDP job contribute
-    equal shares to the gathered contrastive negatives and always run the same number of steps.
-
-    :meth:`state_dict` records where the current pool started (epoch, record number, generator
-    state, skip counts) and how many of its batches were handed out; :meth:`load_state_dict`
-    rebuilds that pool and continues with the same next batch as an uninterrupted run.
-
-    With ``data_workers`` > 0, that many processes standardise and tokenise the molecules of the
-    next pool while the batches of this one train (RDKit holds the GIL, so threads would not run
-    in parallel). The batches are the same as without; call :meth:`close` to stop them.
-    """
-
-    chunk_records = 2048  # records handed to the data workers at a time
-
-    def __init__(self, corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder, batch_size: int,
-                 seed: int, rank: int = 0, world_size: int = 1, pool_batches: int = 50,
-                 data_workers: int = 0):
-        self.corpus, self.split, self.encoder = corpus, split, encoder
-        self.batch_size, self.pool_batches = batch_size, pool_batches
-        self.rank, self.world_size = rank, world_size
-        self.data_workers, self._workers = data_workers, None
-        self.rng = np.random.default_rng([seed, rank])
-        self.pool_start = {"epoch": 0, "record": 0, "rng": self.rng.bit_generator.state, "skipped": {}}
-        self.taken = 0
-
-    def close(self) -> None:
-        """Stop the data workers, if any."""
-        if self._workers is not None:
-            self._workers.shutdown(wait=False, cancel_futures=True)
-            self._workers = None
-
-    def state_dict(self) -> dict:
-        return {**self.pool_start, "taken": self.taken}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("prepared"):
-            raise CorpusError("the checkpoint was written by a run that trained from a --prepared corpus; "
-                              "resume it with the same --prepared path")
-        self.pool_start = {key: state[key] for key in ("epoch", "record", "rng", "skipped")}
-        self.taken = state["taken"]
-
-    @property
-    def epoch(self) -> int:
-        return self.pool_start["epoch"]
-
-    @property
-    def skipped(self) -> Counter:
-        return self.encoder.skipped
-
-    def __iter__(self) -> Iterator[list[list[int]]]:
-        # One open reader runs on from pool to pool; only a resume skips records to get to its start.
-        epoch = self.pool_start["epoch"]
-        records = self._encoded(self.corpus.records(self.pool_start["record"]))
-        while True:
-            # Rewinding the generator and the counts makes a pool rebuilt after a resume
-            # identical to the one the interrupted run was using.
-            self.rng.bit_generator.state = self.pool_start["rng"]
-            self.encoder.skipped = Counter(self.pool_start["skipped"])
-            pool, epoch, records, next_record = self._read_pool(epoch, records)
-            batches = length_bucketed_batches([len(ids) for ids in pool], self.batch_size, self.rng,
-                                              pool=self.pool_batches)
-            for number in range(self.taken, len(batches)):
-                self.taken = number + 1
-                yield [pool[i] for i in batches[number]]
-            self.pool_start = {"epoch": epoch, "record": next_record, "rng": self.rng.bit_generator.state,
-                               "skipped": dict(self.encoder.skipped)}
-            self.taken = 0
-
-    def _encoded(self, records: Iterator[tuple[int, str]]) -> Iterator[tuple[int, tuple | str]]:
-        """``(number, encoder.encode(text))`` of this rank's training records, in order."""
-        split, rank, world_size = self.split, self.rank, self.world_size
-        mine = ((number, text) for number, text in records
-                if not split.is_validation(number) and split.owner(number, world_size) == rank)
-        if self.data_workers and self._workers is None:
-            self._workers = start_data_workers(self.encoder, self.data_workers)
-        # Enough chunks in flight to fill the next pool while the batches of this one train.
-        ahead = math.ceil(self.pool_batches * self.batch_size / self.chunk_records) + 1
-        yield from encode_records(mine, self.encoder, self._workers, self.chunk_records, ahead)
-
-    def _read_pool(self, epoch: int, records: Iterator[tuple[int, tuple | str]]):
-        """Fill a pool from encoded ``records``, wrapping round into new epochs.
-
-        Returns the pool, the epoch and reader it ends in, and the number of the next record.
-        """
-        pool, wanted = [], self.pool_batches * self.batch_size
-        ends_without_molecule = 0  # two ends of the corpus with nothing between: none will ever come
-        while True:
-            for number, result in records:
-                encoded = self.encoder.count(result)
-                if encoded is None:
-                    continue
-                pool.append(encoded[0])
-                ends_without_molecule = 0
-                if len(pool) == wanted:
-                    return pool, epoch, records, number + 1
-            ends_without_molecule += 1
-            if ends_without_molecule == 2:
-                raise CorpusError(f"rank {self.rank} of {self.world_size} found no usable training "
-                                  f"molecule in {', '.join(map(str, self.corpus.paths))} "
-                                  f"(skipped: {dict(self.encoder.skipped) or 'none'})")
-            epoch, records = epoch + 1, self._encoded(self.corpus.records())
-
-
-class MixedStream:
-    """Batches from several corpora: each batch is the next of one corpus's stream, drawn by weight.
-
-    Each corpus keeps its own stream (:class:`BatchStream` or
-    :class:`~sklearn_cmim.prepared.PreparedStream`), with its own order, epochs and skip counts,
-    so a small corpus given a large weight is simply seen more often. A batch holds molecules of
-    one corpus, of similar lengths, as a single corpus's do. The draw is seeded, and the state is
-    the generator's and every stream's, so a resumed run goes on with the same batches.
-
-    Examples
-    --------
-    >>> class Letters:  # a stand-in stream with no state of its own
-    ...     def __init__(self, letter): self.letter = letter
-    ...     def __iter__(self):
-    ...         while True: yield [self.letter]
-    ...     def state_dict(self): return {}
-    ...     def load_state_dict(self, state): pass
-    >>> mixed = MixedStream([Letters("a"), Letters("b")], weights=[3, 1], seed=0)
-    >>> batches = iter(mixed)
-    >>> "".join(next(batches)[0] for _ in range(12))
-    'aaabaaaaaaba'
-    """
-
-    def __init__(self, streams: list, weights, seed: int, rank: int = 0):
-        weights = np.asarray(weights, dtype=float)
-        if len(weights) != len(streams) or (weights < 0).any() or weights.sum() <= 0:
-            raise CorpusError(f"expected one non-negative weight per corpus ({len(streams)}), not all zero; "
-                              f"got {weights.tolist()}")
-        self.streams, self.weights = streams, weights / weights.sum()
-        self.rng = np.random.default_rng([seed, rank, len(streams)])
-
-    def close(self) -> None:
-        for stream in self.streams:
-            stream.close()
-
-    def state_dict(self) -> dict:
-        return {"mixed": True, "rng": self.rng.bit_generator.state,
-                "streams": [stream.state_dict() for stream in self.streams]}
-
-    def load_state_dict(self, state: dict) -> None:
-        if len(state.get("streams", ())) != len(self.streams):
-            read = len(state.get("streams", [state]))
-            raise CorpusError(f"the checkpoint was written by a run that read {read} corpus(es); resume "
-                              f"it with the same input files (now {len(self.streams)})")
-        self.rng.bit_generator.state = state["rng"]
-        for stream, part in zip(self.streams, state["streams"], strict=True):
-            stream.load_state_dict(part)
-
-    @property
-    def epoch(self) -> list[int]:
-        """Each corpus's epoch."""
-        return [stream.epoch for stream in self.streams]
-
-    @property
-    def skipped(self) -> Counter:
-        return sum((Counter(stream.skipped) for stream in self.streams), Counter())
-
-    def __iter__(self) -> Iterator[list]:
-        batches = [iter(stream) for stream in self.streams]
-        while True:
-            yield next(batches[self.rng.choice(len(batches), p=self.weights)])

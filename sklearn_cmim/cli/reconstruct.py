@@ -13,11 +13,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .cli import ArgumentParser, HelpFormatter, device_name, positive_int, report_error, report_warning
-from .config import DEFAULT_MODEL
-from .embed import CHUNK_SIZE, BadMolecule, ChunkEmbedder, describe_bad, load_model
-from .progress import SHOW_AFTER, progress
-from .smiles_files import chunked, count_smiles, read_smiles, text_output
+from ..chem.smiles_files import chunked, count_smiles, read_smiles, text_output
+from ..config import DEFAULT_MODEL
+from ..file_embedding import CHUNK_SIZE, BadMolecule, ChunkEmbedder, describe_bad, load_model
+from ..progress import SHOW_AFTER, progress
+from .common import ArgumentParser, HelpFormatter, device_name, positive_int, report_error, report_warning
 
 __all__ = ["build_parser", "main", "reconstruct_file"]
 
@@ -29,15 +29,15 @@ def reconstruct_file(model, source, handle, column: str | None = None, errors: s
     Parameters
     ----------
     model : CMIMTransformer
-        Loaded by :func:`~sklearn_cmim.embed.load_model` with ``embedding="latent"``.
+        Loaded by :func:`~sklearn_cmim.file_embedding.load_model` with ``embedding="latent"``.
     source : str or path
-        The SMILES file (see :func:`~sklearn_cmim.smiles_files.read_smiles`).
+        The SMILES file (see :func:`~sklearn_cmim.chem.smiles_files.read_smiles`).
     handle : text stream
         Where the lines go.
     column : str, optional
         CSV column holding the SMILES.
     errors : {"raise", "nan"}, default="raise"
-        A bad molecule raises :class:`~sklearn_cmim.embed.BadMolecule`, or gets empty
+        A bad molecule raises :class:`~sklearn_cmim.file_embedding.BadMolecule`, or gets empty
         ``decoded`` and ``match`` fields and is left out of the accuracy.
     chunk_size : int, default=CHUNK_SIZE
 
@@ -46,9 +46,10 @@ def reconstruct_file(model, source, handle, column: str | None = None, errors: s
     n_matches, n_read : int
         Exact matches, and molecules read.
     bad : collections.Counter
-        The bad molecules among them, by what is wrong (see :func:`~sklearn_cmim.embed.describe_bad`).
+        The bad molecules among them, by what is wrong (see
+        :func:`~sklearn_cmim.file_embedding.describe_bad`).
     """
-    from .chem import canonical_smiles  # on use: --help must not load RDKit
+    from ..chem.standardize import canonical_smiles  # on use: --help must not load RDKit
 
     n_rows = count_smiles(source, column)
     if n_rows == 0:
@@ -86,7 +87,7 @@ def build_parser(prog: str = "cmim reconstruct") -> ArgumentParser:
 
     Examples
     --------
-    >>> from sklearn_cmim.reconstruct import build_parser
+    >>> from sklearn_cmim.cli.reconstruct import build_parser
     >>> args = build_parser().parse_args(["molecules.smi", "--errors", "nan"])
     >>> args.input.name, args.output, args.errors, args.model
     ('molecules.smi', None, 'nan', 'cmim-broad')
@@ -132,7 +133,7 @@ def main(argv=None, prog: str = "cmim reconstruct") -> int:
     --------
     >>> import tempfile
     >>> from pathlib import Path
-    >>> from sklearn_cmim.reconstruct import main
+    >>> from sklearn_cmim.cli.reconstruct import main
     >>> tmp = tempfile.TemporaryDirectory()
     >>> smi = Path(tmp.name, "molecules.smi")
     >>> _ = smi.write_text("CCO\\nc1ccccc1\\n")

@@ -1,4 +1,4 @@
-"""The pretraining loop behind ``cmim pretrain`` (:mod:`sklearn_cmim.pretrain`), on one device or under
+"""The pretraining loop behind ``cmim pretrain`` (:mod:`sklearn_cmim.cli.pretrain`), on one device or under
 ``torchrun``.
 
 One training loop serves both: under ``torchrun`` each rank trains on its share of the records
@@ -9,7 +9,7 @@ alone logs, validates and writes. The result is a model directory for
 Read top-down: :func:`pretrain` (set-up), :class:`Loop` (a step, then the log line, validation
 and checkpoint due after it), :class:`Run` (what a checkpoint holds), then the helpers they
 call. What the loop reports (log lines, throughput, validation) lives in
-:mod:`sklearn_cmim.reporting`.
+:mod:`sklearn_cmim.training.reporting`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,22 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from .batching import pad
+from ..chem.batching import pad
+from ..chem.corpus import (
+    Corpus,
+    CorpusError,
+    HoldOut,
+    MoleculeEncoder,
+    build_vocabulary,
+    validation_set,
+)
+from ..chem.standardize import Standardizer
+from ..chem.tokenizer import Vocabulary
+from ..config import ARCHITECTURE
+from ..nn.device import autocast, resolve_device, resolve_precision
+from ..nn.flops import matmul_peak_flops
+from ..nn.model import CMIMModel, ModelConfig
+from ..persistence import Pretrained, load_pretrained, save_pretrained
 from .checkpoint import (
     CheckpointError,
     Checkpoints,
@@ -36,27 +51,8 @@ from .checkpoint import (
     load_checkpoint,
     restore_rng,
 )
-from .chem import Standardizer
-from .config import ARCHITECTURE
-from .corpus import (
-    BatchStream,
-    Corpus,
-    CorpusError,
-    HoldOut,
-    MixedStream,
-    MoleculeEncoder,
-    build_vocabulary,
-    validation_set,
-)
-from .device import autocast, resolve_device, resolve_precision
 from .distributed import Context, LatentGather
-from .flops import matmul_peak_flops
-from .model import CMIMModel, ModelConfig
-from .persistence import Pretrained, load_pretrained, save_pretrained
-from .prepared import PreparedCorpus, PreparedStream
-from .reporting import Meter, format_record, format_validation, validate_corpora
-from .tokenizer import Vocabulary
-from .training import (
+from .fit import (
     NonFiniteLossError,
     StepSkipper,
     TrainSettings,
@@ -64,6 +60,9 @@ from .training import (
     make_scheduler,
     train_step,
 )
+from .prepared import PreparedCorpus, PreparedStream
+from .reporting import Meter, format_record, format_validation, validate_corpora
+from .streams import BatchStream, MixedStream
 
 __all__ = ["Loop", "Run", "initial_summary", "load_extended", "pretrain"]
 

@@ -1,7 +1,7 @@
 """``cmim pretrain``: train a cMIM model on SMILES files, on one device or under ``torchrun``.
 
     cmim pretrain zinc.smi --output runs/zinc --max-steps 100000
-    torchrun --nproc_per_node=8 -m sklearn_cmim.pretrain zinc.csv.gz --output runs/zinc --resume
+    torchrun --nproc_per_node=8 -m sklearn_cmim.cli.pretrain zinc.csv.gz --output runs/zinc --resume
 
 One training loop serves both: under ``torchrun`` each rank trains on its share of the records
 inside DistributedDataParallel and draws contrastive negatives from the global batch; rank 0
@@ -9,7 +9,7 @@ alone logs, validates and writes. The result is a model directory for
 ``CMIMTransformer(pretrained=...)``, with the checkpoints in its ``checkpoints/`` folder.
 
 This module is the command: :func:`build_parser` and :func:`main`. The training loop is
-:mod:`sklearn_cmim.pretraining`, imported when the command runs, so ``--help`` loads no torch.
+:mod:`sklearn_cmim.training.pretraining`, imported when the command runs, so ``--help`` loads no torch.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .cli import (
+from ..config import ARCHITECTURE, ModelConfig, TrainSettings
+from .common import (
     ArgumentParser,
     HelpFormatter,
     checked,
@@ -30,7 +31,6 @@ from .cli import (
     probability,
     report_error,
 )
-from .config import ARCHITECTURE, ModelConfig, TrainSettings
 
 __all__ = ["build_parser", "main"]
 
@@ -46,7 +46,7 @@ PRETRAIN_BATCH_SIZE, PRETRAIN_DROPOUT = 128, 0.0
 DESCRIPTION = "Train a cMIM model on SMILES files, on one device or as a torchrun (DDP) job."
 EXAMPLES = """examples:
   cmim pretrain zinc.smi --output runs/zinc --max-steps 100000
-  torchrun --nproc_per_node=8 -m sklearn_cmim.pretrain zinc.csv.gz --output runs/zinc --resume
+  torchrun --nproc_per_node=8 -m sklearn_cmim.cli.pretrain zinc.csv.gz --output runs/zinc --resume
 
 The output directory loads with CMIMTransformer(pretrained=DIR); checkpoints live in DIR/checkpoints."""
 
@@ -71,7 +71,7 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
 
     Examples
     --------
-    >>> from sklearn_cmim.pretrain import build_parser
+    >>> from sklearn_cmim.cli.pretrain import build_parser
     >>> args = build_parser().parse_args(["zinc.smi", "--output", "runs/zinc", "--max-steps", "100"])
     >>> args.inputs, args.output.name, args.max_steps, args.d_model, args.batch_size, args.dropout
     (['zinc.smi'], 'zinc', 100, 256, 128, 0.0)
@@ -192,7 +192,7 @@ def main(argv=None, prog: str = "cmim pretrain") -> int:
     >>> import tempfile
     >>> from pathlib import Path
     >>> from sklearn_cmim import CMIMTransformer
-    >>> from sklearn_cmim.pretrain import main
+    >>> from sklearn_cmim.cli.pretrain import main
     >>> tmp = tempfile.TemporaryDirectory()
     >>> corpus = Path(tmp.name, "alcohols.smi")
     >>> _ = corpus.write_text("".join("C" * n + "O\\n" for n in range(1, 21)))
@@ -225,10 +225,10 @@ def main(argv=None, prog: str = "cmim pretrain") -> int:
         parser.error("--weights: at least one weight must be above 0")
     if args.init_from and args.vocab_from:
         parser.error("--init-from keeps that model's vocabulary (extended): drop --vocab-from")
-    from .checkpoint import CheckpointError
-    from .corpus import CorpusError
-    from .pretraining import pretrain
-    from .training import NonFiniteLossError
+    from ..chem.corpus import CorpusError
+    from ..training.checkpoint import CheckpointError
+    from ..training.fit import NonFiniteLossError
+    from ..training.pretraining import pretrain
 
     try:
         pretrain(args)

@@ -19,7 +19,12 @@ import sys
 import warnings
 from pathlib import Path
 
-from .cli import (
+from ..chem.smiles_files import read_smiles, text_output
+from ..config import DEFAULT_MODEL
+from ..exceptions import UnknownTokenWarning
+from ..file_embedding import ChunkEmbedder, load_model
+from ..nn.sampling import DEFAULT_SIGMA
+from .common import (
     ArgumentParser,
     HelpFormatter,
     device_name,
@@ -28,11 +33,6 @@ from .cli import (
     positive_int,
     report_error,
 )
-from .config import DEFAULT_MODEL
-from .embed import ChunkEmbedder, load_model
-from .exceptions import UnknownTokenWarning
-from .sampling import DEFAULT_SIGMA
-from .smiles_files import read_smiles, text_output
 
 __all__ = ["build_parser", "main", "summary"]
 
@@ -45,7 +45,7 @@ def summary(smiles) -> str:
     >>> summary(["CCO", "OCC", "C1C", "c1ccccc1"])
     '4 molecules: 3 valid (75.0%), 2 unique among the valid (66.7%)'
     """
-    from .chem import canonical_smiles  # on use: --help must not load RDKit
+    from ..chem.standardize import canonical_smiles  # on use: --help must not load RDKit
 
     canonical = [c for c in map(canonical_smiles, smiles) if c is not None]
     n_valid, n_unique = len(canonical), len(set(canonical))
@@ -68,7 +68,7 @@ def build_parser(prog: str = "cmim sample") -> ArgumentParser:
 
     Examples
     --------
-    >>> from sklearn_cmim.sample import build_parser
+    >>> from sklearn_cmim.cli.sample import build_parser
     >>> args = build_parser().parse_args(["--n", "10", "--around", "CCO", "c1ccccc1"])
     >>> args.n, args.around, args.sigma, args.model
     (10, ['CCO', 'c1ccccc1'], 0.07, 'cmim-broad')
@@ -118,7 +118,7 @@ def main(argv=None, prog: str = "cmim sample") -> int:
 
     >>> import tempfile
     >>> from pathlib import Path
-    >>> from sklearn_cmim.sample import main
+    >>> from sklearn_cmim.cli.sample import main
     >>> tmp = tempfile.TemporaryDirectory()
     >>> output = Path(tmp.name, "around.smi")
     >>> main(["--n", "2", "--around", "CCO", "c1ccccc1", "--random-state", "0",

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .cli import ArgumentParser, HelpFormatter, report_error
-from .config import DEFAULT_MODEL
-from .datasets import load_esol
-from .progress import progress
+from ..config import DEFAULT_MODEL
+from ..datasets import load_esol
+from ..progress import progress
+from .common import ArgumentParser, HelpFormatter, report_error
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -41,7 +41,7 @@ def build_parser(prog: str = "cmim demo") -> argparse.ArgumentParser:
     --------
     ``--molecules`` and ``--folds`` make a quick run:
 
-    >>> from sklearn_cmim.demo import build_parser
+    >>> from sklearn_cmim.cli.demo import build_parser
     >>> args = build_parser().parse_args(["--molecules", "16", "--folds", "2"])
     >>> args.model, args.molecules, args.folds
     ('cmim-broad', 16, 2)
@@ -60,8 +60,8 @@ def candidates(model: str) -> dict[str, Pipeline]:
     from sklearn.preprocessing import StandardScaler
     from sklearn.svm import SVR
 
-    from .fingerprints import ECFPTransformer
-    from .transformer import CMIMTransformer
+    from ..fingerprints import ECFPTransformer
+    from ..transformer import CMIMTransformer
 
     head = [("scale", StandardScaler()), ("svr", SVR(C=5.0))]
     return {
@@ -99,7 +99,7 @@ def main(argv=None, prog: str = "cmim demo") -> int:
     The full demo (1,128 molecules, 5 folds) takes minutes; 16 molecules in 2 folds take about
     a second. The RMSEs of so few molecules mean little, and the progress bar goes to stderr:
 
-    >>> from sklearn_cmim.demo import main
+    >>> from sklearn_cmim.cli.demo import main
     >>> main(["--molecules", "16", "--folds", "2"])  # doctest: +ELLIPSIS
     ESOL aqueous solubility: 16 molecules, 2-fold CV, head = StandardScaler + SVR(C=5)
     <BLANKLINE>
@@ -115,8 +115,8 @@ def main(argv=None, prog: str = "cmim demo") -> int:
     from sklearn.base import clone  # after parsing: --help must not load scikit-learn or torch
     from sklearn.model_selection import KFold
 
-    from .exceptions import UnknownTokenWarning
-    from .transformer import CMIMTransformer
+    from ..exceptions import UnknownTokenWarning
+    from ..transformer import CMIMTransformer
 
     smiles, y = load_esol()
     if args.molecules:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .persistence import load_error_reason
+from ..persistence import load_error_reason
 
 __all__ = ["CheckpointError", "CheckpointSchedule", "CheckpointWarning", "Checkpoints",
            "capture_rng", "check_writable", "load_checkpoint", "restore_rng"]

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from rdkit import Chem
 
-from .chem import MoleculeError, Standardizer
-from .exceptions import UnknownTokenWarning
+from ..exceptions import UnknownTokenWarning
+from .standardize import MoleculeError, Standardizer
 from .tokenizer import Vocabulary, tokenize
 
 __all__ = ["EncodedInput", "MoleculeInputMixin", "as_items", "check_n_samples", "encode_items",

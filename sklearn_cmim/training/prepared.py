@@ -9,7 +9,7 @@ This is for corpora that fit in memory (MOSES: 1.6 million molecules, an 84 MB f
 prepare with two workers). On a CPU it took the standardising off the training step (about 5%
 more molecules a second, docs/findings.md); on a GPU, whose steps outrun one core's RDKit, it
 leaves the training process's one thread to queue the device's work. Larger corpora stream from
-their files (:class:`~sklearn_cmim.corpus.BatchStream`).
+their files (:class:`~sklearn_cmim.training.streams.BatchStream`).
 
 Read top-down: :class:`PreparedCorpus` (build, save, load) and :class:`PreparedStream` (one
 rank's endless, resumable sequence of full, length-bucketed batches).
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .batching import length_bucketed_batches
-from .corpus import (
+from ..chem.batching import length_bucketed_batches
+from ..chem.corpus import (
     SKIP_REASONS,
     Corpus,
     CorpusError,
@@ -49,7 +49,7 @@ class PreparedCorpus:
     ``tokens`` holds the molecules' ids end to end; molecule ``i`` is
     ``tokens[offsets[i]:offsets[i + 1]]`` and came from record ``records[i]``. Skipped training
     records are listed in ``skipped_records`` with an index into
-    :data:`~sklearn_cmim.corpus.SKIP_REASONS`. ``settings`` says what the ids were made from:
+    :data:`~sklearn_cmim.chem.corpus.SKIP_REASONS`. ``settings`` says what the ids were made from:
     files, column, hold-out, standardiser, vocabulary, length limit.
     """
 
@@ -153,11 +153,11 @@ class PreparedStream:
     """One rank's molecules of a :class:`PreparedCorpus` as an endless sequence of full batches.
 
     Each epoch shuffles the rank's molecules, groups them by length
-    (:func:`~sklearn_cmim.batching.length_bucketed_batches`) and hands out every full batch; the
+    (:func:`~sklearn_cmim.chem.batching.length_bucketed_batches`) and hands out every full batch; the
     few molecules of an epoch's last, partial batch wait for the next epoch's shuffle. Every batch
     holds exactly ``batch_size`` molecules, so the ranks of a DDP job always run in step.
 
-    A batch is a list of id arrays, as :func:`~sklearn_cmim.batching.pad` takes it. Its state is
+    A batch is a list of id arrays, as :func:`~sklearn_cmim.chem.batching.pad` takes it. Its state is
     the epoch, the generator state at the epoch's start and the batches handed out since.
     """
 

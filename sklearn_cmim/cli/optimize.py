@@ -22,7 +22,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from .cli import (
+from ..chem.smiles_files import read_smiles, text_output
+from ..config import DEFAULT_MODEL
+from ..exceptions import UnknownTokenWarning
+from .common import (
     ArgumentParser,
     HelpFormatter,
     checked,
@@ -32,9 +35,6 @@ from .cli import (
     positive_int,
     report_error,
 )
-from .config import DEFAULT_MODEL
-from .exceptions import UnknownTokenWarning
-from .smiles_files import read_smiles, text_output
 
 __all__ = ["COLUMNS", "build_parser", "load_objective", "main"]
 
@@ -84,7 +84,7 @@ def build_parser(prog: str = "cmim optimize") -> ArgumentParser:
 
     Examples
     --------
-    >>> from sklearn_cmim.optimize import build_parser
+    >>> from sklearn_cmim.cli.optimize import build_parser
     >>> args = build_parser().parse_args(["seeds.smi", "--objective", "qed"])
     >>> args.similarity, args.budget, args.sigma0, args.model
     (0.4, 100, 0.1, 'cmim-broad')
@@ -142,7 +142,7 @@ def main(argv=None, prog: str = "cmim optimize") -> int:
     --------
     >>> import csv, tempfile
     >>> from pathlib import Path
-    >>> from sklearn_cmim.optimize import main
+    >>> from sklearn_cmim.cli.optimize import main
     >>> tmp = tempfile.TemporaryDirectory()
     >>> seeds = Path(tmp.name, "seeds.smi")
     >>> _ = seeds.write_text("CCOc1ccccc1\\n")
@@ -161,8 +161,8 @@ def main(argv=None, prog: str = "cmim optimize") -> int:
         if not seeds:
             raise ValueError(f"{args.seeds} holds no molecules")
         objective = load_objective(args.objective)
-        from .embed import ChunkEmbedder, load_model  # on use: --help must not load torch
-        from .optimization import optimize_molecules
+        from ..file_embedding import ChunkEmbedder, load_model  # on use: --help must not load torch
+        from ..optimization import optimize_molecules
 
         model = load_model(args.model, embedding="latent", device=args.device)
         # Checked first, naming a bad seed by its line; the encoder pass it repeats is cheap.

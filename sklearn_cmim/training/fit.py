@@ -14,10 +14,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .batching import length_bucketed_batches, pad
-from .config import TrainSettings
-from .device import autocast
-from .losses import total_loss
+from ..chem.batching import length_bucketed_batches, pad
+from ..config import TrainSettings
+from ..nn.device import autocast
+from ..nn.losses import total_loss
 
 __all__ = ["NonFiniteLossError", "StepSkipper", "TrainSettings", "fit_model", "make_optimizer",
            "train_step"]

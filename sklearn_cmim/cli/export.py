@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cli import ArgumentParser, HelpFormatter, report_error
+from .common import ArgumentParser, HelpFormatter, report_error
 
 __all__ = ["build_parser", "export_checkpoint", "main"]
 
@@ -19,10 +19,10 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
     log and the run's arguments, with the step reached.
     """
     # On use: --help must not load torch or RDKit.
-    from .checkpoint import load_checkpoint
-    from .chem import Standardizer
-    from .persistence import Pretrained, build_model, save_pretrained
-    from .tokenizer import Vocabulary
+    from ..chem.standardize import Standardizer
+    from ..chem.tokenizer import Vocabulary
+    from ..persistence import Pretrained, build_model, save_pretrained
+    from ..training.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
     model = build_model(state["config"], {k: v.float() if v.is_floating_point() else v
@@ -39,7 +39,7 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
         "training_log": state["history"]["training"],
     }
     if arguments.get("init_from"):  # a run that continued a pretrained model says which
-        from .pretraining import initial_summary
+        from ..training.pretraining import initial_summary
 
         metadata["pretraining"]["initialised_from"] = initial_summary(arguments["init_from"])
     pretrained = Pretrained(model, Vocabulary(state["vocabulary"]), Standardizer(**state["standardizer"]),
@@ -62,7 +62,7 @@ def build_parser(prog: str = "cmim export") -> ArgumentParser:
 
     Examples
     --------
-    >>> from sklearn_cmim.export import build_parser
+    >>> from sklearn_cmim.cli.export import build_parser
     >>> args = build_parser().parse_args(["step-00012000.pt", "cmim-zinc", "--half"])
     >>> args.checkpoint.name, args.output.name, args.half
     ('step-00012000.pt', 'cmim-zinc', True)
@@ -102,8 +102,9 @@ def main(argv=None, prog: str = "cmim export") -> int:
 
     >>> import contextlib, io, tempfile
     >>> from pathlib import Path
-    >>> from sklearn_cmim import CMIMTransformer, pretrain
-    >>> from sklearn_cmim.export import main
+    >>> from sklearn_cmim import CMIMTransformer
+    >>> from sklearn_cmim.cli import pretrain
+    >>> from sklearn_cmim.cli.export import main
     >>> tmp = tempfile.TemporaryDirectory()
     >>> corpus = Path(tmp.name, "alcohols.smi")
     >>> _ = corpus.write_text("".join("C" * n + "O\\n" for n in range(1, 21)))
@@ -126,7 +127,7 @@ def main(argv=None, prog: str = "cmim export") -> int:
     >>> tmp.cleanup()
     """
     args = build_parser(prog).parse_args(argv)
-    from .checkpoint import CheckpointError  # after parsing: --help must not load torch
+    from ..training.checkpoint import CheckpointError  # after parsing: --help must not load torch
 
     try:
         path = export_checkpoint(args.checkpoint, args.output, args.half)

@@ -5,7 +5,7 @@ sets are mostly such molecules (FreeSolv's median is 8). Cutting corpus molecule
 bonds and putting hydrogen where the cut was gives many small, real-looking molecules. Molecules
 of evaluation sets can be excluded, so that benchmarks read only molecules the model never saw.
 
-    python -m sklearn_cmim.fragments broad.csv.gz moses.csv.gz --output fragments.smi \\
+    python -m sklearn_cmim.chem.fragments broad.csv.gz moses.csv.gz --output fragments.smi \\
         --exclude delaney.csv freesolv.csv --sample 50000
 """
 
@@ -20,8 +20,8 @@ from pathlib import Path
 from rdkit import Chem
 from rdkit.Chem import BRICS
 
-from .chem import MoleculeError, Standardizer
 from .corpus import Corpus, CorpusError
+from .standardize import MoleculeError, Standardizer
 
 __all__ = ["brics_fragments", "main"]
 
@@ -73,7 +73,7 @@ def standardised_set(paths: Iterable[Path], standardizer: Standardizer) -> froze
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sklearn_cmim.fragments", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m sklearn_cmim.chem.fragments", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", type=Path, metavar="FILE", help="SMILES files to cut")
     parser.add_argument("--output", required=True, type=Path, help=".smi file to write, one fragment a line")

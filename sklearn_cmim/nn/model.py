@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig
+from ..config import ModelConfig
 
 __all__ = ["CMIMModel", "ModelConfig"]
 
@@ -310,7 +310,7 @@ class CMIMModel(nn.Module):
 
         Examples
         --------
-        >>> from sklearn_cmim.model import CMIMModel, ModelConfig
+        >>> from sklearn_cmim.nn.model import CMIMModel, ModelConfig
         >>> model = CMIMModel(ModelConfig(vocab_size=26))
         >>> round(model.training_flops(tokens=36, molecules=1, width=36) / 1e6)  # one MOSES-sized molecule
         964

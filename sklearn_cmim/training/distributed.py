@@ -76,7 +76,7 @@ class LatentGather:
 
     The autograd-aware all-gather sends each rank's gradient back to the rank that produced the
     latent, so the contrastive term is optimised over the global batch. Every rank's batch has
-    the same size (:class:`~sklearn_cmim.corpus.BatchStream` only makes full batches), so this
+    the same size (:class:`~sklearn_cmim.training.streams.BatchStream` only makes full batches), so this
     rank's rows start at ``rank * local batch size``.
     """
 

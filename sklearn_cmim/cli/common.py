@@ -1,0 +1,103 @@
+"""What every ``cmim`` command shares: its argument parser and option types, and how it reports.
+
+A user error is one line on stderr (``PROG: error: ...``) and exit status 2, never a traceback;
+under ``torchrun`` every line names its rank.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections import Counter
+from contextlib import contextmanager
+
+from ..exceptions import UnknownTokenWarning
+
+__all__ = ["ArgumentParser", "HelpFormatter", "checked", "device_name", "non_negative_float",
+           "non_negative_int", "plain_warnings", "positive_float", "positive_int", "probability",
+           "report_error", "report_warning"]
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default, except the uninformative ``None`` and ``False``."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message):
+        report_error(self.prog, f"{message} (see --help)")
+        sys.exit(2)
+
+
+def report_error(prog: str, message) -> int:
+    """Print a user error as one line, without traceback; returns exit status 2."""
+    print(f"{rank_prefix()}{prog}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def report_warning(prog: str, message) -> None:
+    """Print a warning as one line: ``PROG: warning: MESSAGE``."""
+    print(f"{rank_prefix()}{prog}: warning: {message}", file=sys.stderr)
+
+
+def rank_prefix() -> str:
+    # Under torchrun a message may come from one rank only, so every rank names itself.
+    return f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
+
+
+@contextmanager
+def plain_warnings(prog: str):
+    """Within the block, warnings print as :func:`report_warning` lines, not Python's two lines.
+
+    Yields a ``Counter`` of the tokens the model did not know: those warnings are added up there
+    rather than printed (each chunk of a file warns about its own), for one line at the end.
+    """
+    unknown = Counter()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UnknownTokenWarning):
+            unknown.update(message.counts)
+        else:
+            report_warning(prog, message)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UnknownTokenWarning)  # a repeated message still counts
+        warnings.showwarning = show
+        yield unknown
+
+
+def checked(kind, test, requirement: str):
+    """An argparse ``type``: ``kind(text)``, which must pass ``test`` (described by ``requirement``)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
+        return value
+    return parse
+
+
+positive_int = checked(int, lambda v: v > 0, "a positive integer")
+positive_float = checked(float, lambda v: v > 0, "positive")
+non_negative_float = checked(float, lambda v: v >= 0, "zero or positive")
+non_negative_int = checked(int, lambda v: v >= 0, "zero or a positive integer")
+probability = checked(float, lambda v: 0 <= v < 1, "in [0, 1)")
+
+
+def device_name(text: str) -> str:
+    import torch  # only once an option is parsed, not for --help
+
+    try:
+        torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r}") from None
+    return text
