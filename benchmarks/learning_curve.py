@@ -182,7 +182,8 @@ def markdown(report: dict, command: str) -> str:
         f"Written by `{command}`. Scaffold split's test part (± bootstrap std over test molecules), "
         "scored by the head that scaffold-grouped inner CV on train + valid chose among the downstream "
         "benchmark's linear and kernel heads (Ridge / SVR, logistic regression / SVC); the inner-CV score "
-        "is in brackets. The models' features are their default informative embeddings. "
+        "is in brackets. The models' features are their default informative embeddings; a row named "
+        "'MODEL + RDKit 2D' joins them with the descriptors, each block scaled its own way. "
         "Random forests and random-CV folds are left out to keep the run to minutes; the downstream "
         "section has the full protocol. Rows from earlier runs of this script (`--include`) were "
         "measured with `--datasets esol freesolv lipophilicity bace bbbp --test --n 2000`.",
