@@ -3,7 +3,8 @@
 PyTorch picks a fused (flash) attention kernel on CPU whenever attention dropout is off, and its
 composite ("math") kernel otherwise. For this model's shapes (sequences of tens of tokens,
 8 latents, 64-wide heads) both are slower in bf16 than attention written out in a few tensor
-operations (``sklearn_cmim.nn.model.attention``). This script times the three in the same process:
+operations (``sklearn_cmim.nn.cpu_attention``, which ``sklearn_cmim.nn.model.attention``
+calls for bf16 training on CPU). This script times the three in the same process:
 
 * each of the model's three attention calls (decoder self-attention, decoder cross-attention
   to the latent, encoder cross-attention to the tokens), forward and backward, under bf16

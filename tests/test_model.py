@@ -115,7 +115,7 @@ def test_appending_to_a_decoding_cache_is_concatenating():
     assert cache["length"] == 23 and cache["k"].shape[2] == 44  # grown to fit 22, then doubled
 
 
-# Fewer keys than model.SHORT_KEYS take the keys-first layout, more the usual one: both are tested.
+# Fewer keys than cpu_attention.SHORT_KEYS take the keys-first layout, more the usual one: both are tested.
 @pytest.mark.parametrize("n_keys", [7, 20])
 @pytest.mark.parametrize("causal, masked", [(True, False), (False, True), (False, False)])
 def test_written_out_bf16_attention_matches_pytorch_in_fp32(causal, masked, n_keys):

@@ -1,7 +1,8 @@
 """The cMIM network: Perceiver encoder -> Gaussian latent -> causal Transformer decoder.
 
-Read top-down: :class:`ModelConfig`, the building blocks, :class:`PerceiverEncoder`,
-:class:`Decoder`, and :class:`CMIMModel`, which ties them together (docs/method.md, Model).
+Read top-down: :func:`attention` (PyTorch's kernel; :mod:`.cpu_attention` holds the CPU training
+path), the building blocks, :class:`PerceiverEncoder`, :class:`Decoder`, and :class:`CMIMModel`,
+which ties them together (docs/method.md, Model).
 Shapes: B molecules, T tokens, H ``d_model``, K ``n_latents``, D ``latent_dim``.
 """
 
@@ -12,53 +13,33 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from . import cpu_attention
 
 __all__ = ["CMIMModel", "ModelConfig"]
 
 UNK_ID = 3  # tokenizer.Vocabulary.unk_id; ids above it are ordinary tokens
-SHORT_KEYS = 16  # fp32 lanes of an AVX-512 register; see attention()
 
 
 def attention(q, k, v, mask=None, causal=False, dropout_p=0.0):
     """Scaled dot-product attention over (B, heads, T, head width) tensors.
 
-    ``mask`` is True where a key may be seen. When training on CPU in bf16 or fp16 it is written
-    out, with the softmax in fp32: PyTorch's fused CPU kernels are 2-7x slower there, forward and
-    backward, for this model's short sequences and 64-wide heads
-    (``python benchmarks/attention_kernel.py``). Without gradients PyTorch's kernel is as fast or
-    faster and never holds the (T, T) scores, so inference and everything else use it.
+    ``mask`` is True where a key may be seen. PyTorch's kernel, except when training on the CPU
+    in bf16 or fp16, where :mod:`.cpu_attention` writes it out (faster there).
     """
-    if not q.requires_grad or q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                              is_causal=causal and mask is None)
-    # With fewer keys than a vector register holds floats (the K latents), PyTorch's CPU softmax
-    # over the last dimension is about ten times slower per element than over an outer one, so
-    # the scores are then laid out keys-first, (B, heads, S, T), and normalised over dim -2.
-    keys_first = k.shape[-2] < SHORT_KEYS
-    q = q * q.shape[-1] ** -0.5
-    scores = k @ q.transpose(-2, -1) if keys_first else q @ k.transpose(-2, -1)
-    hidden = []  # boolean masks over (T, S) of the keys a query may not see
-    if causal:  # query i sees keys 0..i, as is_causal does
-        hidden.append(torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).triu(1))
-    if mask is not None:
-        hidden.append(~mask)
-    for keys_hidden in hidden:
-        scores = scores.masked_fill(keys_hidden.transpose(-2, -1) if keys_first else keys_hidden,
-                                    float("-inf"))
-    weights = F.dropout(scores.float().softmax(-2 if keys_first else -1), dropout_p).to(v.dtype)
-    return (weights.transpose(-2, -1) if keys_first else weights) @ v
+    if cpu_attention.applies(q):
+        return cpu_attention.attention(q, k, v, mask, causal, dropout_p)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
+                                          is_causal=causal and mask is None)
 
 
 def training_stream_dtype(x: torch.Tensor, training: bool) -> torch.dtype | None:
     """The dtype of the residual stream when training under autocast, else None (leave it as is).
 
     Autocast runs the matmuls in bf16 but keeps the embeddings, and with them every residual
-    addition and layer norm, in fp32: each linear layer's input is then cast to bf16 again, and
-    the additions move twice the bytes. Training keeps the stream in bf16 instead, as
-    mixed-precision trainers commonly do; layer norm still computes its statistics in fp32. On
-    2 CPU cores that made a training step 4-6% faster than an fp32 stream, measured in one process
-    with the two interleaved (``docs/findings.md``). Inference keeps fp32, so the embeddings and
-    decodings of a trained model do not change.
+    addition and layer norm, in fp32, so each linear layer's input would be cast again and each
+    addition move twice the bytes. Training keeps the stream in bf16 instead, as mixed-precision
+    trainers commonly do; layer norm still computes its statistics in fp32. Inference keeps fp32,
+    so the embeddings and decodings of a trained model do not depend on it.
     """
     device_type = x.device.type
     if not training or not torch.is_autocast_enabled(device_type):
@@ -70,7 +51,7 @@ def append_to_cache(cache: dict, k: torch.Tensor, v: torch.Tensor):
     """Add a decoding step's keys and values (B, heads, t, width) to ``cache``; return all so far.
 
     They are kept in buffers that double when full, so a step writes only its own positions:
-    concatenating would copy every earlier one again, a fifth of greedy decoding's time.
+    concatenating would copy every earlier one again.
     """
     start = cache.get("length", 0)
     end = start + k.shape[2]
