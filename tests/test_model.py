@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from sklearn_cmim.nn.model import CMIMModel, ModelConfig, append_to_cache, attention
+from sklearn_cmim.nn.model import CMIMModel, KVCache, ModelConfig, attention
 
 
 def tiny_model(**overrides):
@@ -106,13 +106,27 @@ def test_cached_decoding_matches_full_recomputation(max_length, eos_id):
 
 def test_appending_to_a_decoding_cache_is_concatenating():
     steps = [torch.randn(2, 3, n, 4) for n in (1, 1, 20, 1)]  # the third outgrows the first buffer
-    cache, keys = {}, []
+    cache, keys = KVCache(memory=[None, None]), []
     for step in steps:
         keys.append(step)
-        k, v = append_to_cache(cache, step, -step)
-        torch.testing.assert_close(k, torch.cat(keys, dim=2), rtol=0, atol=0)
-        torch.testing.assert_close(v, -torch.cat(keys, dim=2), rtol=0, atol=0)
-    assert cache["length"] == 23 and cache["k"].shape[2] == 44  # grown to fit 22, then doubled
+        for layer, sign in enumerate((1, -1)):  # each layer keeps its own keys and values
+            k, v = cache.append(layer, sign * step, -sign * step)
+            torch.testing.assert_close(k, sign * torch.cat(keys, dim=2), rtol=0, atol=0)
+            torch.testing.assert_close(v, -sign * torch.cat(keys, dim=2), rtol=0, atol=0)
+        cache.advance(step.shape[2])
+    assert cache.length == 23 and cache.keys[0].shape[2] == 44  # grown to fit 22, then doubled
+
+
+def test_decoding_after_the_first_step_takes_one_position_at_a_time():
+    model = tiny_model()
+    z = torch.randn(2, 2, 4)
+    cache = model.decoder.start_decoding(z)
+    ids = torch.tensor([[1, 5, 6], [1, 7, 8]])
+    with torch.no_grad():  # a first step may bring several positions, causally as in training
+        torch.testing.assert_close(model.decoder.step(model.embed(ids), cache),
+                                   model.decoder_states(ids, z))
+    with pytest.raises(ValueError, match="one position at a time"):
+        model.decoder.step(model.embed(ids[:, :2], start=3), cache)
 
 
 # Fewer keys than cpu_attention.SHORT_KEYS take the keys-first layout, more the usual one: both are tested.

@@ -1,8 +1,8 @@
 """The cMIM network: Perceiver encoder -> Gaussian latent -> causal Transformer decoder.
 
 Read top-down: :func:`attention` (PyTorch's kernel; :mod:`.cpu_attention` holds the CPU training
-path), the building blocks, :class:`PerceiverEncoder`, :class:`Decoder`, and :class:`CMIMModel`,
-which ties them together (docs/method.md, Model).
+path), the building blocks, :class:`KVCache` for greedy decoding, :class:`PerceiverEncoder`,
+:class:`Decoder`, and :class:`CMIMModel`, which ties them together (docs/method.md, Model).
 Shapes: B molecules, T tokens, H ``d_model``, K ``n_latents``, D ``latent_dim``.
 """
 
@@ -15,7 +15,7 @@ from torch import nn
 from ..config import ModelConfig
 from . import cpu_attention
 
-__all__ = ["CMIMModel", "ModelConfig"]
+__all__ = ["CMIMModel", "KVCache", "ModelConfig"]
 
 UNK_ID = 3  # tokenizer.Vocabulary.unk_id; ids above it are ordinary tokens
 
@@ -47,25 +47,6 @@ def training_stream_dtype(x: torch.Tensor, training: bool) -> torch.dtype | None
     return torch.get_autocast_dtype(device_type)
 
 
-def append_to_cache(cache: dict, k: torch.Tensor, v: torch.Tensor):
-    """Add a decoding step's keys and values (B, heads, t, width) to ``cache``; return all so far.
-
-    They are kept in buffers that double when full, so a step writes only its own positions:
-    concatenating would copy every earlier one again.
-    """
-    start = cache.get("length", 0)
-    end = start + k.shape[2]
-    if "k" not in cache or end > cache["k"].shape[2]:
-        for name, new in (("k", k), ("v", v)):
-            grown = new.new_empty(*new.shape[:2], max(end, 2 * start, 16), new.shape[3])
-            if start:
-                grown[:, :, :start] = cache[name][:, :, :start]
-            cache[name] = grown
-    cache["k"][:, :, start:end], cache["v"][:, :, start:end] = k, v
-    cache["length"] = end
-    return cache["k"][:, :, :end], cache["v"][:, :, :end]
-
-
 class Attention(nn.Module):
     """Multi-head attention; queries from ``x``, keys and values from ``context``."""
 
@@ -77,23 +58,19 @@ class Attention(nn.Module):
         self.out = nn.Linear(config.d_model, config.d_model, bias=config.bias)
         self.dropout = config.dropout
 
-    def forward(self, x, context, key_padding_mask=None, causal=False, cache=None):
-        """``cache`` (a dict) serves incremental decoding, where ``x`` holds only the new positions.
-        Causal self-attention keeps the keys and values of earlier steps in it, which the new
-        positions may all see; cross-attention, whose context is the same at every step, keeps
-        the context's keys and values, computed at the first step."""
+    def forward(self, x, context, key_padding_mask=None, causal=False):
+        return self.attend(x, *self.keys_values(context), key_padding_mask, causal)
+
+    def keys_values(self, context):
+        """Keys and values (B, heads, S, head width) of ``context`` (B, S, H)."""
+        b, s, _ = context.shape
+        k, v = self.key_value(context).view(b, s, 2, self.n_heads, -1).unbind(2)
+        return k.transpose(1, 2), v.transpose(1, 2)
+
+    def attend(self, x, k, v, key_padding_mask=None, causal=False):
+        """Queries from ``x`` (B, T, H) attend to keys and values already computed."""
         b, t, h = x.shape
         q = self.query(x).view(b, t, self.n_heads, -1).transpose(1, 2)
-        if cache is not None and not causal and cache:
-            k, v = cache["k"], cache["v"]
-        else:
-            k, v = self.key_value(context).view(b, context.shape[1], 2, self.n_heads, -1).unbind(2)
-            k, v = k.transpose(1, 2), v.transpose(1, 2)
-            if cache is not None and causal:
-                causal = t > 1 or not cache  # one new position may see every earlier one
-                k, v = append_to_cache(cache, k, v)
-            elif cache is not None:
-                cache["k"], cache["v"] = k, v
         mask = None
         if key_padding_mask is not None:  # True where the key is a real token
             mask = key_padding_mask[:, None, None, :]
@@ -131,6 +108,44 @@ class EncoderBlock(nn.Module):
         return latents + self.ff(self.norm_ff(latents))
 
 
+class KVCache:
+    """What greedy decoding keeps between steps, for each decoder block ("layer").
+
+    * ``memory[layer]``: the keys and values of its cross-attention to the latent memory, which
+      is the same at every step, so they are computed once, before the first.
+    * The keys and values of its causal self-attention over the ``length`` positions so far, in
+      buffers (B, heads, capacity, head width) that double when full: a step writes only its own
+      position, where concatenating would copy every earlier one again.
+    """
+
+    def __init__(self, memory: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.memory = memory
+        self.length = 0
+        self.keys: list[torch.Tensor | None] = [None] * len(memory)
+        self.values: list[torch.Tensor | None] = [None] * len(memory)
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """Write the new positions' keys and values (B, heads, t, head width) after the ``length``
+        held for ``layer``; return all of that layer's so far. :meth:`advance` moves ``length``."""
+        start, end = self.length, self.length + k.shape[2]
+        if self.keys[layer] is None or end > self.keys[layer].shape[2]:
+            self.keys[layer] = self._grown(self.keys[layer], k, start, end)
+            self.values[layer] = self._grown(self.values[layer], v, start, end)
+        self.keys[layer][:, :, start:end], self.values[layer][:, :, start:end] = k, v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def advance(self, t: int):
+        """Count the ``t`` positions every layer has just appended."""
+        self.length += t
+
+    @staticmethod
+    def _grown(buffer, new, start, end):
+        grown = new.new_empty(*new.shape[:2], max(end, 2 * start, 16), new.shape[3])
+        if start:
+            grown[:, :, :start] = buffer[:, :, :start]
+        return grown
+
+
 class DecoderBlock(nn.Module):
     """Pre-LN decoder block: causal self-attention, cross-attention to the latent, MLP."""
 
@@ -143,15 +158,23 @@ class DecoderBlock(nn.Module):
         self.norm_ff = nn.LayerNorm(config.d_model)
         self.ff = FeedForward(config)
 
-    def forward(self, x, memory, cache=None):
-        """``cache`` (a dict, for incremental decoding) holds one cache for each attention."""
-        self_cache, cross_cache = (None, None) if cache is None else (
-            cache.setdefault("self", {}), cache.setdefault("cross", {}))
+    def forward(self, x, memory):
         h = self.norm_self(x)
         # Causal masking alone suffices: padding sits after the real tokens, so real positions never
         # see it, and the outputs at padded positions are ignored by the loss and the pooling.
-        x = x + self.self_attn(h, h, causal=True, cache=self_cache)
-        x = x + self.cross(self.norm_cross(x), memory, cache=cross_cache)
+        x = x + self.self_attn(h, h, causal=True)
+        x = x + self.cross(self.norm_cross(x), memory)
+        return x + self.ff(self.norm_ff(x))
+
+    def step(self, x, cache: KVCache, layer: int):
+        """:meth:`forward` for new positions ``x`` after the ``cache.length`` already decoded; the
+        first call may bring several, each later one brings one, which sees every earlier one."""
+        if cache.length and x.shape[1] > 1:
+            raise ValueError("after the first step, decoding takes one position at a time")
+        h = self.norm_self(x)
+        k, v = cache.append(layer, *self.self_attn.keys_values(h))
+        x = x + self.self_attn.attend(h, k, v, causal=cache.length == 0)
+        x = x + self.cross.attend(self.norm_cross(x), *cache.memory[layer])
         return x + self.ff(self.norm_ff(x))
 
 
@@ -180,19 +203,29 @@ class Decoder(nn.Module):
         self.blocks = nn.ModuleList(DecoderBlock(config) for _ in range(config.n_decoder_layers))
         self.norm = nn.LayerNorm(config.d_model)
 
-    def forward(self, x, z, all_layers=False, caches=None):
-        """Hidden states (B, T, H) after the final norm, or a list with one per block if asked.
-
-        ``caches`` (one dict per block) makes ``x`` the continuation of earlier calls.
-        """
-        # Continuing from caches, the blocks already hold the memory's keys and values.
-        memory = self.latent_to_memory(z) if caches is None or not caches[0] else None
+    def forward(self, x, z, all_layers=False):
+        """Hidden states (B, T, H) after the final norm, or a list with one per block if asked."""
+        memory = self.latent_to_memory(z)
         states = []
-        for i, block in enumerate(self.blocks):
-            x = block(x, memory, None if caches is None else caches[i])
+        for block in self.blocks:
+            x = block(x, memory)
             states.append(x)
         if all_layers:
             return [self.norm(s) for s in states]
+        return self.norm(x)
+
+    def start_decoding(self, z) -> KVCache:
+        """An empty cache for decoding from z (B, K, D), with each block's keys and values of the
+        latent memory."""
+        memory = self.latent_to_memory(z)
+        return KVCache([block.cross.keys_values(memory) for block in self.blocks])
+
+    def step(self, x, cache: KVCache):
+        """Hidden states (B, t, H) of the new positions ``x`` (B, t, H) after those in ``cache``,
+        whose keys and values it adds there."""
+        for layer, block in enumerate(self.blocks):
+            x = block.step(x, cache, layer)
+        cache.advance(x.shape[1])
         return self.norm(x)
 
 
@@ -259,14 +292,14 @@ class CMIMModel(nn.Module):
     def generate(self, z, bos_id, eos_id, max_length=None):
         """Greedy decoding from latents z (B, K, D); returns ids (B, <= max_length) without <bos>.
 
-        Keys and values of earlier positions are cached, so each step costs one position.
+        Each step decodes one position, with the keys and values of the earlier ones cached.
         """
         max_length = max_length or self.config.max_length
         ids = torch.full((z.shape[0], 1), bos_id, dtype=torch.long, device=z.device)
         finished = torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
-        caches = [{} for _ in self.decoder.blocks]
+        cache = self.decoder.start_decoding(z)
         for position in range(max_length - 1):
-            states = self.decoder(self.embed(ids[:, -1:], start=position), z, caches=caches)
+            states = self.decoder.step(self.embed(ids[:, -1:], start=position), cache)
             next_id = self.logits(states[:, -1]).argmax(-1)
             next_id = torch.where(finished, torch.full_like(next_id, eos_id), next_id)
             ids = torch.cat([ids, next_id[:, None]], dim=1)
