@@ -25,7 +25,7 @@ def attention(q, k, v, mask=None, causal=False, dropout_p=0.0):
     ``mask`` is True where a key may be seen. When training on CPU in bf16 or fp16 it is written
     out, with the softmax in fp32: PyTorch's fused CPU kernels are 2-7x slower there, forward and
     backward, for this model's short sequences and 64-wide heads
-    (``python benchmarks/attention_kernel.py``). Without gradients PyTorch's kernel is as fast or
+    (``python -m benchmarks.performance.attention_kernel``). Without gradients PyTorch's kernel is as fast or
     faster and never holds the (T, T) scores, so inference and everything else use it.
     """
     if not q.requires_grad or q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
