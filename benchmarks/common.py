@@ -82,6 +82,14 @@ def command_line(module: str, argv: list[str] | None) -> str:
     return " ".join(["python -m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
+def set_outputs(args, quick_name: str) -> None:
+    """Fill in where a run writes, unless given: ``args.out`` (its JSON and figures) and
+    ``args.markdown``. A full run writes docs/benchmarks; a ``--quick`` one writes below
+    runs/``quick_name`` only, its markdown included, so it never touches the docs."""
+    args.out = args.out or (ROOT / "runs" / quick_name if args.quick else ROOT / "docs" / "benchmarks")
+    args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
+
+
 def write_json(path: Path, data) -> None:
     """Strict JSON: numpy values become Python ones, and NaN or infinity becomes null."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,6 @@ from benchmarks.common import (
     DOCS_MARKDOWN,
     MOSES,
     QUICK_MODEL,
-    ROOT,
     command_line,
     fmt,
     markdown_table,
@@ -50,6 +49,7 @@ from benchmarks.common import (
     moses_or_esol,
     pyplot,
     relative_link,
+    set_outputs,
     update_markdown_section,
     write_json,
 )
@@ -309,9 +309,7 @@ def parse_args(argv):
     if args.quick:
         args.batch_sizes, args.steps, args.molecules = [4, 8], 6, 64
         args.max_downstream = args.max_downstream or 120
-        args.out = args.out or ROOT / "runs" / "batch-size-quick"
-    args.out = args.out or ROOT / "docs" / "benchmarks"
-    args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
+    set_outputs(args, "batch-size-quick")
     return args
 
 

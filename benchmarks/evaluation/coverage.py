@@ -26,11 +26,11 @@ from rdkit.Chem import rdFingerprintGenerator
 
 from benchmarks.common import (
     DOCS_MARKDOWN,
-    ROOT,
     command_line,
     load_model,
     markdown_table,
     read_moses,
+    set_outputs,
     update_markdown_section,
     write_json,
 )
@@ -97,9 +97,7 @@ def main(argv=None) -> dict:
     per_dataset = 100 if args.quick else None
     if args.quick:
         args.reference = 500
-        args.out = args.out or ROOT / "runs" / "coverage-quick"
-    args.out = args.out or ROOT / "docs" / "benchmarks"
-    args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
+    set_outputs(args, "coverage-quick")
     command = command_line("benchmarks.evaluation.coverage", argv)
 
     model = load_model(args.model)

@@ -29,10 +29,10 @@ import sklearn_cmim.nn.model
 from benchmarks.common import (
     DOCS_MARKDOWN,
     QUICK_MODEL,
-    ROOT,
     command_line,
     markdown_table,
     moses_or_esol,
+    set_outputs,
     update_markdown_section,
     write_json,
 )
@@ -152,9 +152,7 @@ def main(argv=None) -> dict:
     if args.quick:
         architecture = QUICK_MODEL
         args.batch, args.tokens, args.molecules, args.repeats = 8, 12, 64, 2
-        args.out = args.out or ROOT / "runs" / "attention-quick"
-    args.out = args.out or ROOT / "docs" / "benchmarks"
-    args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
+    set_outputs(args, "attention-quick")
 
     smiles, source = moses_or_esol("train.csv.gz", args.molecules)
     size, seconds = (512, 0.2) if args.quick else (2048, 2.0)

@@ -44,9 +44,9 @@ from benchmarks.common import (
     DOCS_MARKDOWN,
     MOSES,
     QUICK_MODEL,
-    ROOT,
     command_line,
     markdown_table,
+    set_outputs,
     update_markdown_section,
     write_json,
 )
@@ -203,9 +203,7 @@ def main(argv=None) -> dict:
     architecture = QUICK_MODEL if args.quick else {}
     if args.quick:
         args.steps = 6
-        args.out = args.out or ROOT / "runs" / "pretrain-throughput-quick"
-    args.out = args.out or ROOT / "docs" / "benchmarks"
-    args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
+    set_outputs(args, "pretrain-throughput-quick")
     defaults = build_parser().parse_args(["corpus", "--output", "out"])
     data_workers = max(1, (os.cpu_count() or 1) - 2)
 

@@ -35,10 +35,10 @@ import torch
 from benchmarks.common import (
     DOCS_MARKDOWN,
     QUICK_MODEL,
-    ROOT,
     command_line,
     markdown_table,
     moses_or_esol,
+    set_outputs,
     update_markdown_section,
     write_json,
 )
@@ -195,9 +195,7 @@ def parse_args(argv):
         args.decode_molecules = 16
         args.memory_molecules = 500
         args.architecture = {} if args.model else QUICK_MODEL
-        args.out = args.out or ROOT / "runs" / "speed-quick"
-    args.out = args.out or ROOT / "docs" / "benchmarks"
-    args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
+    set_outputs(args, "speed-quick")
     return args
 
 
