@@ -1,4 +1,9 @@
-"""Helpers shared by the benchmark scripts: data paths, tiny quick-mode models and report writing.
+"""What the benchmarks share: where the data lives and how it and the models are loaded, the
+tiny quick-mode models, and report writing.
+
+Every benchmark reads its molecules (MOSES, the broad pre-training corpus, MoleculeNet CSVs) from
+the paths below and loads its models with :func:`load_model`, so a data or model location changes
+in one place.
 
 Each script writes a JSON file with every number it measured and regenerates its own section of
 ``docs/benchmarks.md`` (between ``<!-- begin NAME -->`` and ``<!-- end NAME -->`` markers), so one
@@ -12,6 +17,8 @@ import itertools
 import json
 import math
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 MOLECULENET = SHARED_DATA / "moleculenet"
 MOSES = SHARED_DATA / "moses"
+PRETRAIN = SHARED_DATA / "pretrain"
+BROAD = PRETRAIN / "broad.csv.gz"
 DOCS_MARKDOWN = ROOT / "docs" / "benchmarks.md"
 
 # Architecture of the models the --quick modes train: a fit over a few hundred molecules takes
@@ -38,11 +47,24 @@ by hand: rerun the script instead.
 """
 
 
+def smiles_rows(path: Path) -> Iterator[str]:
+    """The first column (SMILES) of each row of a gzipped CSV file, its header skipped."""
+    with gzip.open(path, "rt") as handle:
+        next(handle)
+        yield from (line.split(",", 1)[0].strip() for line in handle)
+
+
 def read_moses(name: str = "train.csv.gz", n: int | None = None) -> list[str]:
     """The first ``n`` SMILES of a MOSES file (all of them for ``None``)."""
-    with gzip.open(MOSES / name, "rt") as handle:
-        next(handle)
-        return [line.strip() for line in itertools.islice(handle, n)]
+    return list(itertools.islice(smiles_rows(MOSES / name), n))
+
+
+def load_model(name_or_dir: str, **options):
+    """A pretrained ``CMIMTransformer`` by bundled name or directory; ``options`` set its
+    parameters (``errors``, ``embedding``, ``device``, ...)."""
+    from sklearn_cmim import CMIMTransformer
+
+    return CMIMTransformer.from_pretrained(name_or_dir, **options)
 
 
 def moses_or_esol(name: str, n: int) -> tuple[list[str], str]:
@@ -52,6 +74,20 @@ def moses_or_esol(name: str, n: int) -> tuple[list[str], str]:
         return read_moses(name, n), f"MOSES {name.split('.')[0]}"
     from sklearn_cmim.datasets import load_esol
     return load_esol()[0][:n], "bundled ESOL (MOSES not found)"
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command that ran benchmark ``module`` with ``argv`` (the process's own for ``None``),
+    as the reports write it."""
+    return " ".join(["python -m", module, *(sys.argv[1:] if argv is None else argv)])
+
+
+def set_outputs(args, quick_name: str) -> None:
+    """Fill in where a run writes, unless given: ``args.out`` (its JSON and figures) and
+    ``args.markdown``. A full run writes docs/benchmarks; a ``--quick`` one writes below
+    runs/``quick_name`` only, its markdown included, so it never touches the docs."""
+    args.out = args.out or (ROOT / "runs" / quick_name if args.quick else ROOT / "docs" / "benchmarks")
+    args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
 
 
 def write_json(path: Path, data) -> None:

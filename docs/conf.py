@@ -39,7 +39,7 @@ def _model_cards() -> str:
     cards = sorted(p.stem for p in (DOCS / "models").glob("*.md"))
     if not cards:
         return ("No model is bundled with this version yet. Each bundled model will get a card here, "
-                "written by `benchmarks/pretrained_metrics.py` from measured numbers only.")
+                "written by `benchmarks/evaluation/pretrained_metrics.py` from measured numbers only.")
     return "```{toctree}\n:maxdepth: 1\n\n" + "\n".join(f"models/{card}" for card in cards) + "\n```"
 
 

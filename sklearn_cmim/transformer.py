@@ -80,7 +80,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
     n_latents : int, default=8
         K, the number of Perceiver latent queries (and latent vectors). Several latents let the
         decoder attend to different parts of the code, which measurably speeds up learning to
-        reconstruct on a small compute budget (``benchmarks/architecture.py``); MolMIM uses 1.
+        reconstruct on a small compute budget (``benchmarks/evaluation/architecture.py``); MolMIM uses 1.
     latent_dim : int, default=32
         D, the size of each latent vector; the latent embedding has K x D values.
     dropout : float, default=0.1

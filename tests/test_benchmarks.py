@@ -3,7 +3,6 @@
 import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,27 +11,27 @@ import pytest
 import torch
 
 import sklearn_cmim.nn.model as network
+from benchmarks.evaluation import (
+    batch_size,
+    coverage,
+    downstream,
+    finetune,
+    learning_curve,
+    optimization,
+    reconstruction,
+)
+from benchmarks.performance import attention_kernel, pretrain_throughput, speed, train_throughput
 from sklearn_cmim import Standardizer
 from sklearn_cmim.chem.tokenizer import Vocabulary
 from sklearn_cmim.datasets import load_esol
 from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+ROOT = Path(__file__).resolve().parents[1]
+SPLITS = ROOT / "benchmarks" / "splits"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared_data = pytest.mark.skipif(not SHARED_DATA.is_dir(),
                                        reason=f"{SHARED_DATA} is absent (MoleculeNet CSVs live there)")
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
-
-
-def load_script(name: str):
-    """A benchmark script as a module (the benchmarks folder is not a package)."""
-    module_name = f"benchmark_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, BENCHMARKS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module  # dataclasses look their module up while it executes
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
 
 
 def finite(value) -> bool:
@@ -50,7 +49,7 @@ def check_report(out: Path, json_name: str, section: str, figures: list[str]) ->
 
 # --------------------------------------------------------------------------------------- NT-Xent
 def test_nt_xent_matches_a_hand_computed_value():
-    nt_xent = load_script("batch_size").nt_xent
+    nt_xent = batch_size.nt_xent
     # Views (a1, b1) and (a2, b2); b1 = (1, 1) and b2 = (0, 2) also test the normalisation.
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     b = torch.tensor([[1.0, 1.0], [0.0, 2.0]])
@@ -75,7 +74,6 @@ def test_nt_xent_matches_a_hand_computed_value():
 
 # -------------------------------------------------------------------------------- scaffold split
 def test_scaffold_split_is_deterministic_disjoint_by_scaffold_and_80_10_10():
-    downstream = load_script("downstream")
     smiles = load_esol()[0]
     scaffolds = downstream.murcko_scaffolds(smiles)
     parts = downstream.scaffold_split(scaffolds)
@@ -95,7 +93,6 @@ def test_scaffold_split_is_deterministic_disjoint_by_scaffold_and_80_10_10():
 
 
 def test_outside_vocabulary_counts_molecules_not_tokens():
-    downstream = load_script("downstream")
     model = SimpleNamespace(standardizer_=Standardizer(), vocabulary_=Vocabulary.build(["CCO"]))
     # N is missing once, the aromatic ring six times: two molecules, whatever the token count.
     counts = downstream.outside_vocabulary(["OCC", "CCN", "c1ccccc1", "CCCO"], {"toy": (model, "")})
@@ -103,7 +100,6 @@ def test_outside_vocabulary_counts_molecules_not_tokens():
 
 
 def test_coverage_profiles_what_the_pretraining_corpus_lacks():
-    coverage = load_script("coverage")
     model = SimpleNamespace(standardizer_=Standardizer(), vocabulary_=Vocabulary.build(["CCO"]),
                             model_=SimpleNamespace(config=SimpleNamespace(max_length=6)))
     reference = coverage.profile(["CCO", "CCCO"], model)
@@ -125,7 +121,7 @@ def test_coverage_profiles_what_the_pretraining_corpus_lacks():
 @pytest.mark.shared_data
 @needs_shared_data
 def test_coverage_quick(tmp_path):
-    report = load_script("coverage").main(["--quick", "--out", str(tmp_path)])
+    report = coverage.main(["--quick", "--out", str(tmp_path)])
     check_report(tmp_path, "coverage.json", "coverage", [])
     rows = report["datasets"]
     assert list(rows)[1:] == ["ESOL", "FreeSolv", "Lipophilicity", "BACE", "BBBP"]
@@ -139,7 +135,7 @@ def test_coverage_quick(tmp_path):
 @pytest.mark.shared_data
 @needs_shared_data
 def test_learning_curve_quick_scores_inner_cv_and_the_test_part_by_the_chosen_head(tmp_path):
-    report = load_script("learning_curve").main(["--quick", "--out", str(tmp_path / "curve.json")])
+    report = learning_curve.main(["--quick", "--out", str(tmp_path / "curve.json")])
     labels = list(report)
     assert labels[1] == "ECFP4" and labels[2] == labels[0] + " + RDKit 2D"  # joined with descriptors
     for result in report.values():
@@ -153,8 +149,7 @@ def test_learning_curve_quick_scores_inner_cv_and_the_test_part_by_the_chosen_he
 @pytest.mark.shared_data
 @needs_shared_data
 def test_committed_esol_split_matches_a_fresh_one():
-    downstream = load_script("downstream")
-    committed = json.loads((BENCHMARKS / "splits" / "esol_scaffold.json").read_text())
+    committed = json.loads((SPLITS / "esol_scaffold.json").read_text())
     fresh = downstream.scaffold_split(downstream.murcko_scaffolds(downstream.load_dataset("esol")[0]))
     assert {k: committed[k] for k in fresh} == fresh
 
@@ -164,8 +159,7 @@ def test_committed_esol_split_matches_a_fresh_one():
 @pytest.mark.shared_data
 @needs_shared_data
 def test_downstream_quick(tmp_path):
-    downstream = load_script("downstream")
-    committed = {p: p.read_text() for p in (BENCHMARKS / "splits").glob("*.json")}
+    committed = {p: p.read_text() for p in SPLITS.glob("*.json")}
     downstream.main(["--quick", "--out", str(tmp_path)])
     report = check_report(tmp_path, "downstream.json", "downstream",
                           ["downstream_scaffold.png", "downstream_random_cv.png"])
@@ -222,7 +216,6 @@ def test_downstream_quick(tmp_path):
 @pytest.mark.shared_data
 @needs_shared_data
 def test_finetune_quick_never_fits_on_test_molecules_and_resumes_from_its_cache(tmp_path, monkeypatch):
-    finetune = load_script("finetune")
     fitted = []
 
     class Recording(finetune.CMIMTransformer):
@@ -239,7 +232,7 @@ def test_finetune_quick_never_fits_on_test_molecules_and_resumes_from_its_cache(
     assert all(finite(r["test"]) and r["test"] > 0 and r["head"] in ("Ridge", "SVR")
                for r in result["settings"].values())
     split = json.loads((tmp_path / "splits" / "esol_scaffold.json").read_text())
-    smiles = load_script("downstream").load_dataset("esol")[0]
+    smiles = downstream.load_dataset("esol")[0]
     subset = [smiles[i] for i in sorted(split["train"] + split["valid"] + split["test"])]
     test_molecules = {smiles[i] for i in split["test"]}
     trained = [X for _, epochs, X in fitted if epochs > 0]
@@ -261,8 +254,8 @@ def test_finetune_quick_never_fits_on_test_molecules_and_resumes_from_its_cache(
 @pytest.mark.shared_data
 @needs_shared_data
 def test_optimization_quick_compares_both_models_at_every_threshold_and_keeps_off_the_docs(tmp_path):
-    docs = (BENCHMARKS.parent / "docs" / "benchmarks.md").read_text()
-    report = load_script("optimization").main(["--quick", "--out", str(tmp_path)])
+    docs = (ROOT / "docs" / "benchmarks.md").read_text()
+    report = optimization.main(["--quick", "--out", str(tmp_path)])
     check_report(tmp_path, "optimization.json", "optimization", [])
     assert list(report["models"]) == ["cMIM", "MIM"] and report["config"]["n_seeds"] == 3
     for result in report["models"].values():
@@ -276,12 +269,12 @@ def test_optimization_quick_compares_both_models_at_every_threshold_and_keeps_of
     assert report["seed_plogp_file_vs_ours"] < 1e-6
     markdown = (tmp_path / "benchmarks.md").read_text()
     assert "quick mode" in markdown and "0.84 ± 1.45" in markdown and "standardised seed" in markdown
-    assert (BENCHMARKS.parent / "docs" / "benchmarks.md").read_text() == docs
+    assert (ROOT / "docs" / "benchmarks.md").read_text() == docs
 
 
 @pytest.mark.slow
 def test_reconstruction_quick(tmp_path):
-    report = load_script("reconstruction").main(["--quick", "--out", str(tmp_path)])
+    report = reconstruction.main(["--quick", "--out", str(tmp_path)])
     check_report(tmp_path, "reconstruction.json", "reconstruction", [])
     assert [r["label"] for r in report["results"]] == ["cMIM", "MIM"]
     assert [r["contrastive_weight"] for r in report["results"]] == [1.0, 0.0]
@@ -291,7 +284,7 @@ def test_reconstruction_quick(tmp_path):
 
 @pytest.mark.slow
 def test_batch_size_quick(tmp_path):
-    load_script("batch_size").main(["--quick", "--out", str(tmp_path)])
+    batch_size.main(["--quick", "--out", str(tmp_path)])
     report = check_report(tmp_path, "batch_size.json", "batch_size", ["batch_size.png"])
     assert sorted((r["method"], r["batch_size"]) for r in report["runs"]) == [
         ("cmim", 4), ("cmim", 8), ("infonce", 4), ("infonce", 8)]
@@ -304,7 +297,7 @@ def test_batch_size_quick(tmp_path):
 
 
 def test_attention_kernel_quick(tmp_path):
-    module = load_script("attention_kernel")
+    module = attention_kernel
     report = module.main(["--quick", "--out", str(tmp_path)])
     assert check_report(tmp_path, "attention_kernel.json", "attention-kernel", []) == json.loads(
         json.dumps(report))
@@ -317,7 +310,7 @@ def test_attention_kernel_quick(tmp_path):
 
 
 def test_pretrain_throughput_quick(tmp_path):
-    report = load_script("pretrain_throughput").main(["--quick", "--out", str(tmp_path)])
+    report = pretrain_throughput.main(["--quick", "--out", str(tmp_path)])
     check_report(tmp_path, "pretrain_throughput.json", "pretrain-throughput", [])
     runs = report["runs"]
     settings = [(r["batch_size"], r["dropout"]) for r in runs]
@@ -341,7 +334,7 @@ def test_pretrain_throughput_quick(tmp_path):
 
 @pytest.mark.slow
 def test_speed_quick(tmp_path):
-    load_script("speed").main(["--quick", "--out", str(tmp_path)])
+    speed.main(["--quick", "--out", str(tmp_path)])
     report = check_report(tmp_path, "speed.json", "speed", [])
     rates = [r["molecules_per_s"] for r in report["transform"] + report["decoding"] + report["training"]]
     rates += list(report["featurisers"].values())
@@ -374,7 +367,7 @@ def test_descriptors_follow_the_errors_policy_and_are_nan_safe():
 
 @pytest.mark.slow
 def test_train_throughput_breaks_an_epoch_down_by_operator():
-    report = load_script("train_throughput").main(
+    report = train_throughput.main(
         ["--molecules", "96", "--epochs", "1", "--d-model", "16", "--n-heads", "2", "--d-ff", "32",
          "--n-encoder-layers", "1", "--n-decoder-layers", "1", "--latent-dim", "4", "--profile"])
     shares = report["bf16_time_breakdown"]

@@ -1,13 +1,13 @@
 """``cmim embed`` streams: the peak memory of the process does not grow with the number of molecules
 in the file, nor with the number of chunks they are embedded in.
 
-Each run is a fresh ``cmim embed`` process measured by ``benchmarks/embed_memory.py``, so the
+Each run is a fresh ``cmim embed`` process measured by ``benchmarks/performance/embed_memory.py``, so the
 peak is that of the command alone (not of this test process, which holds models and data sets).
 """
 
 import pytest
 
-from benchmarks.embed_memory import run_embed, write_smiles
+from benchmarks.performance.embed_memory import run_embed, write_smiles
 
 MIB = 2**20
 

@@ -38,7 +38,7 @@ MODEL = ModelConfig(vocab_size=0)  # the defaults, shared with CMIMTransformer
 TRAIN = TrainSettings()
 # Where pretraining departs from the estimator: a large corpus is seen a few times at most, so
 # dropout buys nothing and costs step time, and a larger batch keeps the matmuls busier (model
-# FLOP utilisation, ``python benchmarks/pretrain_throughput.py``). 128 suits a CPU; the bundled
+# FLOP utilisation, ``python -m benchmarks.performance.pretrain_throughput``). 128 suits a CPU; the bundled
 # models were trained on a GPU with --batch-size 1024 --learning-rate 1e-3 (their model cards).
 PRETRAIN_BATCH_SIZE, PRETRAIN_DROPOUT = 128, 0.0
 

@@ -2,7 +2,8 @@
 
 :func:`sklearn_cmim.nn.model.attention` calls it when :func:`applies`: gradients are needed and
 the tensors are bf16 or fp16 on the CPU. There PyTorch's fused kernels are several times slower,
-forward and backward, for this model's short sequences (``benchmarks/attention_kernel.py``).
+forward and backward, for this model's short sequences
+(``python -m benchmarks.performance.attention_kernel``).
 Without gradients PyTorch's kernel is as fast and never holds the (T, S) scores, so inference,
 fp32 and GPUs use it.
 

@@ -9,16 +9,15 @@ improved). Then QED: the share of the same seeds for which a molecule with QED >
 similarity 0.4. Both models search with the same budget, settings and random state, through
 :func:`sklearn_cmim.optimization.optimize_molecules`; published rows stand beside them.
 
-    python benchmarks/optimization.py                        # cmim-broad and mim-broad, all 800 seeds
-    python benchmarks/optimization.py --seeds 100 --budget 50  # a CPU-sized subset
-    python benchmarks/optimization.py --quick                # smoke run: 3 seeds, tiny budget (seconds)
+    python -m benchmarks.evaluation.optimization                 # cmim-broad and mim-broad, all 800 seeds
+    python -m benchmarks.evaluation.optimization --seeds 100 --budget 50  # a CPU-sized subset
+    python -m benchmarks.evaluation.optimization --quick         # smoke run: 3 seeds, tiny budget (seconds)
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -26,21 +25,21 @@ import numpy as np
 import torch
 from rdkit import Chem
 
-from sklearn_cmim import CMIMTransformer, Standardizer
-from sklearn_cmim.nn.device import resolve_device
-from sklearn_cmim.optimization import optimize_molecules, penalized_logp, qed, tanimoto_similarity
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
-from common import (
+from benchmarks.common import (
     DOCS_MARKDOWN,
     ROOT,
     SHARED_DATA,
+    command_line,
     fmt,
+    load_model,
     markdown_table,
     mean_std,
     update_markdown_section,
     write_json,
 )
+from sklearn_cmim import Standardizer
+from sklearn_cmim.nn.device import resolve_device
+from sklearn_cmim.optimization import optimize_molecules, penalized_logp, qed, tanimoto_similarity
 
 SEEDS_FILE = SHARED_DATA / "optimization" / "jtvae_opt_test_plogp.txt"
 THRESHOLDS = (0.0, 0.2, 0.4, 0.6)
@@ -106,7 +105,7 @@ def standardised_seed_baseline(seeds: list[str], thresholds, qed_similarity: flo
 
 
 def run_model(label: str, name: str, seeds: list[str], args) -> dict:
-    model = CMIMTransformer.from_pretrained(name, embedding="latent", device=args.device)
+    model = load_model(name, embedding="latent", device=args.device)
     search = dict(budget=args.budget, popsize=args.popsize, sigma0=args.sigma0, max_iter=args.max_iter,
                   random_state=args.random_state)
     report = {"model": name, "plogp": {}, "qed": {}}
@@ -216,7 +215,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"{SEEDS_FILE} is missing: the benchmark's seeds live there")
     args.out.mkdir(parents=True, exist_ok=True)
     seeds, file_values = read_seeds(args.seeds)
-    command = "python benchmarks/optimization.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("benchmarks.evaluation.optimization", argv)
     report = {
         "config": {"command": command, "quick": args.quick, "n_seeds": len(seeds), "budget": args.budget,
                    "popsize": args.popsize, "sigma0": args.sigma0, "max_iter": args.max_iter,

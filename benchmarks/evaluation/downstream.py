@@ -5,13 +5,13 @@ BACE, BBBP (ROC-AUC); ClinTox and Tox21 with ``--extras`` (mean ROC-AUC over the
 Full run, once the bundled models exist (several hours on two CPU cores, mostly random forests;
 ``--n-jobs`` parallelises the grid searches):
 
-    python benchmarks/downstream.py --cmim-model cmim-moses --mim-model mim-moses --n-jobs 2
+    python -m benchmarks.evaluation.downstream --cmim-model cmim-moses --mim-model mim-moses --n-jobs 2
 
 Smoke run of the code (trains two tiny models on bundled ESOL; well under a minute), and the
 command that (re)writes the committed scaffold split files alone:
 
-    python benchmarks/downstream.py --quick
-    python benchmarks/downstream.py --splits-only
+    python -m benchmarks.evaluation.downstream --quick
+    python -m benchmarks.evaluation.downstream --splits-only
 
 Protocol. Every feature matrix is computed once per dataset: the featurisers are frozen
 (pretrained models, fixed fingerprints), so no label information can leak through them.
@@ -40,7 +40,6 @@ import itertools
 import json
 import math
 import os
-import sys
 import time
 import warnings
 from collections import Counter, defaultdict
@@ -61,20 +60,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import QuantileTransformer, StandardScaler
 from sklearn.svm import SVC, SVR
 
-from sklearn_cmim import CMIMTransformer, Standardizer
-from sklearn_cmim.chem.inputs import standardize_items
-from sklearn_cmim.datasets import load_esol
-from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
-from sklearn_cmim.fingerprints import ECFPTransformer
-from sklearn_cmim.persistence import resolve_pretrained
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
-from common import (
+from benchmarks.common import (
     DOCS_MARKDOWN,
     MOLECULENET,
     QUICK_MODEL,
     ROOT,
+    command_line,
     fmt,
+    load_model,
     markdown_table,
     mean_std,
     pyplot,
@@ -82,6 +75,12 @@ from common import (
     update_markdown_section,
     write_json,
 )
+from sklearn_cmim import CMIMTransformer, Standardizer
+from sklearn_cmim.chem.inputs import standardize_items
+from sklearn_cmim.datasets import load_esol
+from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
+from sklearn_cmim.fingerprints import ECFPTransformer
+from sklearn_cmim.persistence import resolve_pretrained
 
 
 @dataclass(frozen=True)
@@ -180,10 +179,6 @@ def scaffold_split(scaffolds: list[str | None], fractions=(0.8, 0.1)) -> dict[st
 
 
 # ------------------------------------------------------------------------------------- features
-def load_model(name_or_dir: str) -> CMIMTransformer:
-    return CMIMTransformer.from_pretrained(name_or_dir, errors="nan")
-
-
 def model_fingerprint(name_or_dir: str) -> str:
     """A hash of a model's files: what it computed stays valid while they are unchanged."""
     directory = resolve_pretrained(name_or_dir)
@@ -892,11 +887,11 @@ def main(argv=None) -> dict:
             print(f"{name}: {prepare(name, args)[-1]}")
         return {}
     args.out.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/downstream.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("benchmarks.evaluation.downstream", argv)
     model_paths = {"cmim": args.cmim_model, "mim": args.mim_model}
     if args.quick and not all(model_paths.values()):
         model_paths = train_quick_models(args.out / "models")
-    models = {label: (load_model(model_paths[key]), model_fingerprint(model_paths[key]))
+    models = {label: (load_model(model_paths[key], errors="nan"), model_fingerprint(model_paths[key]))
               for label, key in (("MIM", "mim"), ("cMIM", "cmim"))
               if any(f.startswith(label + " ") for f in args.feature_sets)}
     datasets = {name: run_dataset(name, models, args) for name in args.datasets}

@@ -16,19 +16,18 @@ its own way) is also scored on the scaffold split's test part, by the head its i
 bootstrap error bar, and ``--markdown`` writes that table into docs/benchmarks.md. This is a
 report of models already chosen; the choice itself reads the inner-CV scores only.
 
-    python benchmarks/learning_curve.py cmim-broad runs/mix/checkpoints --out runs/curve.json
-    python benchmarks/learning_curve.py cmim-broad mim-broad ECFP4 "RDKit 2D" "cmim-broad + RDKit 2D" \\
-        --datasets esol freesolv lipophilicity bace bbbp --test --n 2000 --markdown docs/benchmarks.md
-    python benchmarks/learning_curve.py --quick      # smoke run: a tiny model, bundled ESOL
+    python -m benchmarks.evaluation.learning_curve cmim-broad runs/mix/checkpoints --out runs/curve.json
+    python -m benchmarks.evaluation.learning_curve cmim-broad mim-broad ECFP4 "RDKit 2D" \\
+        "cmim-broad + RDKit 2D" --datasets esol freesolv lipophilicity bace bbbp --test --n 2000 \\
+        --markdown docs/benchmarks.md
+    python -m benchmarks.evaluation.learning_curve --quick      # smoke run: a tiny model, bundled ESOL
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import itertools
 import json
-import sys
 import tempfile
 import time
 import warnings
@@ -37,13 +36,19 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import GridSearchCV
 
-from sklearn_cmim import CMIMTransformer, ECFPTransformer, RDKitDescriptorsTransformer
-from sklearn_cmim.cli.export import export_checkpoint
-from sklearn_cmim.persistence import load_pretrained
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
-from common import QUICK_MODEL, SHARED_DATA, fmt, markdown_table, update_markdown_section, write_json
-from downstream import (
+from benchmarks.common import (
+    BROAD,
+    QUICK_MODEL,
+    command_line,
+    fmt,
+    load_model,
+    markdown_table,
+    read_moses,
+    smiles_rows,
+    update_markdown_section,
+    write_json,
+)
+from benchmarks.evaluation.downstream import (
     CORE,
     DATASETS,
     SPLITS_DIR,
@@ -56,6 +61,9 @@ from downstream import (
     scaffold_groups,
     test_metric,
 )
+from sklearn_cmim import CMIMTransformer, ECFPTransformer, RDKitDescriptorsTransformer
+from sklearn_cmim.cli.export import export_checkpoint
+from sklearn_cmim.persistence import load_pretrained
 
 CURVE_DATASETS = ["esol", "lipophilicity", "bace"]
 FIXED = {"ECFP4": lambda: ECFPTransformer(radius=2, n_bits=2048, errors="nan"),
@@ -68,7 +76,7 @@ class Joined:
     suffix = " + RDKit 2D"
 
     def __init__(self, name: str):
-        self.model = CMIMTransformer.from_pretrained(name.removesuffix(self.suffix), errors="nan")
+        self.model = load_model(name.removesuffix(self.suffix), errors="nan")
         self.descriptors = RDKitDescriptorsTransformer(errors="nan")
         self.descriptor_columns = slice(len(self.model.get_feature_names_out()), None)
 
@@ -110,15 +118,9 @@ def scaffold_scores(featuriser, label: str, name: str, with_test: bool, max_mole
 
 def held_out_sets(n: int, holdout_every: int) -> dict[str, list[str]]:
     """Held-out molecules: MOSES test_scaffolds, the broad corpus's held-out records, MoleculeNet."""
-    def rows(path: Path, keep):
-        with gzip.open(path, "rt") as handle:
-            next(handle)
-            return [line.split(",")[0].strip() for i, line in enumerate(handle) if keep(i)]
-
-    sets = {"MOSES test_scaffolds": rows(SHARED_DATA / "moses" / "test_scaffolds.csv.gz", lambda i: i < n)}
-    broad = SHARED_DATA / "pretrain" / "broad.csv.gz"
-    if broad.exists():
-        held = rows(broad, lambda i: i % holdout_every == 0)
+    sets = {"MOSES test_scaffolds": read_moses("test_scaffolds.csv.gz", n)}
+    if BROAD.exists():
+        held = [smiles for i, smiles in enumerate(smiles_rows(BROAD)) if i % holdout_every == 0]
         sets["broad held-out"] = held[:: max(1, len(held) // n)][:n]
     rng = np.random.default_rng(0)
     pooled = list(itertools.chain.from_iterable(load_dataset(name)[0] for name in CORE))
@@ -150,7 +152,7 @@ def measure(name: str, args) -> dict:
     elif name.endswith(Joined.suffix):
         featuriser, model, result = Joined(name), None, {}
     else:
-        model = CMIMTransformer.from_pretrained(name, errors="nan")
+        model = load_model(name, errors="nan")
         featuriser = model
         pretraining = load_pretrained(name).metadata.get("pretraining", {})
         result = {"molecules_seen": pretraining.get("molecules_seen")}
@@ -216,7 +218,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--markdown", type=Path, help="with --test: the report to update")
     parser.add_argument("--quick", action="store_true", help="smoke run: a tiny model fitted on ESOL")
     args = parser.parse_args(argv)
-    command = "python benchmarks/learning_curve.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("benchmarks.evaluation.learning_curve", argv)
     with tempfile.TemporaryDirectory() as tmp:
         if args.quick:
             from sklearn_cmim.datasets import load_esol

@@ -14,17 +14,16 @@ Each model then embeds ESOL and Lipophilicity (latent mean), scored by Ridge (al
 each training fold) in 5-fold CV. The learning rate is the same at every batch size: the claim is
 about sensitivity to the batch under a fixed recipe. Full run (hours on a CPU):
 
-    python benchmarks/batch_size.py
+    python -m benchmarks.evaluation.batch_size
 
 Smoke run (tiny model, a few steps, batch sizes 4 and 8; seconds):
 
-    python benchmarks/batch_size.py --quick
+    python -m benchmarks.evaluation.batch_size --quick
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 import warnings
@@ -39,6 +38,21 @@ from sklearn.model_selection import KFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from benchmarks.common import (
+    DOCS_MARKDOWN,
+    MOSES,
+    QUICK_MODEL,
+    command_line,
+    fmt,
+    markdown_table,
+    mean_std,
+    moses_or_esol,
+    pyplot,
+    relative_link,
+    set_outputs,
+    update_markdown_section,
+    write_json,
+)
 from sklearn_cmim import CMIMTransformer, Standardizer
 from sklearn_cmim.chem.batching import pad
 from sklearn_cmim.chem.inputs import standardize_items
@@ -54,22 +68,6 @@ from sklearn_cmim.training.fit import (
     make_optimizer,
     make_scheduler,
     train_step,
-)
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
-from common import (
-    DOCS_MARKDOWN,
-    MOSES,
-    QUICK_MODEL,
-    ROOT,
-    fmt,
-    markdown_table,
-    mean_std,
-    moses_or_esol,
-    pyplot,
-    relative_link,
-    update_markdown_section,
-    write_json,
 )
 
 METHODS = ("cmim", "infonce")
@@ -311,16 +309,14 @@ def parse_args(argv):
     if args.quick:
         args.batch_sizes, args.steps, args.molecules = [4, 8], 6, 64
         args.max_downstream = args.max_downstream or 120
-        args.out = args.out or ROOT / "runs" / "batch-size-quick"
-    args.out = args.out or ROOT / "docs" / "benchmarks"
-    args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
+    set_outputs(args, "batch-size-quick")
     return args
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/batch_size.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("benchmarks.evaluation.batch_size", argv)
     defaults = QUICK_MODEL if args.quick else CMIMTransformer().get_params()
     architecture = {k: defaults[k] if getattr(args, k) is None else getattr(args, k) for k in ARCHITECTURE}
     device = resolve_device(args.device)

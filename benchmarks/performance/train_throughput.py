@@ -3,28 +3,26 @@
 Reports molecules/s, tokens/s, achieved model FLOP/s and that as a fraction of a bf16 matmul's
 FLOP/s measured in the same process (the hardware peak).
 
-    python benchmarks/train_throughput.py                 # default config, MOSES molecules
-    python benchmarks/train_throughput.py --molecules 2000 --d-model 128
-    python benchmarks/train_throughput.py --profile      # also: where a bf16 epoch spends its time
-    python benchmarks/train_throughput.py --batch-size 128 --dropout 0 --profile  # pretraining's recipe
+    python -m benchmarks.performance.train_throughput            # default config, MOSES molecules
+    python -m benchmarks.performance.train_throughput --molecules 2000 --d-model 128
+    python -m benchmarks.performance.train_throughput --profile  # also: where a bf16 epoch spends its time
+    # pretraining's recipe:
+    python -m benchmarks.performance.train_throughput --batch-size 128 --dropout 0 --profile
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import moses_or_esol
 from sklearn_cmim import CMIMTransformer
 from sklearn_cmim.nn.device import resolve_device
 from sklearn_cmim.nn.flops import matmul_peak_flops
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
-from common import moses_or_esol
 
 
 def operator_kind(name: str) -> str:

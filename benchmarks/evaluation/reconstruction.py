@@ -5,27 +5,23 @@ molecules (scaffolds absent from training), and sets it beside the validation le
 ``cmim pretrain`` stored in the model's metadata. Writes a table and a figure into
 ``docs/benchmarks.md``. Full run, on the two bundled models (minutes on a CPU):
 
-    python benchmarks/reconstruction.py --cmim-model cmim-moses --mim-model mim-moses
+    python -m benchmarks.evaluation.reconstruction --cmim-model cmim-moses --mim-model mim-moses
 
 Smoke run (two tiny models trained on bundled ESOL, held-out ESOL molecules; seconds):
 
-    python benchmarks/reconstruction.py --quick
+    python -m benchmarks.evaluation.reconstruction --quick
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from sklearn_cmim import CMIMTransformer
-from sklearn_cmim.datasets import load_esol
-from sklearn_cmim.persistence import load_pretrained
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
-from common import (
+from benchmarks.common import (
     DOCS_MARKDOWN,
     ROOT,
+    command_line,
+    load_model,
     markdown_table,
     pyplot,
     read_moses,
@@ -33,13 +29,15 @@ from common import (
     update_markdown_section,
     write_json,
 )
-from downstream import QUICK_TRAIN_MOLECULES, train_quick_models
+from benchmarks.evaluation.downstream import QUICK_TRAIN_MOLECULES, train_quick_models
+from sklearn_cmim.datasets import load_esol
+from sklearn_cmim.persistence import load_pretrained
 
 
 def measure(label: str, model: str, molecules: list[str]) -> dict:
     """Exact reconstruction of ``molecules`` and the stored pretraining record of one model."""
     metadata = load_pretrained(model).metadata
-    estimator = CMIMTransformer.from_pretrained(model)
+    estimator = load_model(model)
     accuracy = estimator.score(molecules)
     print(f"{label} ({model}): {accuracy:.1%} of {len(molecules)} exactly reconstructed", flush=True)
     return {"label": label, "model": str(model), "accuracy": accuracy, "n": len(molecules),
@@ -127,7 +125,7 @@ def main(argv=None) -> dict:
         paths = {"cmim": args.cmim_model, "mim": args.mim_model}
         molecules = read_moses("test_scaffolds.csv.gz", args.molecules)
         source = f"the first {len(molecules):,} molecules of MOSES test_scaffolds"
-    command = "python benchmarks/reconstruction.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("benchmarks.evaluation.reconstruction", argv)
     report = {"command": command, "quick": args.quick, "source": source,
               "results": [measure("cMIM", paths["cmim"], molecules), measure("MIM", paths["mim"], molecules)]}
     write_json(args.out / "reconstruction.json", report)

@@ -16,14 +16,13 @@ inner-CV score on train + valid, on the test part, with a bootstrap error bar ov
 molecules. Random forests, the slowest head, are left out; on these embeddings they rarely won.
 One fitting seed per setting: the error bars cover the test sample, not the fitting noise.
 
-    python benchmarks/finetune.py --cmim-model cmim-moses --mim-model mim-moses   # ~30 min, 2 cores
-    python benchmarks/finetune.py --quick                                         # smoke run
+    python -m benchmarks.evaluation.finetune --cmim-model cmim-moses --mim-model mim-moses  # ~30 min, 2 cores
+    python -m benchmarks.evaluation.finetune --quick                                        # smoke run
 """
 
 from __future__ import annotations
 
 import functools
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -31,11 +30,17 @@ from pathlib import Path
 import numpy as np
 from scipy.linalg import LinAlgWarning
 
-from sklearn_cmim import CMIMTransformer
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
-from common import DOCS_MARKDOWN, QUICK_MODEL, ROOT, fmt, markdown_table, update_markdown_section, write_json
-from downstream import (
+from benchmarks.common import (
+    DOCS_MARKDOWN,
+    QUICK_MODEL,
+    ROOT,
+    command_line,
+    fmt,
+    markdown_table,
+    update_markdown_section,
+    write_json,
+)
+from benchmarks.evaluation.downstream import (
     CORE,
     DATASETS,
     best_head,
@@ -50,6 +55,7 @@ from downstream import (
     set_output_paths,
     train_quick_models,
 )
+from sklearn_cmim import CMIMTransformer
 
 PROTOCOL_VERSION = 1
 
@@ -184,7 +190,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     warnings.filterwarnings("ignore", category=LinAlgWarning)  # Ridge's smallest alphas; CV picks alpha
     args.out.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/finetune.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("benchmarks.evaluation.finetune", argv)
     if args.quick and not (args.cmim_model and args.mim_model):
         paths = train_quick_models(args.out / "models")
         args.cmim_model, args.mim_model = paths["cmim"], paths["mim"]

@@ -7,18 +7,18 @@
 * ECFP4 and RDKit 2D descriptor featurisation molecules/s, the baselines' cost;
 * a large bf16 (and fp32) matmul's FLOP/s: the hardware peak;
 * training tokens/s, and the model FLOP/s they imply as a fraction of that peak (as in
-  ``benchmarks/train_throughput.py``);
+  ``python -m benchmarks.performance.train_throughput``);
 * peak resident memory of ``cmim embed`` streaming 100,000 molecules from a file, in a child
-  process (``benchmarks/embed_memory.py`` measures the same at 1,000,000).
+  process (``python -m benchmarks.performance.embed_memory`` measures the same at 1,000,000).
 
 The model's weights do not change its speed, so without ``--model`` a freshly initialised model
 of the package's default architecture is timed. Full run:
 
-    python benchmarks/speed.py --model cmim-moses
+    python -m benchmarks.performance.speed --model cmim-moses
 
 Smoke run (seconds):
 
-    python benchmarks/speed.py --quick
+    python -m benchmarks.performance.speed --quick
 """
 
 from __future__ import annotations
@@ -32,23 +32,22 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import (
+    DOCS_MARKDOWN,
+    QUICK_MODEL,
+    command_line,
+    markdown_table,
+    moses_or_esol,
+    set_outputs,
+    update_markdown_section,
+    write_json,
+)
+from benchmarks.performance.embed_memory import run_embed, write_smiles
 from sklearn_cmim import CMIMTransformer
 from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
 from sklearn_cmim.fingerprints import ECFPTransformer
 from sklearn_cmim.nn.device import bf16_supported, resolve_device
 from sklearn_cmim.nn.flops import matmul_peak_flops
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
-from common import (
-    DOCS_MARKDOWN,
-    QUICK_MODEL,
-    ROOT,
-    markdown_table,
-    moses_or_esol,
-    update_markdown_section,
-    write_json,
-)
-from embed_memory import run_embed, write_smiles
 
 
 def molecules_per_second(function, molecules) -> float:
@@ -196,15 +195,13 @@ def parse_args(argv):
         args.decode_molecules = 16
         args.memory_molecules = 500
         args.architecture = {} if args.model else QUICK_MODEL
-        args.out = args.out or ROOT / "runs" / "speed-quick"
-    args.out = args.out or ROOT / "docs" / "benchmarks"
-    args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
+    set_outputs(args, "speed-quick")
     return args
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    command = "python benchmarks/speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("benchmarks.performance.speed", argv)
     device = resolve_device(args.device)
     n = max(args.molecules, args.train_molecules)
     smiles, source = moses_or_esol("test.csv.gz", n)

@@ -4,14 +4,12 @@ Each candidate trains on the same stream of MOSES training molecules for the sam
 molecules, then is scored by greedy exact-match reconstruction of held-out MOSES scaffold-split
 molecules. Wall time is recorded beside it, so accuracy per CPU-minute can be compared.
 
-    python benchmarks/architecture.py --molecules 60000 --output runs/architecture.json
+    python -m benchmarks.evaluation.architecture --molecules 60000 --output runs/architecture.json
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
-import itertools
 import json
 import time
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import read_moses
 from sklearn_cmim import CMIMTransformer
 from sklearn_cmim.chem.batching import length_bucketed_batches, pad
 from sklearn_cmim.chem.standardize import Standardizer
@@ -27,8 +26,6 @@ from sklearn_cmim.nn.device import autocast
 from sklearn_cmim.nn.model import CMIMModel
 from sklearn_cmim.training.fit import make_optimizer, make_scheduler, train_step
 
-MOSES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "moses"
-
 CANDIDATES = {
     "base K1 D128": {},
     "K8 D32": {"n_latents": 8, "latent_dim": 32},
@@ -36,12 +33,6 @@ CANDIDATES = {
     "lr 1e-3": {"learning_rate": 1e-3},
     "2 decoder layers": {"n_decoder_layers": 2},
 }
-
-
-def read_smiles(name: str, n: int) -> list[str]:
-    with gzip.open(MOSES / name, "rt") as handle:
-        next(handle)
-        return [line.strip() for line in itertools.islice(handle, n)]
 
 
 def run(name, overrides, train, held_out, args):
@@ -104,8 +95,8 @@ def main(argv=None):
     parser.add_argument("--only", nargs="*", help="candidate names to run")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
-    train = read_smiles("train.csv.gz", args.molecules)
-    held_out = read_smiles("test_scaffolds.csv.gz", args.held_out)
+    train = read_moses("train.csv.gz", args.molecules)
+    held_out = read_moses("test_scaffolds.csv.gz", args.held_out)
     results = [run(name, overrides, train, held_out, args) for name, overrides in CANDIDATES.items()
                if not args.only or name in args.only]
     if args.output:

@@ -11,28 +11,34 @@ standardisation:
   which it refuses rather than truncates;
 * similarity: each molecule's highest ECFP4 Tanimoto similarity to the MOSES sample (median).
 
-    python benchmarks/coverage.py --model cmim-moses
-    python benchmarks/coverage.py --quick        # CI smoke run on tiny samples
+    python -m benchmarks.evaluation.coverage --model cmim-moses
+    python -m benchmarks.evaluation.coverage --quick        # CI smoke run on tiny samples
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 
+from benchmarks.common import (
+    DOCS_MARKDOWN,
+    command_line,
+    load_model,
+    markdown_table,
+    read_moses,
+    set_outputs,
+    update_markdown_section,
+    write_json,
+)
+from benchmarks.evaluation.downstream import CORE, DATASETS, EXTRAS, holds_unknown_token, load_dataset
 from sklearn_cmim import CMIMTransformer
 from sklearn_cmim.chem.inputs import standardize_items
 from sklearn_cmim.chem.tokenizer import tokenize
 from sklearn_cmim.config import DEFAULT_MODEL
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
-from common import DOCS_MARKDOWN, ROOT, markdown_table, read_moses, update_markdown_section, write_json
-from downstream import CORE, DATASETS, EXTRAS, holds_unknown_token, load_dataset
 
 
 def profile(smiles: list[str], model: CMIMTransformer) -> list[dict]:
@@ -91,12 +97,10 @@ def main(argv=None) -> dict:
     per_dataset = 100 if args.quick else None
     if args.quick:
         args.reference = 500
-        args.out = args.out or ROOT / "runs" / "coverage-quick"
-    args.out = args.out or ROOT / "docs" / "benchmarks"
-    args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
-    command = "python benchmarks/coverage.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    set_outputs(args, "coverage-quick")
+    command = command_line("benchmarks.evaluation.coverage", argv)
 
-    model = CMIMTransformer.from_pretrained(args.model)
+    model = load_model(args.model)
     rng = np.random.default_rng(0)
     moses = read_moses("train.csv.gz")
     reference = profile([moses[i] for i in np.sort(rng.choice(len(moses), args.reference, replace=False))],

@@ -21,9 +21,9 @@ several points with the machine's speed, so a target is judged on the median.
 On a GPU (``--device cuda``) the settings are GPU-sized instead: batches of 1,024 and 4,096
 molecules from the prepared corpus, which data workers on all but two of the CPU cores prepare.
 
-    python benchmarks/pretrain_throughput.py                 # 300 steps per setting
-    python benchmarks/pretrain_throughput.py --device cuda   # the GPU settings
-    python benchmarks/pretrain_throughput.py --quick         # smoke run (seconds)
+    python -m benchmarks.performance.pretrain_throughput                 # 300 steps per setting
+    python -m benchmarks.performance.pretrain_throughput --device cuda   # the GPU settings
+    python -m benchmarks.performance.pretrain_throughput --quick         # smoke run (seconds)
 """
 
 from __future__ import annotations
@@ -40,21 +40,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import (
+    DOCS_MARKDOWN,
+    MOSES,
+    QUICK_MODEL,
+    command_line,
+    markdown_table,
+    set_outputs,
+    update_markdown_section,
+    write_json,
+)
 from sklearn_cmim.cli.pretrain import build_parser
 from sklearn_cmim.cli.pretrain import main as pretrain
 from sklearn_cmim.datasets import load_esol
 from sklearn_cmim.persistence import load_pretrained
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
-from common import (
-    DOCS_MARKDOWN,
-    MOSES,
-    QUICK_MODEL,
-    ROOT,
-    markdown_table,
-    update_markdown_section,
-    write_json,
-)
 
 SETTINGS = [(64, 0.1), (64, 0.0), (128, 0.1), (128, 0.0)]  # (batch size, dropout)
 GPU_BATCH_SIZES = [1024, 4096]  # dropout 0, from the prepared corpus
@@ -200,14 +199,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="cuda: the GPU settings (GPU_BATCH_SIZES), measured on the first GPU")
     args = parser.parse_args(argv)
-    given = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python benchmarks/pretrain_throughput.py", *given])
+    command = command_line("benchmarks.performance.pretrain_throughput", argv)
     architecture = QUICK_MODEL if args.quick else {}
     if args.quick:
         args.steps = 6
-        args.out = args.out or ROOT / "runs" / "pretrain-throughput-quick"
-    args.out = args.out or ROOT / "docs" / "benchmarks"
-    args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
+    set_outputs(args, "pretrain-throughput-quick")
     defaults = build_parser().parse_args(["corpus", "--output", "out"])
     data_workers = max(1, (os.cpu_count() or 1) - 2)
 

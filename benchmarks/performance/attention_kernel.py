@@ -12,14 +12,13 @@ calls for bf16 training on CPU). This script times the three in the same process
 * whole-model bf16 training with attention dropout off (as pretraining runs) with each of the
   three, and the model FLOP utilisation each gives.
 
-    python benchmarks/attention_kernel.py            # default architecture, batch 64
-    python benchmarks/attention_kernel.py --quick    # smoke run (seconds)
+    python -m benchmarks.performance.attention_kernel            # default architecture, batch 64
+    python -m benchmarks.performance.attention_kernel --quick    # smoke run (seconds)
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -28,19 +27,18 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import sklearn_cmim.nn.model
-from sklearn_cmim import CMIMTransformer
-from sklearn_cmim.nn.flops import matmul_peak_flops
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks folder is not a package
-from common import (
+from benchmarks.common import (
     DOCS_MARKDOWN,
     QUICK_MODEL,
-    ROOT,
+    command_line,
     markdown_table,
     moses_or_esol,
+    set_outputs,
     update_markdown_section,
     write_json,
 )
+from sklearn_cmim import CMIMTransformer
+from sklearn_cmim.nn.flops import matmul_peak_flops
 
 
 def pytorch_kernel(backend: SDPBackend):
@@ -150,14 +148,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--markdown", type=Path, help=f"report to update (default {DOCS_MARKDOWN})")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: tiny model and shapes")
     args = parser.parse_args(argv)
-    command = " ".join(["python benchmarks/attention_kernel.py", *(sys.argv[1:] if argv is None else argv)])
+    command = command_line("benchmarks.performance.attention_kernel", argv)
     architecture = {}
     if args.quick:
         architecture = QUICK_MODEL
         args.batch, args.tokens, args.molecules, args.repeats = 8, 12, 64, 2
-        args.out = args.out or ROOT / "runs" / "attention-quick"
-    args.out = args.out or ROOT / "docs" / "benchmarks"
-    args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
+    set_outputs(args, "attention-quick")
 
     smiles, source = moses_or_esol("train.csv.gz", args.molecules)
     size, seconds = (512, 0.2) if args.quick else (2048, 2.0)

@@ -6,14 +6,13 @@ process and reports the child's peak resident memory, its wall time and molecule
 A run on 100 molecules first gives the baseline: the memory and time of starting Python, torch
 and RDKit and loading the model, which the streamed molecules add to.
 
-    python benchmarks/embed_memory.py                        # 1,000,000 molecules, a small model
-    python benchmarks/embed_memory.py --n 20000 --model cmim-moses --embedding latent
+    python -m benchmarks.performance.embed_memory                        # 1,000,000 molecules, a small model
+    python -m benchmarks.performance.embed_memory --n 20000 --model cmim-moses --embedding latent
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import itertools
 import json
 import os
@@ -24,7 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-MOSES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "moses" / "train.csv.gz"
+from benchmarks.common import MOSES, smiles_rows
+
+MOSES_TRAIN = MOSES / "train.csv.gz"
 CLI = ["-c", "from sklearn_cmim.cli import main; raise SystemExit(main())", "embed"]
 # ru_maxrss is in kilobytes on Linux and in bytes on macOS.
 RSS_UNIT = 1 if sys.platform == "darwin" else 1024
@@ -33,12 +34,10 @@ MIB = 2**20
 
 def molecules() -> tuple[Iterator[str], str]:
     """An endless stream of SMILES, and where they come from."""
-    if MOSES.exists():
+    if MOSES_TRAIN.exists():
         def moses():
             while True:
-                with gzip.open(MOSES, "rt") as handle:
-                    next(handle)  # the header
-                    yield from (line.strip() for line in handle)
+                yield from smiles_rows(MOSES_TRAIN)
         return moses(), "MOSES train"
     from sklearn_cmim.datasets import load_esol
     return itertools.cycle(load_esol()[0]), "bundled ESOL (MOSES not found)"

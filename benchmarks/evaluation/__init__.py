@@ -1,0 +1,1 @@
+"""Evaluation benchmarks: how good the models and their embeddings are (see :mod:`benchmarks`)."""
