@@ -20,7 +20,7 @@ from benchmarks.evaluation import (
     optimization,
     reconstruction,
 )
-from benchmarks.performance import attention_kernel, pretrain_throughput, speed, train_throughput
+from benchmarks.performance import attention_kernel, pretrain_throughput, speed, threads, train_throughput
 from sklearn_cmim import Standardizer
 from sklearn_cmim.chem.tokenizer import Vocabulary
 from sklearn_cmim.datasets import load_esol
@@ -346,6 +346,16 @@ def test_speed_quick(tmp_path):
                for r in report["training"])
     # A streamed run's peak memory is a few hundred MiB of Python, torch and RDKit, never GBs.
     assert report["memory"]["molecules"] == 500 and 0 < report["memory"]["peak_rss_bytes"] < 2**31
+
+
+@pytest.mark.slow
+def test_threads_quick_measures_every_setting_idle_and_with_a_busy_core(tmp_path):
+    report = threads.main(["--quick", "--out", str(tmp_path)])
+    assert check_report(tmp_path, "threads.json", "threads", []) == json.loads(json.dumps(report))
+    machines = ["fit, idle", "embed, idle", "fit, one core busy", "embed, one core busy"]
+    assert list(report["results"]) == machines
+    for speeds in report["results"].values():
+        assert list(speeds) == list(threads.SETTINGS) and all(finite(v) and v > 0 for v in speeds.values())
 
 
 # ----------------------------------------------------------------------------------- descriptors

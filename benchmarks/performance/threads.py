@@ -1,0 +1,143 @@
+"""Threads on a busy machine: how fast fitting and embedding run when another program holds a core.
+
+PyTorch's CPU work runs on OpenMP threads, which spin while they wait for the next piece of work
+(GNU OpenMP: 300,000 spins before sleeping). On an idle machine that saves wake-ups; when another
+program holds a core, a spinning thread takes the time the working ones need. This benchmark
+measures three settings in fresh processes, on an idle machine and with one core kept busy by a
+spinning process:
+
+* fitting the estimator's default model (d_model 256) for one epoch on ESOL molecules, and
+* embedding ESOL with the bundled ``cmim-broad`` (informative, fp32),
+
+with one torch thread, with one per core (torch's default), and with one per core and
+``GOMP_SPINCOUNT=1000`` (shorter spinning, set in the environment before Python starts). The
+report gives molecules/s and how far torch's default is from the best setting of each row.
+
+    python -m benchmarks.performance.threads
+    python -m benchmarks.performance.threads --quick      # smoke run: tiny workloads (seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from benchmarks.common import (
+    command_line,
+    fmt,
+    markdown_table,
+    set_outputs,
+    update_markdown_section,
+    write_json,
+)
+
+SETTINGS = {  # label -> (torch threads: 0 for one per core, GOMP_SPINCOUNT; None: OpenMP's own)
+    "1 thread": (1, None),
+    "a thread per core (torch's default)": (0, None),
+    "a thread per core, GOMP_SPINCOUNT=1000": (0, "1000"),
+}
+DEFAULT = "a thread per core (torch's default)"
+
+
+def child(workload: str, threads: int, molecules: int) -> float:
+    """One measurement in this process: molecules/s of ``workload``."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    from sklearn_cmim import CMIMTransformer
+    from sklearn_cmim.datasets import load_esol
+
+    smiles = load_esol()[0][:molecules]
+    if workload == "fit":
+        model = CMIMTransformer(max_epochs=1, batch_size=64, random_state=0)
+        model.fit(smiles[:64])  # warm-up: first calls allocate and pick kernels
+        start = time.perf_counter()
+        model.fit(smiles)
+    else:
+        model = CMIMTransformer.from_pretrained("cmim-broad")
+        model.transform(smiles[:32])
+        start = time.perf_counter()
+        model.transform(smiles)
+    return len(smiles) / (time.perf_counter() - start)
+
+
+@contextmanager
+def busy_core(busy: bool):
+    """A process that keeps one core busy while the block runs (or nothing)."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    try:
+        yield
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
+
+
+def measure(workload: str, setting: str, molecules: int, repeats: int) -> float:
+    """Best molecules/s of ``repeats`` fresh processes (the machine's speed moves between runs)."""
+    threads, spins = SETTINGS[setting]
+    unset = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    if spins is not None:
+        env["GOMP_SPINCOUNT"] = spins
+    command = [sys.executable, "-m", "benchmarks.performance.threads", "--child", workload, str(threads),
+               str(molecules)]
+    return max(float(subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout)
+               for _ in range(repeats))
+
+
+def markdown(report: dict) -> str:
+    rows = []
+    for key, speeds in report["results"].items():
+        best = max(speeds.values())
+        rows.append([key, *(fmt(speeds[s], 0) for s in SETTINGS), f"{best / speeds[DEFAULT]:.2f}x"])
+    return "\n".join([
+        "## Threads on a busy machine", "",
+        f"Written by `{report['command']}`. Molecules/s on {report['cpus']} CPU cores, best of "
+        f"{report['repeats']} fresh processes per cell; *busy*: another process spins on one core. "
+        f"Fit: the estimator's default model, one epoch over {report['molecules']} ESOL molecules; "
+        f"embed: `cmim-broad` informative embeddings of the same molecules, fp32. The last column is "
+        "how much slower torch's default is than the best setting of its row.", "",
+        markdown_table(["workload, machine", *SETTINGS, "torch's default against the best"], rows),
+    ])
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--molecules", type=int, default=512, help="ESOL molecules per workload")
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per cell (the best counts)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 64 molecules, one process per cell")
+    parser.add_argument("--out", type=Path, help="JSON (default docs/benchmarks)")
+    parser.add_argument("--markdown", type=Path, help="report to update")
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        workload, threads, molecules = args.child
+        print(child(workload, int(threads), int(molecules)))
+        return {}
+    if args.quick:
+        args.molecules, args.repeats = 64, 1
+    set_outputs(args, "threads")
+    results = {}
+    for busy in (False, True):
+        with busy_core(busy):
+            for workload in ("fit", "embed"):
+                key = f"{workload}, {'one core busy' if busy else 'idle'}"
+                results[key] = {s: measure(workload, s, args.molecules, args.repeats) for s in SETTINGS}
+                print(key, {s: round(v) for s, v in results[key].items()}, flush=True)
+    report = {"command": command_line("benchmarks.performance.threads", argv), "cpus": os.cpu_count(),
+              "molecules": args.molecules, "repeats": args.repeats, "results": results}
+    write_json(args.out / "threads.json", report)
+    update_markdown_section(args.markdown, "threads", markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
