@@ -29,4 +29,6 @@ Performance (:mod:`benchmarks.performance`): how fast the package runs and how m
   them.
 * ``train_throughput``: training throughput of ``CMIMTransformer``, fp32 against bf16 autocast.
 * ``attention_kernel``: which attention implementation to use on CPU in bf16.
+* ``threads``: fitting and embedding with one thread, torch's default and shorter OpenMP
+  spinning, on an idle machine and with one core busy.
 """
