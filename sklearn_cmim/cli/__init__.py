@@ -1,7 +1,15 @@
 """The ``cmim`` command: ``cmim <command> [options]``.
 
-Each command lives in its own module exposing ``build_parser(prog)`` and ``main(argv, prog)``;
-adding one is one entry in :data:`COMMANDS`. A command's module is imported only when it is named.
+Each command lives in its own module exposing the same two functions; adding one is one entry in
+:data:`COMMANDS`. A command's module is imported only when it is named.
+
+* ``build_parser(prog="cmim NAME")`` returns the command's
+  :class:`~sklearn_cmim.cli.common.ArgumentParser`, whose errors are one line on stderr and exit
+  status 2; ``prog`` is the program name shown in usage and error messages.
+* ``main(argv=None, prog="cmim NAME")`` runs the command with ``argv`` (its arguments without the
+  program name; ``None`` reads ``sys.argv[1:]``) and returns its exit status, which each
+  command's docstring lists. Arguments that cannot be parsed raise ``SystemExit`` with status 2
+  (one line on stderr), and ``--help`` with status 0.
 
 So that ``--help`` answers at once, building a parser loads neither torch nor RDKit nor
 scikit-learn: a command module imports them (or the package modules built on them) inside the

@@ -27,16 +27,6 @@ __all__ = ["build_parser", "main"]
 def build_parser(prog: str = "cmim demo") -> argparse.ArgumentParser:
     """The argument parser of ``cmim demo``.
 
-    Parameters
-    ----------
-    prog : str, default="cmim demo"
-        Program name shown in usage and error messages.
-
-    Returns
-    -------
-    parser : argparse.ArgumentParser
-        Its errors are one line on stderr and exit status 2.
-
     Examples
     --------
     ``--molecules`` and ``--folds`` make a quick run:
@@ -76,23 +66,10 @@ def candidates(model: str) -> dict[str, Pipeline]:
 def main(argv=None, prog: str = "cmim demo") -> int:
     """Run ``cmim demo``: cross-validated RMSEs of each feature set on ESOL, printed as a table.
 
-    Parameters
-    ----------
-    argv : list of str, optional
-        The command's arguments, without the program name; ``None`` reads ``sys.argv[1:]``.
-    prog : str, default="cmim demo"
-        Program name shown in usage and error messages.
-
     Returns
     -------
     status : int
         0 on success; 2 when ``--model`` cannot be loaded (reported in one line on stderr).
-
-    Raises
-    ------
-    SystemExit
-        With status 2 when ``argv`` cannot be parsed (reported in one line on stderr), or 0
-        after ``--help``.
 
     Examples
     --------

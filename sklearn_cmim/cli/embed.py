@@ -23,16 +23,6 @@ __all__ = ["build_parser", "main"]
 def build_parser(prog: str = "cmim embed") -> ArgumentParser:
     """The argument parser of ``cmim embed``.
 
-    Parameters
-    ----------
-    prog : str, default="cmim embed"
-        Program name shown in usage and error messages.
-
-    Returns
-    -------
-    parser : argparse.ArgumentParser
-        Its errors are one line on stderr and exit status 2.
-
     Examples
     --------
     >>> from sklearn_cmim.cli.embed import build_parser
@@ -63,25 +53,12 @@ def build_parser(prog: str = "cmim embed") -> ArgumentParser:
 def main(argv=None, prog: str = "cmim embed") -> int:
     """Run ``cmim embed``: embed every molecule of a SMILES file into a .npy or .csv file.
 
-    Parameters
-    ----------
-    argv : list of str, optional
-        The command's arguments, without the program name; ``None`` reads ``sys.argv[1:]``.
-    prog : str, default="cmim embed"
-        Program name shown in usage and error messages.
-
     Returns
     -------
     status : int
         0 on success; 2 after a user error (a bad path, column, output suffix or model, or a
         bad molecule under ``--errors raise``), reported in one line on stderr with nothing
         written.
-
-    Raises
-    ------
-    SystemExit
-        With status 2 when ``argv`` cannot be parsed (reported in one line on stderr), or 0
-        after ``--help``.
 
     Examples
     --------

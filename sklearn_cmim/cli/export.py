@@ -50,16 +50,6 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
 def build_parser(prog: str = "cmim export") -> ArgumentParser:
     """The argument parser of ``cmim export``.
 
-    Parameters
-    ----------
-    prog : str, default="cmim export"
-        Program name shown in usage and error messages.
-
-    Returns
-    -------
-    parser : argparse.ArgumentParser
-        Its errors are one line on stderr and exit status 2.
-
     Examples
     --------
     >>> from sklearn_cmim.cli.export import build_parser
@@ -77,24 +67,11 @@ def build_parser(prog: str = "cmim export") -> ArgumentParser:
 def main(argv=None, prog: str = "cmim export") -> int:
     """Run ``cmim export``: write a checkpoint's model as a ``save_pretrained`` directory.
 
-    Parameters
-    ----------
-    argv : list of str, optional
-        The command's arguments, without the program name; ``None`` reads ``sys.argv[1:]``.
-    prog : str, default="cmim export"
-        Program name shown in usage and error messages.
-
     Returns
     -------
     status : int
         0 on success; 2 when the checkpoint cannot be read or the directory cannot be written
         (reported in one line on stderr).
-
-    Raises
-    ------
-    SystemExit
-        With status 2 when ``argv`` cannot be parsed (reported in one line on stderr), or 0
-        after ``--help``.
 
     Examples
     --------

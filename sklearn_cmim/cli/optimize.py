@@ -72,16 +72,6 @@ def load_objective(text: str):
 def build_parser(prog: str = "cmim optimize") -> ArgumentParser:
     """The argument parser of ``cmim optimize``.
 
-    Parameters
-    ----------
-    prog : str, default="cmim optimize"
-        Program name shown in usage and error messages.
-
-    Returns
-    -------
-    parser : argparse.ArgumentParser
-        Its errors are one line on stderr and exit status 2.
-
     Examples
     --------
     >>> from sklearn_cmim.cli.optimize import build_parser
@@ -118,25 +108,12 @@ def build_parser(prog: str = "cmim optimize") -> ArgumentParser:
 def main(argv=None, prog: str = "cmim optimize") -> int:
     """Run ``cmim optimize``: the best molecule found around each seed, as CSV rows.
 
-    Parameters
-    ----------
-    argv : list of str, optional
-        The command's arguments, without the program name; ``None`` reads ``sys.argv[1:]``.
-    prog : str, default="cmim optimize"
-        Program name shown in usage and error messages.
-
     Returns
     -------
     status : int
         0 on success, with a summary line on stderr; 2 after a user error (a bad file, seed,
         objective or model, or a missing ``cma`` package), reported in one line on stderr with
         nothing written.
-
-    Raises
-    ------
-    SystemExit
-        With status 2 when ``argv`` cannot be parsed (reported in one line on stderr), or 0
-        after ``--help``.
 
     Examples
     --------

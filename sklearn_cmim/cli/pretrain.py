@@ -59,16 +59,6 @@ MODEL_HELP = dict(zip(ARCHITECTURE, (
 def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
     """The argument parser of ``cmim pretrain``; the model options default to ``CMIMTransformer``'s.
 
-    Parameters
-    ----------
-    prog : str, default="cmim pretrain"
-        Program name shown in usage and error messages.
-
-    Returns
-    -------
-    parser : argparse.ArgumentParser
-        Its errors are one line on stderr and exit status 2.
-
     Examples
     --------
     >>> from sklearn_cmim.cli.pretrain import build_parser
@@ -165,13 +155,6 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
 
 def main(argv=None, prog: str = "cmim pretrain") -> int:
     """Run ``cmim pretrain`` with ``argv``; user errors are reported in one line (exit status 2).
-
-    Parameters
-    ----------
-    argv : list of str, optional
-        The command's arguments, without the program name; ``None`` reads ``sys.argv[1:]``.
-    prog : str, default="cmim pretrain"
-        Program name shown in usage and error messages.
 
     Returns
     -------

@@ -75,16 +75,6 @@ def reconstruct_file(model, source, handle, column: str | None = None, errors: s
 def build_parser(prog: str = "cmim reconstruct") -> ArgumentParser:
     """The argument parser of ``cmim reconstruct``.
 
-    Parameters
-    ----------
-    prog : str, default="cmim reconstruct"
-        Program name shown in usage and error messages.
-
-    Returns
-    -------
-    parser : argparse.ArgumentParser
-        Its errors are one line on stderr and exit status 2.
-
     Examples
     --------
     >>> from sklearn_cmim.cli.reconstruct import build_parser
@@ -109,25 +99,12 @@ def build_parser(prog: str = "cmim reconstruct") -> ArgumentParser:
 def main(argv=None, prog: str = "cmim reconstruct") -> int:
     """Run ``cmim reconstruct``: encode and greedily decode each molecule of a SMILES file.
 
-    Parameters
-    ----------
-    argv : list of str, optional
-        The command's arguments, without the program name; ``None`` reads ``sys.argv[1:]``.
-    prog : str, default="cmim reconstruct"
-        Program name shown in usage and error messages.
-
     Returns
     -------
     status : int
         0 on success, with the exact-match accuracy on stderr; 2 after a user error (a bad
         path, column or model, a bad molecule under ``--errors raise``, or no readable molecule),
         reported in one line on stderr.
-
-    Raises
-    ------
-    SystemExit
-        With status 2 when ``argv`` cannot be parsed (reported in one line on stderr), or 0
-        after ``--help``.
 
     Examples
     --------

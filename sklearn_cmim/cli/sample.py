@@ -56,16 +56,6 @@ def summary(smiles) -> str:
 def build_parser(prog: str = "cmim sample") -> ArgumentParser:
     """The argument parser of ``cmim sample``.
 
-    Parameters
-    ----------
-    prog : str, default="cmim sample"
-        Program name shown in usage and error messages.
-
-    Returns
-    -------
-    parser : argparse.ArgumentParser
-        Its errors are one line on stderr and exit status 2.
-
     Examples
     --------
     >>> from sklearn_cmim.cli.sample import build_parser
@@ -93,24 +83,11 @@ def build_parser(prog: str = "cmim sample") -> ArgumentParser:
 def main(argv=None, prog: str = "cmim sample") -> int:
     """Run ``cmim sample``: decode molecules from the prior or around given molecules.
 
-    Parameters
-    ----------
-    argv : list of str, optional
-        The command's arguments, without the program name; ``None`` reads ``sys.argv[1:]``.
-    prog : str, default="cmim sample"
-        Program name shown in usage and error messages.
-
     Returns
     -------
     status : int
         0 on success, with a summary line (valid and unique molecules) on stderr; 2 after a
         user error (a bad file, model or molecule), reported in one line on stderr.
-
-    Raises
-    ------
-    SystemExit
-        With status 2 when ``argv`` cannot be parsed (reported in one line on stderr), or 0
-        after ``--help``.
 
     Examples
     --------
