@@ -30,6 +30,7 @@ from pathlib import Path
 from benchmarks.common import (
     command_line,
     fmt,
+    load_model,
     markdown_table,
     set_outputs,
     update_markdown_section,
@@ -60,7 +61,7 @@ def child(workload: str, threads: int, molecules: int) -> float:
         start = time.perf_counter()
         model.fit(smiles)
     else:
-        model = CMIMTransformer.from_pretrained("cmim-broad")
+        model = load_model("cmim-broad")
         model.transform(smiles[:32])
         start = time.perf_counter()
         model.transform(smiles)
