@@ -1,13 +1,15 @@
-"""Where the model runs and in which precision."""
+"""Where the model runs: device, precision and CPU threads."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 import warnings
 
 import torch
 
-__all__ = ["autocast", "resolve_device", "resolve_precision"]
+__all__ = ["autocast", "cpu_threads", "free_cores", "resolve_device", "resolve_precision"]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -55,3 +57,72 @@ def autocast(device: torch.device, precision: str):
     if precision != "bf16":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+_FREE_CORES_TTL = 5.0  # seconds a measurement stands, so row-by-row calls do not each pay for one
+_free_cores_cache: tuple[float, int | None] = (float("-inf"), None)
+
+
+def _cpu_ticks(cpus: set[int]) -> dict[int, tuple[int, int]]:
+    """Per usable CPU: (ticks busy at normal or raised priority, all ticks), from /proc/stat."""
+    ticks = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *fields = line.split()
+            if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
+                continue
+            # user nice system idle iowait irq softirq steal; niced programs yield their core to
+            # ours, so their time does not count as busy.
+            user, _, system, _, _, irq, softirq, steal = counts = [int(x) for x in fields[:8]]
+            ticks[int(name[3:])] = (user + system + irq + softirq + steal, sum(counts))
+    return ticks
+
+
+def free_cores(window: float = 0.05) -> int | None:
+    """How many of the cores this process may use other programs leave idle now.
+
+    Watches the kernel's CPU counters for ``window`` seconds while this process waits, so what it
+    sees busy is other programs' work; a core counts by the share of it left idle, rounded. The
+    answer stands for a few seconds. ``None`` where the counters are not readable (not Linux).
+    """
+    global _free_cores_cache
+    when, cores = _free_cores_cache
+    if time.monotonic() - when < _FREE_CORES_TTL:
+        return cores
+    try:
+        cpus = os.sched_getaffinity(0)
+        before = _cpu_ticks(cpus)
+        time.sleep(window)
+        after = _cpu_ticks(cpus)
+    except (AttributeError, KeyError, OSError, ValueError):
+        cores = None
+    else:
+        idle = 0.0
+        for cpu, (busy, total) in after.items():
+            elapsed = total - before[cpu][1]
+            idle += 1.0 - (busy - before[cpu][0]) / elapsed if elapsed > 0 else 1.0
+        cores = max(1, round(idle))
+    _free_cores_cache = (time.monotonic(), cores)
+    return cores
+
+
+@contextlib.contextmanager
+def cpu_threads(n_threads: int | None, device: torch.device):
+    """Run the block on ``n_threads`` torch threads; ``None``: as many as there are free cores.
+
+    torch's threads busy-wait for one another between operations, so one more thread than there
+    are idle cores stalls them all; ``None`` therefore takes the cores other programs leave idle,
+    never more than ``torch.get_num_threads()`` (which ``OMP_NUM_THREADS``, joblib's workers and
+    ``torch.set_num_threads`` already set). torch's setting is process-wide and is restored after.
+    """
+    before = torch.get_num_threads()
+    wanted = before
+    if device.type == "cpu":
+        wanted = n_threads if n_threads is not None else min(before, free_cores() or before)
+    if wanted != before:
+        torch.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        if wanted != before:
+            torch.set_num_threads(before)
