@@ -14,7 +14,6 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 
-from .chem.batching import pad, sorted_batches
 from .chem.inputs import (
     ERRORS,
     MoleculeInputMixin,
@@ -26,8 +25,9 @@ from .chem.inputs import (
 )
 from .chem.standardize import Standardizer, canonical_smiles
 from .chem.tokenizer import Vocabulary
-from .nn.device import autocast, resolve_device, resolve_precision
+from .nn.device import resolve_device, resolve_precision
 from .nn.embeddings import KINDS, LAYERS, POOLINGS, EmbeddingSpec
+from .nn.inference import decode_latents, embed_sequences
 from .nn.model import CMIMModel, ModelConfig
 from .nn.sampling import DEFAULT_SIGMA
 from .persistence import (
@@ -489,21 +489,10 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         encoded.warn_unknown()
         return encoded
 
-    def _batches(self, sequences):
-        """Padded id batches of valid sequences (sorted by length) with their positions."""
-        rows = [i for i, s in enumerate(sequences) if s is not None]
-        lengths = [len(sequences[i]) for i in rows]
-        for batch in sorted_batches(lengths, self.inference_batch_size):
-            index = [rows[j] for j in batch]
-            yield index, pad([sequences[i] for i in index]).to(self.device_)
-
     def _embed(self, encoded, spec: EmbeddingSpec, n_features: int) -> np.ndarray:
-        """``spec``'s embedding of encoded molecules, batch by batch; NaN rows for bad ones."""
-        out = np.full((len(encoded.sequences), n_features), np.nan, dtype=np.float32)
-        with torch.inference_mode(), self._inference_autocast():
-            for index, ids in self._batches(encoded.sequences):
-                out[index] = spec(self.model_, ids).cpu().numpy()
-        return out
+        """``spec``'s embedding of encoded molecules; NaN rows for bad ones."""
+        return embed_sequences(self.model_, encoded.sequences, spec, n_features,
+                               self.inference_batch_size, self.device_, self._inference_precision())
 
     def _latent_means(self, encoded) -> np.ndarray:
         """Latent means of encoded molecules whatever ``embedding`` says; NaN rows for bad ones."""
@@ -648,25 +637,14 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
                              "(pass errors='nan' to get None for it instead)")
         return self._decode(Z, bad)
 
-    def _inference_autocast(self):
-        """bf16 autocast for inference only when asked for by name: under "auto", inference runs in
-        fp32, whose rounding does not depend on how molecules are batched."""
-        return autocast(self.device_, "bf16" if self.precision_ == "bf16" and self.precision == "bf16"
-                        else "fp32")
+    def _inference_precision(self) -> str:
+        """bf16 for inference only when asked for by name: under "auto", inference runs in fp32, whose
+        rounding does not depend on how molecules are batched."""
+        return "bf16" if self.precision_ == "bf16" and self.precision == "bf16" else "fp32"
 
     def _decode(self, Z: np.ndarray, skip: np.ndarray) -> np.ndarray:
-        config = self.model_.config
-        out = np.full(len(Z), None, dtype=object)
-        rows = np.flatnonzero(~skip)
-        z = torch.from_numpy(Z[rows]).view(-1, config.n_latents, config.latent_dim)
-        step = self.inference_batch_size
-        with torch.inference_mode(), self._inference_autocast():
-            for start in range(0, len(rows), step):
-                ids = self.model_.generate(z[start:start + step].to(self.device_),
-                                           self.vocabulary_.bos_id, self.vocabulary_.eos_id)
-                for row, seq in zip(rows[start:start + step], ids.tolist(), strict=True):
-                    out[row] = self.vocabulary_.decode(seq)
-        return out
+        return decode_latents(self.model_, self.vocabulary_, Z, skip, self.inference_batch_size,
+                              self.device_, self._inference_precision())
 
     def sample(self, n_samples=1, random_state=None, *, around=None, sigma=DEFAULT_SIGMA):
         """Decode molecules from latents drawn from the prior N(0, I), or near given molecules.
