@@ -175,6 +175,7 @@ class EmbeddingMixin(TransformerMixin):
         Parameters
         ----------
         X : sequence of str or rdkit.Chem.Mol
+            SMILES strings or molecules, as for :meth:`fit`.
 
         Returns
         -------
