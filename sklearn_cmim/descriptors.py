@@ -87,6 +87,7 @@ class RDKitDescriptorsTransformer(MoleculeInputMixin, TransformerMixin, BaseEsti
         Parameters
         ----------
         X : sequence of str or rdkit.Chem.Mol
+            SMILES strings or molecules: a list, 1-D array, (n, 1) array or pandas Series.
 
         Returns
         -------

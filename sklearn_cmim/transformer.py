@@ -1,44 +1,30 @@
-"""``CMIMTransformer``: cMIM molecular embeddings as a scikit-learn transformer."""
+"""``CMIMTransformer``: cMIM molecular embeddings as a scikit-learn transformer.
+
+The class here is what the estimator is: its documentation, its parameters and their checks, its
+fitted state, and the helpers its methods share. The methods themselves come from three mixins,
+one module each: fitting and embedding (:mod:`sklearn_cmim.embedding`), decoding and sampling
+(:mod:`sklearn_cmim.decoding`), and saving, loading and pickling (:mod:`sklearn_cmim.saving`).
+"""
 
 from __future__ import annotations
 
-import io
 import os
 from numbers import Integral, Real
 from typing import ClassVar
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils import check_random_state
+from sklearn.base import BaseEstimator
 from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 
-from .chem.batching import pad, sorted_batches
-from .chem.inputs import (
-    ERRORS,
-    MoleculeInputMixin,
-    as_items,
-    check_n_samples,
-    encode_items,
-    encode_smiles,
-    standardize_items,
-)
-from .chem.standardize import Standardizer, canonical_smiles
-from .chem.tokenizer import Vocabulary
-from .nn.device import autocast, resolve_device, resolve_precision
+from .chem.inputs import ERRORS, MoleculeInputMixin, as_items, encode_items
+from .chem.standardize import Standardizer
+from .decoding import DecodingMixin
+from .embedding import EmbeddingMixin
 from .nn.embeddings import KINDS, LAYERS, POOLINGS, EmbeddingSpec
-from .nn.model import CMIMModel, ModelConfig
-from .nn.sampling import DEFAULT_SIGMA
-from .persistence import (
-    Pretrained,
-    build_model,
-    load_pretrained,
-    load_weights,
-    save_pretrained,
-    weights_to_bytes,
-)
-from .training.fit import TrainSettings, fit_model
+from .nn.inference import embed_sequences
+from .saving import SavingMixin
 
 __all__ = ["CMIMTransformer"]
 
@@ -53,7 +39,7 @@ _INFERENCE_PARAMETERS = ("embedding", "informative_layers", "informative_pooling
                          "informative_with_latent", "inference_batch_size", "precision", "errors")
 
 
-class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
+class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingMixin, BaseEstimator):
     """Learned molecular embeddings from a contrastive Mutual Information Machine (cMIM).
 
     A probabilistic encoder-decoder over SMILES (Perceiver encoder, Gaussian latent, causal
@@ -265,173 +251,7 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         self.verbose = verbose
         self.errors = errors
 
-    # ------------------------------------------------------------------ fitting
-    @classmethod
-    def from_pretrained(cls, name_or_dir, **params) -> CMIMTransformer:
-        """A fitted estimator holding a pretrained model: ready to transform, decode and sample.
-
-        The same as ``CMIMTransformer(pretrained=name_or_dir, max_epochs=0, **params)`` after a
-        ``fit``, without molecules to fit on. The estimator keeps those parameters, so a clone of
-        it in a ``Pipeline`` or ``GridSearchCV`` loads the same model again when fitted (or
-        fine-tunes it, if ``params`` set ``max_epochs``).
-
-        Parameters
-        ----------
-        name_or_dir : str or path
-            A bundled model's name (:func:`~sklearn_cmim.list_pretrained`) or a directory written
-            by :meth:`save_pretrained`, ``cmim pretrain`` or ``cmim export``.
-        **params
-            Other parameters of the estimator (``embedding``, ``device``, ``errors`` ...).
-
-        Returns
-        -------
-        estimator : CMIMTransformer
-
-        Raises
-        ------
-        FileNotFoundError
-            If ``name_or_dir`` is neither a bundled model nor a model directory.
-        ValueError
-            If a parameter is invalid.
-
-        Examples
-        --------
-        >>> from sklearn_cmim import CMIMTransformer
-        >>> cmim = CMIMTransformer.from_pretrained("cmim-broad", embedding="latent")
-        >>> cmim.transform(["CCOc1ccccc1"]).shape
-        (1, 256)
-        >>> cmim.get_params()["pretrained"], cmim.get_params()["max_epochs"]
-        ('cmim-broad', 0)
-        """
-        estimator = cls(**{"max_epochs": 0, **params, "pretrained": name_or_dir})
-        estimator._check_params()  # before any work: nothing is loaded for a bad parameter
-        device = resolve_device(estimator.device)
-        start = load_pretrained(name_or_dir)
-        estimator._set_fitted(start.model.to(device), start.vocabulary, start.standardizer, device,
-                              resolve_precision(estimator.precision, device), [])
-        return estimator
-
-    def fit(self, X, y=None):
-        """Train the model on the molecules in X (from scratch, or from ``pretrained``).
-
-        Parameters
-        ----------
-        X : sequence of str or rdkit.Chem.Mol
-            SMILES strings or molecules: a list, 1-D array, (n, 1) array or pandas Series.
-        y : ignored
-
-        Returns
-        -------
-        self : CMIMTransformer
-            The fitted estimator.
-
-        Raises
-        ------
-        ValueError
-            If a parameter is invalid, if no molecule of X is usable, or, with ``errors="raise"``,
-            at the first bad item (the message names its index).
-        TypeError
-            With ``errors="raise"``, if an item is neither a SMILES string nor an RDKit ``Mol``.
-        FileNotFoundError
-            If ``pretrained`` is neither a bundled model nor a model directory.
-
-        Examples
-        --------
-        A tiny model trained from scratch; ``history_`` holds one record per epoch:
-
-        >>> from sklearn_cmim import CMIMTransformer
-        >>> cmim = CMIMTransformer(d_model=32, n_heads=2, d_ff=64, n_encoder_layers=1,
-        ...                        n_decoder_layers=1, n_latents=1, latent_dim=8, max_epochs=2,
-        ...                        random_state=0)
-        >>> cmim = cmim.fit(["CCO", "CCN", "c1ccccc1", "CC(=O)O"])
-        >>> [record["epoch"] for record in cmim.history_]
-        [1, 2]
-        >>> cmim.transform(["CCCO"]).shape
-        (1, 72)
-
-        With ``pretrained`` and ``max_epochs=0``, ``fit`` only loads the model (X just has to
-        be usable):
-
-        >>> bundled = CMIMTransformer(pretrained="cmim-broad", max_epochs=0).fit(["CCO"])
-        >>> bundled.history_, bundled.model_.config.n_latents
-        ([], 8)
-        """
-        self._fit(X)
-        return self
-
-    def fit_transform(self, X, y=None):
-        """Fit to the molecules in X, then embed them: ``fit(X).transform(X)``, reading X once.
-
-        X is standardised and tokenised once for both steps, so tokens the model does not know
-        are reported in one warning, not two.
-
-        Parameters
-        ----------
-        X : sequence of str or rdkit.Chem.Mol
-            As for :meth:`fit`.
-        y : ignored
-
-        Returns
-        -------
-        embeddings : ndarray of shape (n_samples, n_features), float32
-            As :meth:`transform` gives them: NaN rows for bad items when ``errors="nan"``.
-
-        Raises
-        ------
-        ValueError, TypeError, FileNotFoundError
-            As for :meth:`fit`.
-
-        Examples
-        --------
-        >>> import warnings
-        >>> from sklearn_cmim import CMIMTransformer
-        >>> cmim = CMIMTransformer(pretrained="cmim-broad", max_epochs=0, embedding="latent")
-        >>> with warnings.catch_warnings(record=True) as caught:
-        ...     warnings.simplefilter("always")
-        ...     X = cmim.fit_transform(["CCO", "C[Te]C"])  # no tellurium in its vocabulary
-        >>> X.shape, len(caught)
-        ((2, 256), 1)
-        """
-        encoded = self._fit(X)
-        return self._embed(encoded, self._embedding_spec(), self._n_features_out())
-
-    def _fit(self, X):
-        """Fit; returns X as encoded for the fitted model, for ``fit_transform`` to embed."""
-        self._check_params()  # before any work: nothing is loaded or trained for a bad parameter
-        items = as_items(X)
-        device = resolve_device(self.device)
-        precision = resolve_precision(self.precision, device)
-        if self.pretrained is not None:
-            start = load_pretrained(self.pretrained)
-            vocabulary, standardizer = start.vocabulary, start.standardizer
-            encoded = encode_items(items, standardizer, vocabulary,
-                                   start.model.config.max_length, self.errors)
-            encoded.warn_unknown()
-        else:
-            standardizer = self.standardizer or Standardizer()
-            smiles = standardize_items(items, standardizer, self.errors, self.max_length)
-            vocabulary = Vocabulary.build(s for s in smiles if s is not None)
-            encoded = encode_smiles(smiles, vocabulary)
-        sequences = [s for s in encoded.sequences if s is not None]
-        if not sequences:
-            raise ValueError("none of the molecules in X is usable (see errors='raise' for why)")
-
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            if self.pretrained is not None:
-                model = start.model
-            else:
-                model = CMIMModel(self._model_config(len(vocabulary)))
-            model.to(device)
-            history = []
-            if self.max_epochs > 0:
-                history = fit_model(model, sequences, self._train_settings(), device, precision,
-                                    np.random.default_rng(seed), self.verbose)
-        # Attributes are set only now, so an interrupted or failed fit leaves the estimator as it was.
-        self._set_fitted(model, vocabulary, standardizer, device, precision, history)
-        return encoded
-
+    # ------------------------------------------------------- checks and the fitted state
     def _check_params(self) -> None:
         """``_parameter_constraints``, then the rules between parameters that they cannot state."""
         self._validate_params()
@@ -461,27 +281,19 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         self.precision_ = precision
         self.history_ = history
 
-    def _model_config(self, vocab_size: int) -> ModelConfig:
-        return ModelConfig(
-            vocab_size=vocab_size, d_model=self.d_model, n_heads=self.n_heads, d_ff=self.d_ff,
-            n_encoder_layers=self.n_encoder_layers, n_decoder_layers=self.n_decoder_layers,
-            n_latents=self.n_latents, latent_dim=self.latent_dim, max_length=self.max_length,
-            dropout=self.dropout,
-        )
-
-    def _train_settings(self) -> TrainSettings:
-        return TrainSettings(
-            max_epochs=self.max_epochs, batch_size=self.batch_size,
-            learning_rate=self.learning_rate, weight_decay=self.weight_decay,
-            mim_warmup_steps=self.mim_warmup_steps, contrastive_weight=self.contrastive_weight,
-            temperature=self.temperature, contrastive_positive=self.contrastive_positive,
-        )
-
+    # ---------------------------------------------- what fitting, embedding and decoding share
     def _embedding_spec(self) -> EmbeddingSpec:
         return EmbeddingSpec(self.embedding, self.informative_layers, self.informative_pooling,
                              self.informative_with_latent)
 
-    # ---------------------------------------------------------------- embedding
+    def _n_features_out(self) -> int:
+        return len(self.get_feature_names_out())
+
+    def _inference_precision(self) -> str:
+        """bf16 for inference only when asked for by name: under "auto", inference runs in fp32, whose
+        rounding does not depend on how molecules are batched."""
+        return "bf16" if self.precision_ == "bf16" and self.precision == "bf16" else "fp32"
+
     def _encode(self, X):
         self._check_fitted()
         encoded = encode_items(as_items(X), self.standardizer_, self.vocabulary_,
@@ -489,359 +301,12 @@ class CMIMTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
         encoded.warn_unknown()
         return encoded
 
-    def _batches(self, sequences):
-        """Padded id batches of valid sequences (sorted by length) with their positions."""
-        rows = [i for i, s in enumerate(sequences) if s is not None]
-        lengths = [len(sequences[i]) for i in rows]
-        for batch in sorted_batches(lengths, self.inference_batch_size):
-            index = [rows[j] for j in batch]
-            yield index, pad([sequences[i] for i in index]).to(self.device_)
-
     def _embed(self, encoded, spec: EmbeddingSpec, n_features: int) -> np.ndarray:
-        """``spec``'s embedding of encoded molecules, batch by batch; NaN rows for bad ones."""
-        out = np.full((len(encoded.sequences), n_features), np.nan, dtype=np.float32)
-        with torch.inference_mode(), self._inference_autocast():
-            for index, ids in self._batches(encoded.sequences):
-                out[index] = spec(self.model_, ids).cpu().numpy()
-        return out
+        """``spec``'s embedding of encoded molecules; NaN rows for bad ones."""
+        return embed_sequences(self.model_, encoded.sequences, spec, n_features,
+                               self.inference_batch_size, self.device_, self._inference_precision())
 
     def _latent_means(self, encoded) -> np.ndarray:
         """Latent means of encoded molecules whatever ``embedding`` says; NaN rows for bad ones."""
         config = self.model_.config
         return self._embed(encoded, EmbeddingSpec("latent"), config.n_latents * config.latent_dim)
-
-    def transform(self, X):
-        """Embed molecules.
-
-        Parameters
-        ----------
-        X : sequence of str or rdkit.Chem.Mol
-
-        Returns
-        -------
-        embeddings : ndarray of shape (n_samples, n_features), float32
-            NaN rows for bad items when ``errors="nan"``.
-
-        Raises
-        ------
-        sklearn.exceptions.NotFittedError
-            If the estimator is not fitted.
-        ValueError, TypeError
-            If a parameter that inference reads (``embedding`` ... ``errors``, which
-            ``set_params`` may have changed since ``fit``) is invalid, or, with
-            ``errors="raise"``, at the first bad item (the message names its index).
-
-        Examples
-        --------
-        >>> from sklearn_cmim import CMIMTransformer
-        >>> cmim = CMIMTransformer(pretrained="cmim-broad", max_epochs=0).fit(["CCO"])
-        >>> X = cmim.transform(["CCO", "c1ccccc1"])
-        >>> X.shape, X.dtype
-        ((2, 1024), dtype('float32'))
-        >>> cmim.set_params(embedding="latent").transform(["CCO", "c1ccccc1"]).shape
-        (2, 256)
-
-        With ``errors="nan"`` an unreadable item gets a NaN row instead of an error:
-
-        >>> import numpy as np
-        >>> X = cmim.set_params(errors="nan").transform(["CCO", "not a molecule"])
-        >>> np.isnan(X).all(axis=1)
-        array([False,  True])
-        """
-        encoded = self._encode(X)
-        return self._embed(encoded, self._embedding_spec(), self._n_features_out())
-
-    def _n_features_out(self) -> int:
-        return len(self.get_feature_names_out())
-
-    def get_feature_names_out(self, input_features=None):
-        """Names of the embedding columns: ``latent*``, then ``decoder_mean*``/``decoder_max*``.
-
-        Parameters
-        ----------
-        input_features : ignored
-            Present for scikit-learn's API; X holds molecules, not named columns.
-
-        Returns
-        -------
-        names : ndarray of str (object), shape (n_features,)
-            One name per column of :meth:`transform`'s output, for the current ``embedding``
-            settings.
-
-        Raises
-        ------
-        sklearn.exceptions.NotFittedError
-            If the estimator is not fitted.
-        ValueError
-            If a parameter that inference reads is invalid, as for :meth:`transform`.
-
-        Examples
-        --------
-        >>> from sklearn_cmim import CMIMTransformer
-        >>> cmim = CMIMTransformer(pretrained="cmim-broad", max_epochs=0).fit(["CCO"])
-        >>> names = cmim.get_feature_names_out()
-        >>> len(names), names[0], names[-1]
-        (1024, 'latent0', 'decoder_max383')
-        >>> cmim.set_params(embedding="latent").get_feature_names_out()[-1]
-        'latent255'
-        """
-        self._check_fitted()
-        config = self.model_.config
-        names = self._embedding_spec().feature_names(config.n_latents * config.latent_dim,
-                                                     config.d_model)
-        return np.asarray(names, dtype=object)
-
-    # ----------------------------------------------------------------- decoding
-    def inverse_transform(self, X):
-        """Decode latent vectors to SMILES by greedy decoding.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, K x D) or the informative width
-            Latent means, or informative embeddings that start with them.
-
-        Returns
-        -------
-        smiles : ndarray of str (object), shape (n_samples,)
-            ``None`` for NaN rows when ``errors="nan"``. A decoded string may be an invalid SMILES.
-
-        Raises
-        ------
-        sklearn.exceptions.NotFittedError
-            If the estimator is not fitted.
-        ValueError
-            If a parameter that inference reads is invalid, if X has the wrong shape, if the
-            embeddings hold no latent part (``informative_with_latent=False``), or, with
-            ``errors="raise"``, if a row is not finite.
-
-        Examples
-        --------
-        Latent means decode back to SMILES strings (how many match the input depends on the
-        model: see :meth:`score`):
-
-        >>> from sklearn_cmim import CMIMTransformer
-        >>> cmim = CMIMTransformer(pretrained="cmim-broad", embedding="latent",
-        ...                        max_epochs=0).fit(["CCO"])
-        >>> smiles = cmim.inverse_transform(cmim.transform(["CCO", "c1ccccc1"]))
-        >>> smiles.shape, all(isinstance(s, str) for s in smiles)
-        ((2,), True)
-
-        With ``errors="nan"`` a NaN row decodes to ``None``:
-
-        >>> import numpy as np
-        >>> cmim.set_params(errors="nan").inverse_transform(np.full((1, 256), np.nan))
-        array([None], dtype=object)
-        """
-        self._check_fitted()
-        Z = np.asarray(X, dtype=np.float32)
-        config = self.model_.config
-        n_latent = config.n_latents * config.latent_dim
-        has_latent = self.embedding == "latent" or self.informative_with_latent
-        if Z.ndim != 2 or Z.shape[1] not in (n_latent, self._n_features_out()) or not has_latent:
-            raise ValueError(f"expected latent vectors of shape (n, {n_latent}) or embeddings "
-                             f"that start with them, got shape {Z.shape}")
-        Z = Z[:, :n_latent]
-        bad = ~np.isfinite(Z).all(axis=1)
-        if bad.any() and self.errors == "raise":
-            row = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"X[{row}] holds non-finite values; no molecule decodes from it "
-                             "(pass errors='nan' to get None for it instead)")
-        return self._decode(Z, bad)
-
-    def _inference_autocast(self):
-        """bf16 autocast for inference only when asked for by name: under "auto", inference runs in
-        fp32, whose rounding does not depend on how molecules are batched."""
-        return autocast(self.device_, "bf16" if self.precision_ == "bf16" and self.precision == "bf16"
-                        else "fp32")
-
-    def _decode(self, Z: np.ndarray, skip: np.ndarray) -> np.ndarray:
-        config = self.model_.config
-        out = np.full(len(Z), None, dtype=object)
-        rows = np.flatnonzero(~skip)
-        z = torch.from_numpy(Z[rows]).view(-1, config.n_latents, config.latent_dim)
-        step = self.inference_batch_size
-        with torch.inference_mode(), self._inference_autocast():
-            for start in range(0, len(rows), step):
-                ids = self.model_.generate(z[start:start + step].to(self.device_),
-                                           self.vocabulary_.bos_id, self.vocabulary_.eos_id)
-                for row, seq in zip(rows[start:start + step], ids.tolist(), strict=True):
-                    out[row] = self.vocabulary_.decode(seq)
-        return out
-
-    def sample(self, n_samples=1, random_state=None, *, around=None, sigma=DEFAULT_SIGMA):
-        """Decode molecules from latents drawn from the prior N(0, I), or near given molecules.
-
-        Few prior draws decode to valid molecules: the codes of real molecules fill a much tighter
-        region than N(0, I) (0.5-1.6% are valid with the bundled models; see their model cards).
-        Sampling ``around`` known molecules is the better option: at the default ``sigma``, nearly
-        all decodings are valid.
-
-        Parameters
-        ----------
-        n_samples : int, default=1
-            Molecules to decode (per molecule of ``around``, when given).
-        random_state : int, RandomState instance or None, default=None
-            Seeds the latent draws (``None``: NumPy's global generator).
-        around : sequence of str or rdkit.Chem.Mol, optional
-            Draw around these molecules instead of from the prior: each one's latent mean plus
-            ``sigma`` times N(0, I) noise. Bad items follow ``errors``: they raise, or, with
-            ``errors="nan"``, their samples are ``None``.
-        sigma : float, default=0.07
-            Noise scale around each molecule, in units of the prior's standard deviation. With the
-            `-broad` models 0.07 keeps about 95% of the decodings valid, most of them the molecule
-            itself; 0.1 keeps about 60% valid, over a third of them new molecules.
-
-        Returns
-        -------
-        smiles : ndarray of str (object), shape (n_samples,) or (len(around) * n_samples,)
-            Greedy decodings, the samples of the first molecule of ``around`` first; a string may
-            be an invalid SMILES.
-
-        Raises
-        ------
-        sklearn.exceptions.NotFittedError
-            If the estimator is not fitted.
-        ValueError
-            If ``n_samples`` is not a positive integer, ``sigma`` is negative or a parameter that
-            inference reads is invalid, or, with ``errors="raise"``, at the first bad item of
-            ``around``.
-
-        Examples
-        --------
-        >>> from sklearn_cmim import CMIMTransformer
-        >>> cmim = CMIMTransformer(pretrained="cmim-broad", max_epochs=0).fit(["CCO"])
-        >>> smiles = cmim.sample(2, random_state=0)
-        >>> smiles.shape, smiles.dtype
-        ((2,), dtype('O'))
-
-        The same ``random_state`` draws the same latents, so gives the same molecules:
-
-        >>> list(cmim.sample(2, random_state=0)) == list(smiles)
-        True
-
-        Three molecules near each of two seeds; with ``sigma=0`` every draw is the seed's own
-        latent mean, so its three decodings agree:
-
-        >>> near = cmim.sample(3, random_state=0, around=["CCOc1ccccc1", "CC(=O)Nc1ccc(O)cc1"])
-        >>> near.shape
-        (6,)
-        >>> len(set(cmim.sample(3, around=["CCOc1ccccc1"], sigma=0.0)))
-        1
-        """
-        self._check_fitted()
-        n_samples = check_n_samples(n_samples)
-        if not (isinstance(sigma, Real) and sigma >= 0):
-            raise ValueError(f"sigma must be a non-negative number, got {sigma!r}")
-        rng = check_random_state(random_state)
-        if around is None:
-            config = self.model_.config
-            z = rng.standard_normal((n_samples, config.n_latents * config.latent_dim))
-        else:
-            centres = np.repeat(self._latent_means(self._encode(around)), n_samples, axis=0)
-            z = centres + sigma * rng.standard_normal(centres.shape)
-        z = z.astype(np.float32)
-        return self._decode(z, ~np.isfinite(z).all(axis=1))  # NaN rows: bad molecules of ``around``
-
-    def score(self, X, y=None):
-        """Exact reconstruction accuracy: share of molecules whose decoded latent mean gives back
-        the same canonical SMILES (bad items are left out when ``errors="nan"``).
-
-        Parameters
-        ----------
-        X : sequence of str or rdkit.Chem.Mol
-            SMILES strings or molecules, as for :meth:`transform`.
-        y : ignored
-
-        Returns
-        -------
-        accuracy : float in [0, 1]
-
-        Raises
-        ------
-        sklearn.exceptions.NotFittedError
-            If the estimator is not fitted.
-        ValueError, TypeError
-            If a parameter that inference reads is invalid, if no molecule of X is usable, or,
-            with ``errors="raise"``, at the first bad item.
-
-        Examples
-        --------
-        >>> from sklearn_cmim import CMIMTransformer
-        >>> cmim = CMIMTransformer(pretrained="cmim-broad", max_epochs=0).fit(["CCO"])
-        >>> accuracy = cmim.score(["CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O"])
-        >>> isinstance(accuracy, float), 0.0 <= accuracy <= 1.0
-        (True, True)
-        """
-        encoded = self._encode(X)
-        latent = self._latent_means(encoded)
-        valid = encoded.valid
-        if not valid.any():
-            raise ValueError("none of the molecules in X is usable")
-        decoded = self._decode(latent, ~valid)
-        hits = [canonical_smiles(d) == canonical_smiles(s)
-                for d, s, ok in zip(decoded, encoded.smiles, valid, strict=True) if ok]
-        return float(np.mean(hits))
-
-    # -------------------------------------------------------------- persistence
-    def save_pretrained(self, directory, half=False):
-        """Write config, vocabulary and weights to ``directory`` (loadable by ``pretrained=``).
-
-        Parameters
-        ----------
-        directory : str or path
-            Created if missing; the three files are written atomically into it.
-        half : bool, default=False
-            Store the weights in float16 (half the size; loaded back as float32).
-
-        Returns
-        -------
-        directory : pathlib.Path
-
-        Raises
-        ------
-        sklearn.exceptions.NotFittedError
-            If the estimator is not fitted.
-        OSError
-            If the directory cannot be written.
-
-        Examples
-        --------
-        The directory loads back with ``pretrained=`` and gives the same embeddings:
-
-        >>> import tempfile
-        >>> import numpy as np
-        >>> from sklearn_cmim import CMIMTransformer
-        >>> cmim = CMIMTransformer(pretrained="cmim-broad", max_epochs=0).fit(["CCO"])
-        >>> with tempfile.TemporaryDirectory() as tmp:
-        ...     path = cmim.save_pretrained(tmp)
-        ...     files = sorted(p.name for p in path.iterdir())
-        ...     copy = CMIMTransformer(pretrained=tmp, max_epochs=0).fit(["CCO"])
-        >>> files
-        ['config.json', 'vocab.json', 'weights.pt']
-        >>> np.array_equal(copy.transform(["c1ccccc1"]), cmim.transform(["c1ccccc1"]))
-        True
-        """
-        check_is_fitted(self, "model_")
-        metadata = {"contrastive_weight": self.contrastive_weight,
-                    "temperature": self.temperature, "history": self.history_}
-        return save_pretrained(directory, Pretrained(self.model_, self.vocabulary_,
-                                                     self.standardizer_, metadata), half=half)
-
-    def __getstate__(self):
-        # The network travels as a plain tensor state dict (bytes) plus its config, so loading
-        # never unpickles torch objects and works on a machine without the fitting device.
-        state = dict(super().__getstate__())  # a copy: the base class may hand back __dict__ itself
-        model = state.pop("model_", None)
-        if model is not None:
-            state["_model_config"] = model.config.to_dict()
-            state["_model_weights"] = weights_to_bytes(model)
-        return state
-
-    def __setstate__(self, state):
-        config, weights = state.pop("_model_config", None), state.pop("_model_weights", None)
-        super().__setstate__(state)
-        if config is not None:
-            self.device_ = resolve_device(self.device_)
-            state_dict = load_weights(io.BytesIO(weights), "the pickled estimator")
-            self.model_ = build_model(config, state_dict, "the pickled estimator").to(self.device_)
-            self.precision_ = resolve_precision(self.precision, self.device_)

@@ -13,15 +13,10 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 
 from sklearn_cmim import CMIMTransformer, ECFPTransformer, cli
+from sklearn_cmim.chem.properties import _ring_penalty
 from sklearn_cmim.chem.standardize import canonical_smiles
 from sklearn_cmim.config import DEFAULT_MODEL
-from sklearn_cmim.optimization import (
-    _ring_penalty,
-    optimize_molecules,
-    penalized_logp,
-    qed,
-    tanimoto_similarity,
-)
+from sklearn_cmim.optimization import optimize_molecules, penalized_logp, qed, tanimoto_similarity
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 JTVAE_SEEDS = SHARED_DATA / "optimization" / "jtvae_opt_test_plogp.txt"

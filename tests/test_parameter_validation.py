@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from sklearn_cmim import CMIMTransformer, ECFPTransformer, RDKitDescriptorsTransformer, Standardizer
-from sklearn_cmim import transformer as transformer_module
+from sklearn_cmim import (
+    CMIMTransformer,
+    ECFPTransformer,
+    RDKitDescriptorsTransformer,
+    Standardizer,
+    embedding,
+    saving,
+)
 from tests.conftest import TINY
 
 # One representative bad value per parameter: out of range, wrong type or unknown option.
@@ -88,8 +94,12 @@ def no_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("work started before the parameters were checked")
 
-    for name in ("as_items", "resolve_device", "load_pretrained", "fit_model", "CMIMModel"):
-        monkeypatch.setattr(transformer_module, name, refuse)
+    # Where the work is done: fit in sklearn_cmim.embedding, from_pretrained in sklearn_cmim.saving.
+    for module, names in ((embedding, ("as_items", "resolve_device", "load_pretrained", "fit_model",
+                                       "CMIMModel")),
+                          (saving, ("resolve_device", "load_pretrained"))):
+        for name in names:
+            monkeypatch.setattr(module, name, refuse)
 
 
 def test_every_parameter_has_a_constraint_and_a_bad_value_here():
