@@ -15,6 +15,7 @@ from sklearn.utils import check_random_state
 
 from .chem.inputs import check_n_samples
 from .chem.standardize import canonical_smiles
+from .nn.device import cpu_threads
 from .nn.inference import decode_latents
 from .nn.sampling import DEFAULT_SIGMA
 
@@ -81,8 +82,9 @@ class DecodingMixin:
         return self._decode(Z, bad)
 
     def _decode(self, Z: np.ndarray, skip: np.ndarray) -> np.ndarray:
-        return decode_latents(self.model_, self.vocabulary_, Z, skip, self.inference_batch_size,
-                              self.device_, self._inference_precision())
+        with cpu_threads(self.n_threads, self.device_):
+            return decode_latents(self.model_, self.vocabulary_, Z, skip, self.inference_batch_size,
+                                  self.device_, self._inference_precision())
 
     def sample(self, n_samples=1, random_state=None, *, around=None, sigma=DEFAULT_SIGMA):
         """Decode molecules from latents drawn from the prior N(0, I), or near given molecules.

@@ -15,7 +15,7 @@ from sklearn.utils import check_random_state
 from .chem.inputs import as_items, encode_items, encode_smiles, standardize_items
 from .chem.standardize import Standardizer
 from .chem.tokenizer import Vocabulary
-from .nn.device import resolve_device, resolve_precision
+from .nn.device import cpu_threads, resolve_device, resolve_precision
 from .nn.model import CMIMModel, ModelConfig
 from .persistence import load_pretrained
 from .training.fit import TrainSettings, fit_model
@@ -146,8 +146,9 @@ class EmbeddingMixin(TransformerMixin):
             model.to(device)
             history = []
             if self.max_epochs > 0:
-                history = fit_model(model, sequences, self._train_settings(), device, precision,
-                                    np.random.default_rng(seed), self.verbose)
+                with cpu_threads(self.n_threads, device):
+                        history = fit_model(model, sequences, self._train_settings(), device, precision,
+                                        np.random.default_rng(seed), self.verbose)
         # Attributes are set only now, so an interrupted or failed fit leaves the estimator as it was.
         self._set_fitted(model, vocabulary, standardizer, device, precision, history)
         return encoded

@@ -8,6 +8,7 @@ attributes belong to the estimator itself (``sklearn_cmim/transformer.py``).
 
 from __future__ import annotations
 
+import inspect
 import io
 from typing import TYPE_CHECKING
 
@@ -133,6 +134,10 @@ class SavingMixin:
 
     def __setstate__(self, state):
         config, weights = state.pop("_model_config", None), state.pop("_model_weights", None)
+        # A pickle from before a parameter existed gets that parameter's default.
+        defaults = inspect.signature(type(self)).parameters
+        for name in self._get_param_names():
+            state.setdefault(name, defaults[name].default)
         super().__setstate__(state)
         if config is not None:
             self.device_ = resolve_device(self.device_)

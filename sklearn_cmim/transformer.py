@@ -22,6 +22,7 @@ from .chem.inputs import ERRORS, MoleculeInputMixin, as_items, encode_items
 from .chem.standardize import Standardizer
 from .decoding import DecodingMixin
 from .embedding import EmbeddingMixin
+from .nn.device import cpu_threads
 from .nn.embeddings import KINDS, LAYERS, POOLINGS, EmbeddingSpec
 from .nn.inference import embed_sequences
 from .saving import SavingMixin
@@ -36,7 +37,8 @@ _POSITIVE = Interval(Real, 0, None, closed="neither")
 # What the methods of a fitted estimator read: checked again by them, because ``set_params`` may
 # change these after ``fit`` (``set_params(embedding="latent").transform(X)``).
 _INFERENCE_PARAMETERS = ("embedding", "informative_layers", "informative_pooling",
-                         "informative_with_latent", "inference_batch_size", "precision", "errors")
+                         "informative_with_latent", "inference_batch_size", "precision", "n_threads",
+                         "errors")
 
 
 class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingMixin, BaseEstimator):
@@ -102,6 +104,11 @@ class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingM
         "bf16" uses bf16 for inference too: on a CPU with native bf16, ``transform`` ran 2-2.6x as
         fast (docs/benchmarks.md), at the cost of embeddings that move by about 1e-3 with their
         batch neighbours. "fp32" never uses bf16.
+    n_threads : int, default=None
+        torch threads for CPU work. ``None`` takes, at the start of each call, the cores that
+        other programs leave idle (never more than ``torch.get_num_threads()``): torch's threads
+        wait for one another, so a thread on a busy core stalls the rest. The count changes the
+        last bits of a fit; set it for bit-for-bit repeats on a machine whose load varies.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation, batch order and latent sampling.
     verbose : int, default=0
@@ -125,24 +132,25 @@ class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingM
 
     Notes
     -----
-    **Threads and processes.** On the CPU torch runs each operation on
-    ``torch.get_num_threads()`` threads; the estimator leaves that number alone. Under
-    scikit-learn's ``n_jobs`` (``GridSearchCV``, ``cross_val_score`` ...) joblib's default loky
-    backend starts each worker process with ``OMP_NUM_THREADS = cpu_count() // n_jobs`` unless
-    the variable is already set, and torch sizes its thread pool from it, so the workers share the
-    cores without oversubscription. threadpoolctl, scikit-learn's other thread limiter, reaches
-    torch only through the OpenMP runtime torch was built with (the Linux CPU wheels' libgomp)
-    and only in the calling thread; within one process (joblib's threading backend, your own
-    threads) ``torch.set_num_threads`` is the direct way. A fitted estimator may be shared by
-    threads: ``transform``, ``inverse_transform``, ``score`` and ``sample`` only read it; ``fit``
-    must not overlap them.
+    **Threads and processes.** On the CPU torch runs each operation on a team of threads that
+    wait for one another. With ``n_threads=None`` each call (``fit``, ``transform``,
+    ``inverse_transform``, ``score``, ``sample``) runs on as many threads as there are cores that
+    other programs leave idle when it starts, at most ``torch.get_num_threads()``, and gives
+    torch's setting back afterwards (the choice is made by reading Linux's CPU counters for 50
+    ms and stands for 5 s; elsewhere torch's own count is used). Under scikit-learn's ``n_jobs``
+    (``GridSearchCV``, ``cross_val_score`` ...) joblib's default loky backend starts each worker
+    process with ``OMP_NUM_THREADS = cpu_count() // n_jobs`` unless the variable is already
+    set, torch sizes its thread pool from it, and so the workers share the cores without
+    oversubscription. A fitted estimator may be shared by threads: ``transform``,
+    ``inverse_transform``, ``score`` and ``sample`` only read it; ``fit`` must not overlap them.
 
     **Determinism on the CPU.** ``random_state`` fixes every bit of the model and its embeddings,
-    in any process and through pickle or joblib, for the same torch thread count, CPU type and
+    in any process and through pickle or joblib, for the same thread count, CPU type and
     library versions; a GridSearchCV refit is the same model whatever its ``n_jobs``. What changes
-    the last bits: the thread count (sums split differently: ~1e-7 in fp32, ~1e-3 in bf16, so
-    cross-validation scores under ``n_jobs=2`` can differ in the last digits from ``n_jobs=1``
-    unless every process runs the same number of threads), and the other molecules of a batch
+    the last bits: the thread count (sums split differently: ~1e-7 in fp32, ~1e-3 in bf16), which
+    under ``n_threads=None`` follows the machine's load, so set ``n_threads`` for bit-for-bit
+    repeats (cross-validation scores under ``n_jobs=2`` can then still differ in the last digits
+    from ``n_jobs=1``, whose single process has more threads); and the other molecules of a batch
     (padding and batch size change the kernels' blocking: ~1e-7 in fp32, ~1e-3 in bf16).
     ``random_state=None`` draws a seed from NumPy's global generator.
 
@@ -208,6 +216,7 @@ class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingM
         "standardizer": [Standardizer, None],
         "device": [str, torch.device, None],
         "precision": [StrOptions({"auto", "bf16", "fp32"})],
+        "n_threads": [_POSITIVE_INT, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "errors": [StrOptions(set(ERRORS))],
@@ -220,7 +229,7 @@ class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingM
                  weight_decay=1e-3, mim_warmup_steps=1000, inference_batch_size=256,
                  embedding="informative", informative_layers="last", informative_pooling="mean_max",
                  informative_with_latent=True, standardizer=None, device=None, precision="auto",
-                 random_state=None, verbose=0, errors="raise"):
+                 n_threads=None, random_state=None, verbose=0, errors="raise"):
         self.pretrained = pretrained
         self.contrastive_weight = contrastive_weight
         self.temperature = temperature
@@ -247,6 +256,7 @@ class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingM
         self.standardizer = standardizer
         self.device = device
         self.precision = precision
+        self.n_threads = n_threads
         self.random_state = random_state
         self.verbose = verbose
         self.errors = errors
@@ -303,8 +313,9 @@ class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingM
 
     def _embed(self, encoded, spec: EmbeddingSpec, n_features: int) -> np.ndarray:
         """``spec``'s embedding of encoded molecules; NaN rows for bad ones."""
-        return embed_sequences(self.model_, encoded.sequences, spec, n_features,
-                               self.inference_batch_size, self.device_, self._inference_precision())
+        with cpu_threads(self.n_threads, self.device_):
+            return embed_sequences(self.model_, encoded.sequences, spec, n_features,
+                                   self.inference_batch_size, self.device_, self._inference_precision())
 
     def _latent_means(self, encoded) -> np.ndarray:
         """Latent means of encoded molecules whatever ``embedding`` says; NaN rows for bad ones."""

@@ -5,11 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 
+from sklearn_cmim import CMIMTransformer, decoding, embedding, transformer
 from sklearn_cmim.nn import device as device_module
 from sklearn_cmim.nn.device import cpu_threads, free_cores
+from tests.conftest import TINY
 
 CPU = torch.device("cpu")
 LINUX_COUNTERS = pytest.mark.skipif(not Path("/proc/stat").exists() or not hasattr(os, "sched_getaffinity"),
@@ -90,3 +94,56 @@ def test_other_devices_keep_torchs_cpu_threads(monkeypatch):
     monkeypatch.setattr(device_module, "free_cores", lambda: 1)
     with cpu_threads(None, torch.device("cuda")) as threads:
         assert threads == torch.get_num_threads()
+
+
+# ------------------------------------------------------------------ the estimator's n_threads
+@pytest.fixture
+def two_threads():
+    """torch set to two threads, whatever the environment asked for, so one thread is a change."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def record_threads(monkeypatch, module, name, seen):
+    """Wrap ``module.name`` so that each call notes the torch threads it ran on."""
+    real = getattr(module, name)
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, recording)
+
+
+def test_fit_transform_and_decoding_run_on_n_threads_and_give_the_setting_back(monkeypatch, smiles,
+                                                                               two_threads):
+    seen = []
+    for module, name in ((embedding, "fit_model"), (transformer, "embed_sequences"),
+                         (decoding, "decode_latents")):
+        record_threads(monkeypatch, module, name, seen)
+    est = CMIMTransformer(**{**TINY, "embedding": "latent", "n_threads": 1}).fit(smiles)
+    est.inverse_transform(est.transform(smiles[:4]))
+    assert seen == [1, 1, 1]
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize(("free", "expected"), [(1, 1), (64, 2)])
+def test_by_default_the_estimator_runs_on_the_free_cores(monkeypatch, fitted, smiles, two_threads,
+                                                         free, expected):
+    monkeypatch.setattr(device_module, "free_cores", lambda: free)
+    seen = []
+    record_threads(monkeypatch, embedding, "fit_model", seen)
+    record_threads(monkeypatch, transformer, "embed_sequences", seen)
+    clone(fitted).set_params(n_threads=None).fit(smiles).transform(smiles[:4])
+    assert seen == [expected, expected]
+
+
+def test_a_pickle_from_before_n_threads_existed_loads_with_the_default(fitted, smiles):
+    state = fitted.__getstate__()
+    del state["n_threads"]
+    restored = CMIMTransformer.__new__(CMIMTransformer)
+    restored.__setstate__(state)
+    assert restored.get_params()["n_threads"] is None
+    np.testing.assert_array_equal(restored.transform(smiles), fitted.transform(smiles))
