@@ -8,15 +8,15 @@ alone logs, validates and writes. The result is a model directory for
 
 Read top-down: :func:`pretrain` (set-up), :class:`Loop` (a step, then the log line, validation
 and checkpoint due after it), :class:`Run` (what a checkpoint holds), then the helpers they
-call. What the loop reports (log lines, throughput, validation) lives in
-:mod:`sklearn_cmim.training.reporting`.
+call. What the run starts from (config, vocabulary, ``--init-from`` weights) lives in
+:mod:`sklearn_cmim.training.model_spec`, and what the loop reports (log lines, throughput,
+validation) in :mod:`sklearn_cmim.training.reporting`.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -27,21 +27,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..chem.batching import pad
-from ..chem.corpus import (
-    Corpus,
-    CorpusError,
-    HoldOut,
-    MoleculeEncoder,
-    build_vocabulary,
-    validation_set,
-)
+from ..chem.corpus import Corpus, HoldOut, MoleculeEncoder, validation_set
 from ..chem.standardize import Standardizer
 from ..chem.tokenizer import Vocabulary
-from ..config import ARCHITECTURE
 from ..nn.device import autocast, resolve_device, resolve_precision
 from ..nn.flops import matmul_peak_flops
-from ..nn.model import CMIMModel, ModelConfig
-from ..persistence import Pretrained, load_pretrained, save_pretrained
+from ..nn.model import CMIMModel
+from ..persistence import Pretrained, save_pretrained
 from .checkpoint import (
     CheckpointError,
     Checkpoints,
@@ -60,11 +52,12 @@ from .fit import (
     make_scheduler,
     train_step,
 )
+from .model_spec import initial_summary, load_extended, model_spec
 from .prepared import PreparedCorpus, PreparedStream
 from .reporting import Meter, format_record, format_validation, validate_corpora
 from .streams import BatchStream, MixedStream
 
-__all__ = ["Loop", "Run", "initial_summary", "load_extended", "pretrain"]
+__all__ = ["Loop", "Run", "pretrain"]
 
 
 def pretrain(args: argparse.Namespace) -> Path:
@@ -342,58 +335,6 @@ def resume_state(args, context: Context, checkpoints: Checkpoints) -> dict | Non
         raise CheckpointError(f"{path} was written by {state['world_size']} process(es); resume it with "
                               f"as many (now {context.world_size}) so that each rank finds its data position")
     return {**state, "path": path}
-
-
-def model_spec(args, context: Context, corpora: list[Corpus], split: HoldOut, state: dict | None):
-    """Model config, vocabulary, standardiser and the model to start from (``None``: fresh weights):
-    the checkpoint's when resuming, else from ``args``."""
-    if state is not None:
-        return (ModelConfig.from_dict(state["config"]), Vocabulary(state["vocabulary"]),
-                Standardizer(**state["standardizer"]), None)
-    initial = load_model_option("--init-from", args.init_from) if args.init_from else None
-    standardizer = (initial.standardizer if initial is not None
-                    else Standardizer(args.largest_fragment, args.neutralize, args.isomeric))
-    # Rank 0 reads the corpora once; the others receive the result.
-    vocabulary = Vocabulary(context.broadcast(
-        make_vocabulary(args, corpora, split, standardizer).to_list() if context.is_main else None))
-    if initial is None:
-        config = ModelConfig(vocab_size=len(vocabulary), dropout=args.dropout, bias=args.bias,
-                             **{name: getattr(args, name) for name in ARCHITECTURE})
-        return config, vocabulary, standardizer, None
-    vocabulary = initial.vocabulary.extended(vocabulary)
-    base = initial.model.config
-    config = dataclasses.replace(base, vocab_size=len(vocabulary), dropout=args.dropout,
-                                 max_length=max(base.max_length, args.max_length))
-    return config, vocabulary, standardizer, initial
-
-
-def load_extended(model: CMIMModel, initial: CMIMModel) -> None:
-    """Copy ``initial``'s weights into ``model``, whose token and position tables may be longer: the
-    rows ``initial`` has are copied, the new ones keep their fresh initialisation."""
-    weights = model.state_dict()
-    for name, value in initial.state_dict().items():
-        weights[name][:value.shape[0]] = value
-    model.load_state_dict(weights)
-
-
-def make_vocabulary(args, corpora: list[Corpus], split: HoldOut, standardizer: Standardizer) -> Vocabulary:
-    if args.vocab_from is None:
-        return build_vocabulary(corpora, split, standardizer, args.vocab_records, args.vocab_min_count)
-    return load_model_option("--vocab-from", args.vocab_from).vocabulary
-
-
-def load_model_option(option: str, name: str) -> Pretrained:
-    try:
-        return load_pretrained(name)
-    except (FileNotFoundError, ValueError) as error:
-        raise CorpusError(f"{option}: {error}") from None
-
-
-def initial_summary(name: str) -> dict:
-    """What the model a run started from was: its name and its own pretraining's size."""
-    pretraining = load_pretrained(name).metadata.get("pretraining", {})
-    return {"model": str(name), **{key: pretraining[key] for key in ("steps", "molecules_seen")
-                                    if key in pretraining}}
 
 
 def arguments(args) -> dict:
