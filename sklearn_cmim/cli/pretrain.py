@@ -22,8 +22,8 @@ from ..config import ARCHITECTURE, ModelConfig, TrainSettings
 from .common import (
     ArgumentParser,
     HelpFormatter,
+    add_options,
     checked,
-    device_name,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -151,7 +151,7 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
     run.add_argument("--keep-checkpoints", type=positive_int, default=3, help="newest checkpoints kept")
     run.add_argument("--validation-every", type=positive_int, default=1000, help="steps between validations")
     run.add_argument("--log-every", type=positive_int, default=100, help="steps between log lines")
-    run.add_argument("--device", type=device_name, help="torch device (default: cuda, then mps, then cpu)")
+    add_options(run, "--device")
     run.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                      help="auto: bf16 autocast where the hardware has native bf16")
     run.add_argument("--random-state", type=non_negative_int, default=0,
