@@ -26,7 +26,7 @@ from sklearn_cmim.cli import pretrain
 from sklearn_cmim.cli.export import export_checkpoint
 from sklearn_cmim.nn.model import CMIMModel, ModelConfig
 from sklearn_cmim.persistence import load_pretrained
-from sklearn_cmim.training import pretraining
+from sklearn_cmim.training import model_spec
 from sklearn_cmim.training.checkpoint import load_checkpoint
 from sklearn_cmim.training.streams import BatchStream, MixedStream
 
@@ -140,7 +140,7 @@ def test_load_extended_copies_every_old_row_and_keeps_the_new_ones():
                                   n_decoder_layers=1, n_latents=1, latent_dim=8, max_length=20))
     large = CMIMModel(ModelConfig(**{**small.config.to_dict(), "vocab_size": 9, "max_length": 30}))
     fresh = {k: v.clone() for k, v in large.state_dict().items()}
-    pretraining.load_extended(large, small)
+    model_spec.load_extended(large, small)
     for name, value in small.state_dict().items():
         got = large.state_dict()[name]
         assert torch.equal(got[:value.shape[0]], value), name

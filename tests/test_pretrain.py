@@ -27,8 +27,10 @@ from sklearn_cmim.datasets import DATA_DIR, load_esol
 from sklearn_cmim.nn.losses import contrastive_loss
 from sklearn_cmim.persistence import load_pretrained
 from sklearn_cmim.training import fit as training
+from sklearn_cmim.training import pretraining
 from sklearn_cmim.training.checkpoint import CheckpointError, Checkpoints, CheckpointWarning, load_checkpoint
 from sklearn_cmim.training.distributed import Context, LatentGather
+from sklearn_cmim.training.schedule import TrainingClock
 from sklearn_cmim.training.streams import BatchStream
 
 DELANEY = str(DATA_DIR / "delaney.csv")
@@ -327,6 +329,40 @@ def test_time_based_checkpoints_are_taken_at_logging_steps(tmp_path):
     assert pretrain.main([DELANEY, "--output", str(out), *TINY, "--max-steps", "5", "--log-every", "2",
                           "--checkpoint-every-steps", "1000", "--checkpoint-every-minutes", "1e-9"]) == 0
     assert checkpoint_steps(out / "checkpoints") == [2, 4, 5]  # 5: the last step always is
+
+
+def test_max_minutes_stops_the_run_by_the_clock_with_a_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    assert pretrain.main([DELANEY, "--output", str(out), *TINY, "--max-steps", "1000000",
+                          "--checkpoint-every-steps", "1000000", "--max-minutes", "0.02"]) == 0
+    [step] = checkpoint_steps(out / "checkpoints")  # the last step's: none came due before
+    state = load_checkpoint(out / "checkpoints" / f"step-{step:08d}.pt")
+    assert 0 < step < 1_000_000 and state["training_seconds"] >= 0.02 * 60
+    meta = metadata(out)
+    assert meta["pretraining"]["steps"] == step and meta["pretraining"]["arguments"]["max_minutes"] == 0.02
+    assert meta["training_log"][-1]["step"] == step and meta["training_log"][-1]["minutes"] >= 0.02
+
+
+def test_a_resumed_run_counts_the_minutes_before_its_checkpoint(tmp_path, monkeypatch):
+    # A clock on which every step takes one second, so that the budget is known in steps.
+    seconds = [0.0]
+    real_step = pretraining.train_step
+
+    def one_second_step(*args, **kwargs):
+        seconds[0] += 1.0
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(pretraining, "train_step", one_second_step)
+    monkeypatch.setattr(pretraining, "TrainingClock",
+                        lambda budget: TrainingClock(budget, now=lambda: seconds[0]))
+    out = tmp_path / "run"
+    common = [DELANEY, "--output", str(out), *TINY, "--max-steps", "1000", "--checkpoint-every-steps", "1000"]
+    assert pretrain.main([*common, "--max-minutes", "0.1"]) == 0  # 6 seconds
+    assert checkpoint_steps(out / "checkpoints") == [6]
+    assert pretrain.main([*common, "--max-minutes", "0.2", "--resume"]) == 0  # 6 more, not 12
+    assert checkpoint_steps(out / "checkpoints") == [6, 12]
+    assert load_checkpoint(out / "checkpoints" / "step-00000012.pt")["training_seconds"] == 12
+    assert [record["minutes"] for record in metadata(out)["training_log"]] == [5 / 60, 0.1, 10 / 60, 0.2]
 
 
 def test_vocabulary_can_come_from_an_existing_model(tmp_path):

@@ -19,24 +19,24 @@ from sklearn_cmim.nn.model import CMIMModel, ModelConfig
 from sklearn_cmim.persistence import Pretrained, save_pretrained
 
 TWINS = {"cmim": "cmim-broad", "mim": "mim-broad"}
-WARMUP_STEPS = (150, 20)  # the WARMUP of each stage's run
 
 
-def stage(config: dict, warmup: int) -> dict:
+def stage(config: dict) -> dict:
+    """One stage's settings, from the arguments its run stored with the model."""
     run = config["metadata"]["pretraining"]
     arguments = run["arguments"]
     return {
         "steps": run["steps"],
         "molecules_seen": run["molecules_seen"],
         "learning_rate": arguments["learning_rate"],
-        "warmup_steps": warmup,
-        "minutes": arguments["time_limit_minutes"],
+        "warmup_steps": arguments["warmup_steps"],
+        "minutes": arguments["max_minutes"],
         "mim_warmup_steps": arguments["mim_warmup_steps"],
     }
 
 
 def metadata(first: dict, second: dict) -> dict:
-    stages = [stage(first, WARMUP_STEPS[0]), stage(second, WARMUP_STEPS[1])]
+    stages = [stage(first), stage(second)]
     steps, seen = stages[0]["steps"], stages[0]["molecules_seen"]
 
     def shifted(records):  # stage 2's records, counted from the start of stage 1

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the cMIM and MIM twins side by side on one GPU for MINUTES each; results go to $OUT.
-# Usage: OUT=DIR [INIT=/tmp WARMUP=N EXTRA="cmim pretrain options"] run.sh MINUTES (README.md).
+# Usage: OUT=DIR [INIT=/tmp EXTRA="cmim pretrain options"] run.sh MINUTES (README.md).
 set -u
 MINUTES=${1:-7.5}
 mkdir -p "$OUT" && OUT=$(realpath "$OUT")

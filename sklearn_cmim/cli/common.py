@@ -1,4 +1,5 @@
-"""What every ``cmim`` command shares: its argument parser and option types, and how it reports.
+"""What every ``cmim`` command shares: its argument parser, option types and common options, and
+how it reports.
 
 A user error is one line on stderr (``PROG: error: ...``) and exit status 2, never a traceback;
 under ``torchrun`` every line names its rank.
@@ -12,12 +13,14 @@ import sys
 import warnings
 from collections import Counter
 from contextlib import contextmanager
+from pathlib import Path
 
+from ..config import DEFAULT_MODEL
 from ..exceptions import UnknownTokenWarning
 
-__all__ = ["ArgumentParser", "HelpFormatter", "checked", "device_name", "non_negative_float",
-           "non_negative_int", "plain_warnings", "positive_float", "positive_int", "probability",
-           "report_error", "report_warning"]
+__all__ = ["OPTIONS", "ArgumentParser", "HelpFormatter", "add_file_options", "add_options",
+           "checked", "device_name", "non_negative_float", "non_negative_int", "plain_warnings",
+           "positive_float", "positive_int", "probability", "report_error", "report_warning"]
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows each option's default, except the uninformative ``None`` and ``False``."""
@@ -101,3 +104,31 @@ def device_name(text: str) -> str:
     except RuntimeError:
         raise argparse.ArgumentTypeError(f"not a torch device: {text!r}") from None
     return text
+
+
+# The options that several commands take, with the same meaning and help in each.
+OPTIONS = {
+    "input": {"type": Path, "help": "SMILES file: .smi, .txt or .csv, optionally .gz"},
+    "--model": {"default": DEFAULT_MODEL, "help": "bundled model name or model directory"},
+    "--column": {"help": "CSV column with the SMILES (default: 'smiles', else the first)"},
+    "--device": {"type": device_name, "help": "torch device (default: cuda, then mps, then cpu)"},
+}
+
+
+def add_options(parser, *names: str) -> None:
+    """Add the :data:`OPTIONS` named to ``parser`` (or an argument group), in that order."""
+    for name in names:
+        parser.add_argument(name, **OPTIONS[name])
+
+
+def add_file_options(parser, errors: str, chunk_size: str) -> None:
+    """The options of a command that streams a SMILES file through a model a chunk at a time:
+    ``--column``, ``--errors``, ``--batch-size``, ``--chunk-size`` and ``--device``, with the help
+    of ``--errors`` and ``--chunk-size``, which say what the command does with them."""
+    from ..file_embedding import CHUNK_SIZE  # here: the dispatcher, which imports this module, loads no numpy
+
+    add_options(parser, "--column")
+    parser.add_argument("--errors", choices=("raise", "nan"), default="raise", help=errors)
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="molecules per forward pass")
+    parser.add_argument("--chunk-size", type=positive_int, default=CHUNK_SIZE, help=chunk_size)
+    add_options(parser, "--device")

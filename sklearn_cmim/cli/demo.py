@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..config import DEFAULT_MODEL
 from ..datasets import load_esol
 from ..progress import progress
-from .common import ArgumentParser, HelpFormatter, report_error
+from .common import ArgumentParser, HelpFormatter, add_options, report_error
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -37,7 +36,7 @@ def build_parser(prog: str = "cmim demo") -> argparse.ArgumentParser:
     ('cmim-broad', 16, 2)
     """
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or model directory")
+    add_options(parser, "--model")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds")
     parser.add_argument("--molecules", type=int, help="use only the first N ESOL molecules")
     return parser

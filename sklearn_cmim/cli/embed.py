@@ -13,9 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..chem.smiles_files import read_smiles
-from ..config import DEFAULT_MODEL
-from ..file_embedding import CHUNK_SIZE, WRITERS, BadMolecule, describe_bad, embed_file, load_model
-from .common import ArgumentParser, HelpFormatter, device_name, positive_int, report_error, report_warning
+from ..file_embedding import WRITERS, BadMolecule, describe_bad, embed_file, load_model
+from .common import ArgumentParser, HelpFormatter, add_file_options, add_options, report_error, report_warning
 
 __all__ = ["build_parser", "main"]
 
@@ -31,18 +30,13 @@ def build_parser(prog: str = "cmim embed") -> ArgumentParser:
     ('cmim-broad', 'informative', 'raise', 1000)
     """
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("input", type=Path, help="SMILES file: .smi, .txt or .csv, optionally .gz")
+    add_options(parser, "input")
     parser.add_argument("--output", type=Path, required=True, help="embeddings to write: .npy or .csv")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or model directory")
+    add_options(parser, "--model")
     parser.add_argument("--embedding", choices=("informative", "latent"), default="informative",
                         help="decoder-state informative embeddings, or the latent mean")
-    parser.add_argument("--column", help="CSV column with the SMILES (default: 'smiles', else the first)")
-    parser.add_argument("--errors", choices=("raise", "nan"), default="raise",
-                        help="a bad molecule stops the run, or gets a NaN row")
-    parser.add_argument("--batch-size", type=positive_int, default=256, help="molecules per forward pass")
-    parser.add_argument("--chunk-size", type=positive_int, default=CHUNK_SIZE,
-                        help="molecules read, embedded and written at a time")
-    parser.add_argument("--device", type=device_name, help="torch device (default: cuda, then mps, then cpu)")
+    add_file_options(parser, errors="a bad molecule stops the run, or gets a NaN row",
+                     chunk_size="molecules read, embedded and written at a time")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="auto and fp32 embed in fp32, so a molecule's embedding does not depend on "
                              "its batch; bf16 (where the hardware has it) is 2-2.6x as fast, and moves "

@@ -39,7 +39,7 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
         "training_log": state["history"]["training"],
     }
     if arguments.get("init_from"):  # a run that continued a pretrained model says which
-        from ..training.pretraining import initial_summary
+        from ..training.model_spec import initial_summary
 
         metadata["pretraining"]["initialised_from"] = initial_summary(arguments["init_from"])
     pretrained = Pretrained(model, Vocabulary(state["vocabulary"]), Standardizer(**state["standardizer"]),

@@ -23,13 +23,12 @@ import warnings
 from pathlib import Path
 
 from ..chem.smiles_files import read_smiles, text_output
-from ..config import DEFAULT_MODEL
 from ..exceptions import UnknownTokenWarning
 from .common import (
     ArgumentParser,
     HelpFormatter,
+    add_options,
     checked,
-    device_name,
     non_negative_int,
     positive_float,
     positive_int,
@@ -99,9 +98,7 @@ def build_parser(prog: str = "cmim optimize") -> ArgumentParser:
                         help="most generations per seed (default: 5 x budget / popsize)")
     parser.add_argument("--random-state", type=non_negative_int, help="seed, for reproducible results")
     parser.add_argument("--output", type=Path, help="CSV file to write (default: stdout)")
-    parser.add_argument("--column", help="CSV column with the SMILES (default: 'smiles', else the first)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or model directory")
-    parser.add_argument("--device", type=device_name, help="torch device (default: cuda, then mps, then cpu)")
+    add_options(parser, "--column", "--model", "--device")
     return parser
 
 

@@ -22,8 +22,8 @@ from ..config import ARCHITECTURE, ModelConfig, TrainSettings
 from .common import (
     ArgumentParser,
     HelpFormatter,
+    add_options,
     checked,
-    device_name,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -128,11 +128,17 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
     loss.add_argument("--batch-size", type=positive_int, default=PRETRAIN_BATCH_SIZE,
                       help="molecules per process and step (the global batch is this x processes)")
     loss.add_argument("--learning-rate", type=positive_float, default=TRAIN.learning_rate,
-                      help="AdamW peak rate (1%% warm-up, cosine decay to 10%%)")
+                      help="AdamW peak rate (linear warm-up, then cosine decay to 10%%)")
+    loss.add_argument("--warmup-steps", type=positive_int,
+                      help="steps of the learning rate's linear warm-up (default: 1%% of --max-steps)")
     loss.add_argument("--weight-decay", type=non_negative_float, default=TRAIN.weight_decay,
                       help="AdamW weight decay on matrices")
     loss.add_argument("--max-steps", type=positive_int, default=10_000,
                       help="optimiser steps in all (the learning-rate schedule spans them)")
+    loss.add_argument("--max-minutes", type=positive_float, metavar="M",
+                      help="also stop after M minutes of training, validations and checkpoints included "
+                           "(a resumed run counts those before its checkpoint); the learning rate then "
+                           "decays over the minutes or the steps, whichever is further along")
 
     run = parser.add_argument_group("run")
     run.add_argument("--output", required=True, type=Path, metavar="DIR",
@@ -145,7 +151,7 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
     run.add_argument("--keep-checkpoints", type=positive_int, default=3, help="newest checkpoints kept")
     run.add_argument("--validation-every", type=positive_int, default=1000, help="steps between validations")
     run.add_argument("--log-every", type=positive_int, default=100, help="steps between log lines")
-    run.add_argument("--device", type=device_name, help="torch device (default: cuda, then mps, then cpu)")
+    add_options(run, "--device")
     run.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                      help="auto: bf16 autocast where the hardware has native bf16")
     run.add_argument("--random-state", type=non_negative_int, default=0,

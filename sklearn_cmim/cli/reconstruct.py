@@ -14,10 +14,9 @@ from collections import Counter
 from pathlib import Path
 
 from ..chem.smiles_files import chunked, count_smiles, read_smiles, text_output
-from ..config import DEFAULT_MODEL
 from ..file_embedding import CHUNK_SIZE, BadMolecule, ChunkEmbedder, describe_bad, load_model
 from ..progress import SHOW_AFTER, progress
-from .common import ArgumentParser, HelpFormatter, device_name, positive_int, report_error, report_warning
+from .common import ArgumentParser, HelpFormatter, add_file_options, add_options, report_error, report_warning
 
 __all__ = ["build_parser", "main", "reconstruct_file"]
 
@@ -83,16 +82,11 @@ def build_parser(prog: str = "cmim reconstruct") -> ArgumentParser:
     ('molecules.smi', None, 'nan', 'cmim-broad')
     """
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("input", type=Path, help="SMILES file: .smi, .txt or .csv, optionally .gz")
+    add_options(parser, "input")
     parser.add_argument("--output", type=Path, help="file to write the lines to (default: stdout)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or model directory")
-    parser.add_argument("--column", help="CSV column with the SMILES (default: 'smiles', else the first)")
-    parser.add_argument("--errors", choices=("raise", "nan"), default="raise",
-                        help="a bad molecule stops the run, or is written undecoded and not counted")
-    parser.add_argument("--batch-size", type=positive_int, default=256, help="molecules per forward pass")
-    parser.add_argument("--chunk-size", type=positive_int, default=CHUNK_SIZE,
-                        help="molecules read and decoded at a time")
-    parser.add_argument("--device", type=device_name, help="torch device (default: cuda, then mps, then cpu)")
+    add_options(parser, "--model")
+    add_file_options(parser, chunk_size="molecules read and decoded at a time",
+                     errors="a bad molecule stops the run, or is written undecoded and not counted")
     return parser
 
 

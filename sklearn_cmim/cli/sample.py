@@ -20,14 +20,13 @@ import warnings
 from pathlib import Path
 
 from ..chem.smiles_files import read_smiles, text_output
-from ..config import DEFAULT_MODEL
 from ..exceptions import UnknownTokenWarning
 from ..file_embedding import ChunkEmbedder, load_model
 from ..nn.sampling import DEFAULT_SIGMA
 from .common import (
     ArgumentParser,
     HelpFormatter,
-    device_name,
+    add_options,
     non_negative_int,
     positive_float,
     positive_int,
@@ -66,7 +65,7 @@ def build_parser(prog: str = "cmim sample") -> ArgumentParser:
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--n", type=positive_int, required=True,
                         help="molecules to decode (around each given molecule, with --around)")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or model directory")
+    add_options(parser, "--model")
     around = parser.add_mutually_exclusive_group()
     around.add_argument("--around", nargs="+", metavar="SMILES", help="sample around these molecules")
     around.add_argument("--around-file", type=Path, metavar="FILE",
@@ -76,7 +75,7 @@ def build_parser(prog: str = "cmim sample") -> ArgumentParser:
                              "gives more new molecules, fewer of them valid")
     parser.add_argument("--random-state", type=non_negative_int, help="seed, for reproducible samples")
     parser.add_argument("--output", type=Path, help="file to write the SMILES to (default: stdout)")
-    parser.add_argument("--device", type=device_name, help="torch device (default: cuda, then mps, then cpu)")
+    add_options(parser, "--device")
     return parser
 
 

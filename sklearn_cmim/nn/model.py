@@ -93,13 +93,13 @@ class EncoderBlock(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.norm_latents = nn.LayerNorm(config.d_model)
-        self.norm_tokens = nn.LayerNorm(config.d_model)
+        # Each sub-layer beside the LayerNorm(s) its input goes through. The sub-layers' order is
+        # the order their initial weights are drawn in: another order gives a seed another model.
+        width = config.d_model
+        self.norm_latents, self.norm_tokens = nn.LayerNorm(width), nn.LayerNorm(width)
         self.cross = Attention(config)
-        self.norm_self = nn.LayerNorm(config.d_model)
-        self.self_attn = Attention(config)
-        self.norm_ff = nn.LayerNorm(config.d_model)
-        self.ff = FeedForward(config)
+        self.norm_self, self.self_attn = nn.LayerNorm(width), Attention(config)
+        self.norm_ff, self.ff = nn.LayerNorm(width), FeedForward(config)
 
     def forward(self, latents, tokens, token_mask):
         latents = latents + self.cross(self.norm_latents(latents), self.norm_tokens(tokens), token_mask)
@@ -151,12 +151,10 @@ class DecoderBlock(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.norm_self = nn.LayerNorm(config.d_model)
-        self.self_attn = Attention(config)
-        self.norm_cross = nn.LayerNorm(config.d_model)
-        self.cross = Attention(config)
-        self.norm_ff = nn.LayerNorm(config.d_model)
-        self.ff = FeedForward(config)
+        width = config.d_model  # as in EncoderBlock: each sub-layer beside its LayerNorm, in order
+        self.norm_self, self.self_attn = nn.LayerNorm(width), Attention(config)
+        self.norm_cross, self.cross = nn.LayerNorm(width), Attention(config)
+        self.norm_ff, self.ff = nn.LayerNorm(width), FeedForward(config)
 
     def forward(self, x, memory):
         h = self.norm_self(x)

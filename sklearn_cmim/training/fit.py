@@ -18,6 +18,7 @@ from ..chem.batching import length_bucketed_batches, pad
 from ..config import TrainSettings
 from ..nn.device import autocast
 from ..nn.losses import total_loss
+from .schedule import make_scheduler
 
 __all__ = ["NonFiniteLossError", "StepSkipper", "TrainSettings", "fit_model", "make_optimizer",
            "train_step"]
@@ -28,7 +29,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def make_optimizer(model: torch.nn.Module, settings: TrainSettings):
-    """AdamW (decay on matrices only) with linear warm-up then cosine decay, stepped per batch."""
+    """AdamW, with weight decay on matrices only; :func:`~sklearn_cmim.training.schedule.make_scheduler`
+    sets its rate at each step."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     return torch.optim.AdamW(
@@ -83,19 +85,6 @@ class StepSkipper:
         if skipped:
             self.scaler.update(1.0)
         return skipped
-
-
-def make_scheduler(optimizer, total_steps: int, settings: TrainSettings):
-    warmup = max(1, math.ceil(settings.warmup_fraction * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        cosine = 0.5 * (1 + math.cos(math.pi * progress))
-        return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * cosine
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def train_step(model, ids, optimizer, scheduler, step: int, settings: TrainSettings, amp,

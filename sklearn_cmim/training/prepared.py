@@ -38,6 +38,7 @@ from ..chem.corpus import (
     encode_records,
     start_data_workers,
 )
+from .streams import StreamPosition
 
 __all__ = ["PreparedCorpus", "PreparedStream"]
 
@@ -149,7 +150,7 @@ class PreparedCorpus:
                         zip(*np.unique(self.skipped_reasons[owned], return_counts=True), strict=True)})
 
 
-class PreparedStream:
+class PreparedStream(StreamPosition):
     """One rank's molecules of a :class:`PreparedCorpus` as an endless sequence of full batches.
 
     Each epoch shuffles the rank's molecules, groups them by length
@@ -157,13 +158,17 @@ class PreparedStream:
     few molecules of an epoch's last, partial batch wait for the next epoch's shuffle. Every batch
     holds exactly ``batch_size`` molecules, so the ranks of a DDP job always run in step.
 
-    A batch is a list of id arrays, as :func:`~sklearn_cmim.chem.batching.pad` takes it. Its state is
-    the epoch, the generator state at the epoch's start and the batches handed out since.
+    A batch is a list of id arrays, as :func:`~sklearn_cmim.chem.batching.pad` takes it. Its
+    ``start`` is the epoch and the generator state at the epoch's start.
     """
+
+    prepared = True
+    wrong_kind_error = ("the checkpoint was written by a run that streamed its files; resume it "
+                        "without --prepared")
 
     def __init__(self, prepared: PreparedCorpus, split: HoldOut, encoder: MoleculeEncoder, batch_size: int,
                  seed: int, rank: int = 0, world_size: int = 1, pool_batches: int = 50):
-        self.prepared, self.encoder = prepared, encoder
+        self.corpus = prepared
         self.batch_size, self.pool_batches = batch_size, pool_batches
         self.mine = np.flatnonzero(split.owner(prepared.records, world_size) == rank)
         if len(self.mine) < batch_size:
@@ -171,40 +176,18 @@ class PreparedStream:
                               f"fewer than a batch of {batch_size}")
         encoder.skipped = prepared.skipped(split, rank, world_size)
         self.rng = np.random.default_rng([seed, rank])
-        self.epoch_start = {"epoch": 0, "rng": self.rng.bit_generator.state}
-        self.taken = 0
-
-    def close(self) -> None:
-        """Nothing to stop: no worker runs while training."""
-
-    def state_dict(self) -> dict:
-        return {"prepared": True, **self.epoch_start, "taken": self.taken}
-
-    def load_state_dict(self, state: dict) -> None:
-        if not state.get("prepared"):
-            raise CorpusError("the checkpoint was written by a run that streamed its files; resume it "
-                              "without --prepared")
-        self.epoch_start = {"epoch": state["epoch"], "rng": state["rng"]}
-        self.taken = state["taken"]
-
-    @property
-    def epoch(self) -> int:
-        return self.epoch_start["epoch"]
-
-    @property
-    def skipped(self) -> Counter:
-        return self.encoder.skipped
+        super().__init__({"epoch": 0, "rng": self.rng.bit_generator.state}, encoder)
 
     def __iter__(self) -> Iterator[list[np.ndarray]]:
-        tokens, offsets = self.prepared.tokens, self.prepared.offsets
+        tokens, offsets = self.corpus.tokens, self.corpus.offsets
         lengths = np.diff(offsets)[self.mine]
         while True:
-            self.rng.bit_generator.state = self.epoch_start["rng"]
+            self.rng.bit_generator.state = self.start["rng"]
             batches = length_bucketed_batches(lengths, self.batch_size, self.rng, self.pool_batches)
             batches = [batch for batch in batches if len(batch) == self.batch_size]
             for number in range(self.taken, len(batches)):
                 self.taken = number + 1
                 molecules = self.mine[batches[number]]
                 yield [tokens[offsets[i]:offsets[i + 1]] for i in molecules.tolist()]
-            self.epoch_start = {"epoch": self.epoch + 1, "rng": self.rng.bit_generator.state}
+            self.start = {"epoch": self.epoch + 1, "rng": self.rng.bit_generator.state}
             self.taken = 0

@@ -8,15 +8,16 @@ alone logs, validates and writes. The result is a model directory for
 
 Read top-down: :func:`pretrain` (set-up), :class:`Loop` (a step, then the log line, validation
 and checkpoint due after it), :class:`Run` (what a checkpoint holds), then the helpers they
-call. What the loop reports (log lines, throughput, validation) lives in
-:mod:`sklearn_cmim.training.reporting`.
+call. What the run starts from (config, vocabulary, ``--init-from`` weights) lives in
+:mod:`sklearn_cmim.training.model_spec`, the learning-rate schedule and its clock in
+:mod:`sklearn_cmim.training.schedule`, and what the loop reports (log lines, throughput,
+validation) in :mod:`sklearn_cmim.training.reporting`.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -27,21 +28,13 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..chem.batching import pad
-from ..chem.corpus import (
-    Corpus,
-    CorpusError,
-    HoldOut,
-    MoleculeEncoder,
-    build_vocabulary,
-    validation_set,
-)
+from ..chem.corpus import Corpus, HoldOut, MoleculeEncoder, validation_set
 from ..chem.standardize import Standardizer
 from ..chem.tokenizer import Vocabulary
-from ..config import ARCHITECTURE
 from ..nn.device import autocast, resolve_device, resolve_precision
 from ..nn.flops import matmul_peak_flops
-from ..nn.model import CMIMModel, ModelConfig
-from ..persistence import Pretrained, load_pretrained, save_pretrained
+from ..nn.model import CMIMModel
+from ..persistence import Pretrained, save_pretrained
 from .checkpoint import (
     CheckpointError,
     Checkpoints,
@@ -52,19 +45,14 @@ from .checkpoint import (
     restore_rng,
 )
 from .distributed import Context, LatentGather
-from .fit import (
-    NonFiniteLossError,
-    StepSkipper,
-    TrainSettings,
-    make_optimizer,
-    make_scheduler,
-    train_step,
-)
+from .fit import NonFiniteLossError, StepSkipper, TrainSettings, make_optimizer, train_step
+from .model_spec import initial_summary, load_extended, model_spec
 from .prepared import PreparedCorpus, PreparedStream
 from .reporting import Meter, format_record, format_validation, validate_corpora
+from .schedule import TrainingClock, make_scheduler
 from .streams import BatchStream, MixedStream
 
-__all__ = ["Loop", "Run", "initial_summary", "load_extended", "pretrain"]
+__all__ = ["Loop", "Run", "pretrain", "train_settings"]
 
 
 def pretrain(args: argparse.Namespace) -> Path:
@@ -84,10 +72,7 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
     checkpoints = Checkpoints(args.output / "checkpoints", args.keep_checkpoints)
     state = resume_state(args, context, checkpoints)
     config, vocabulary, standardizer, initial = model_spec(args, context, corpora, split, state)
-    settings = TrainSettings(batch_size=args.batch_size, learning_rate=args.learning_rate,
-                             weight_decay=args.weight_decay, mim_warmup_steps=args.mim_warmup_steps,
-                             contrastive_weight=args.contrastive_weight, temperature=args.temperature,
-                             contrastive_positive=args.contrastive_positive)
+    settings = train_settings(args)
     validation, peak = {}, None
     if context.is_main:  # before seeding: neither may move the random generators training uses
         encoder = MoleculeEncoder(standardizer, vocabulary, config.max_length)
@@ -101,12 +86,10 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
     if initial is not None:
         load_extended(model, initial.model)
     model = model.to(device)
-    optimizer = make_optimizer(model, settings)
     stream = training_stream(args, context, corpora, split,
                              MoleculeEncoder(standardizer, vocabulary, config.max_length))
     cleanup.callback(stream.close)
-    run = Run(model, optimizer, make_scheduler(optimizer, args.max_steps, settings), stream, vocabulary,
-              standardizer)
+    run = Run.new(args, model, settings, stream, vocabulary, standardizer)
     torch.manual_seed(args.random_state + context.rank)  # distinct dropout and latent noise per rank
     loop = Loop(args, context, device, precision, settings, run, checkpoints, validation, peak)
     if state is not None:
@@ -121,7 +104,8 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
 
 class Loop:
     """The training loop of one process: a step, then whatever is due after it (a log line, a
-    validation, a checkpoint), until ``args.max_steps``; rank 0 alone logs, validates and writes."""
+    validation, a checkpoint), until ``args.max_steps`` or, with ``args.max_minutes``, until the
+    run's clock has run that long; rank 0 alone logs, validates and writes."""
 
     def __init__(self, args, context: Context, device: torch.device, precision: str,
                  settings: TrainSettings, run: Run, checkpoints: Checkpoints, validation: dict,
@@ -159,16 +143,27 @@ class Loop:
             self.log("warning: no usable held-out molecule; validation is skipped")
 
     def train(self) -> None:
-        batches = iter(self.run.stream)
-        while self.run.step < self.args.max_steps:
+        batches, clock = iter(self.run.stream), self.run.clock
+        clock.start()
+        while self.run.step < self.args.max_steps and not clock.expired():
             batch = next(batches)
             losses, width = self.step(batch)
-            last = self.run.step == self.args.max_steps
+            self.tick()
+            last = self.run.step == self.args.max_steps or clock.expired()
             self.report(losses, batch, width, last)
             paused = time.perf_counter()
             self.validate(last)
             self.save_if_due(last)
             self.meter.start += time.perf_counter() - paused  # throughput counts training time only
+
+    def tick(self) -> None:
+        """Read the clock that the schedule and ``--max-minutes`` go by: after every step in one
+        process; under ``torchrun``, with a budget, rank 0's at log steps, so that every rank
+        uses the same learning rate and stops at the same step."""
+        if not self.context.distributed:
+            self.run.clock.tick()
+        elif self.run.clock.budget is not None and self.run.step % self.args.log_every == 0:
+            self.run.clock.elapsed = self.context.broadcast(self.run.clock.tick())
 
     def step(self, batch) -> tuple[dict, int]:
         """One optimiser step on ``batch``; returns its losses (on the device) and padded width."""
@@ -205,8 +200,10 @@ class Loop:
                       "molecules_seen": step * args.batch_size * self.context.world_size,
                       "lr": run.scheduler.get_last_lr()[0], "negatives": negatives,
                       **self.meter.read(run.model, self.peak, self.context.world_size)}
+            if args.max_minutes is not None:
+                record["minutes"] = run.clock.elapsed / 60
             run.history["training"].append(record)
-            self.log(format_record(record, args.max_steps))
+            self.log(format_record(record, args.max_steps, args.max_minutes))
 
     def validate(self, last: bool) -> None:
         step = self.run.step
@@ -250,7 +247,8 @@ class Loop:
 
 @dataclass
 class Run:
-    """What a checkpoint must bring back: the trainable state, the position, the history."""
+    """What a checkpoint must bring back: the trainable state, the position, the time trained, the
+    history."""
 
     model: CMIMModel
     optimizer: torch.optim.Optimizer
@@ -258,8 +256,18 @@ class Run:
     stream: BatchStream | PreparedStream | MixedStream
     vocabulary: Vocabulary
     standardizer: Standardizer
+    clock: TrainingClock
     step: int = 0
     history: dict = field(default_factory=lambda: {"training": [], "validation": []})
+
+    @classmethod
+    def new(cls, args, model: CMIMModel, settings: TrainSettings, stream, vocabulary: Vocabulary,
+            standardizer: Standardizer) -> Run:
+        """A run at step 0: AdamW, with its schedule over ``args.max_steps`` and ``args.max_minutes``."""
+        optimizer = make_optimizer(model, settings)
+        clock = TrainingClock(None if args.max_minutes is None else 60 * args.max_minutes)
+        scheduler = make_scheduler(optimizer, args.max_steps, settings, args.warmup_steps, clock)
+        return cls(model, optimizer, scheduler, stream, vocabulary, standardizer, clock)
 
     def rank_state(self, device: torch.device) -> dict:
         """This process's own part: random generator states and data position."""
@@ -267,7 +275,7 @@ class Run:
 
     def checkpoint(self, rank_states: list[dict], args) -> dict:
         """The whole checkpoint, with every rank's part and what is needed to rebuild the model."""
-        return {"step": self.step, "model": self.model.state_dict(),
+        return {"step": self.step, "training_seconds": self.clock.read(), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "ranks": rank_states, "world_size": len(rank_states),
                 "config": self.model.config.to_dict(), "vocabulary": self.vocabulary.to_list(),
@@ -281,6 +289,16 @@ class Run:
         restore_rng(state["ranks"][rank]["rng"], device)
         self.stream.load_state_dict(state["ranks"][rank]["data"])
         self.step, self.history = state["step"], state["history"]
+        # Checkpoints written before the clock existed hold no seconds.
+        self.clock.spent = self.clock.elapsed = state.get("training_seconds", 0.0)
+
+
+def train_settings(args) -> TrainSettings:
+    """The optimisation and loss settings that ``args`` give."""
+    return TrainSettings(batch_size=args.batch_size, learning_rate=args.learning_rate,
+                         weight_decay=args.weight_decay, mim_warmup_steps=args.mim_warmup_steps,
+                         contrastive_weight=args.contrastive_weight, temperature=args.temperature,
+                         contrastive_positive=args.contrastive_positive)
 
 
 def training_stream(args, context: Context, corpora: list[Corpus], split: HoldOut,
@@ -342,58 +360,6 @@ def resume_state(args, context: Context, checkpoints: Checkpoints) -> dict | Non
         raise CheckpointError(f"{path} was written by {state['world_size']} process(es); resume it with "
                               f"as many (now {context.world_size}) so that each rank finds its data position")
     return {**state, "path": path}
-
-
-def model_spec(args, context: Context, corpora: list[Corpus], split: HoldOut, state: dict | None):
-    """Model config, vocabulary, standardiser and the model to start from (``None``: fresh weights):
-    the checkpoint's when resuming, else from ``args``."""
-    if state is not None:
-        return (ModelConfig.from_dict(state["config"]), Vocabulary(state["vocabulary"]),
-                Standardizer(**state["standardizer"]), None)
-    initial = load_model_option("--init-from", args.init_from) if args.init_from else None
-    standardizer = (initial.standardizer if initial is not None
-                    else Standardizer(args.largest_fragment, args.neutralize, args.isomeric))
-    # Rank 0 reads the corpora once; the others receive the result.
-    vocabulary = Vocabulary(context.broadcast(
-        make_vocabulary(args, corpora, split, standardizer).to_list() if context.is_main else None))
-    if initial is None:
-        config = ModelConfig(vocab_size=len(vocabulary), dropout=args.dropout, bias=args.bias,
-                             **{name: getattr(args, name) for name in ARCHITECTURE})
-        return config, vocabulary, standardizer, None
-    vocabulary = initial.vocabulary.extended(vocabulary)
-    base = initial.model.config
-    config = dataclasses.replace(base, vocab_size=len(vocabulary), dropout=args.dropout,
-                                 max_length=max(base.max_length, args.max_length))
-    return config, vocabulary, standardizer, initial
-
-
-def load_extended(model: CMIMModel, initial: CMIMModel) -> None:
-    """Copy ``initial``'s weights into ``model``, whose token and position tables may be longer: the
-    rows ``initial`` has are copied, the new ones keep their fresh initialisation."""
-    weights = model.state_dict()
-    for name, value in initial.state_dict().items():
-        weights[name][:value.shape[0]] = value
-    model.load_state_dict(weights)
-
-
-def make_vocabulary(args, corpora: list[Corpus], split: HoldOut, standardizer: Standardizer) -> Vocabulary:
-    if args.vocab_from is None:
-        return build_vocabulary(corpora, split, standardizer, args.vocab_records, args.vocab_min_count)
-    return load_model_option("--vocab-from", args.vocab_from).vocabulary
-
-
-def load_model_option(option: str, name: str) -> Pretrained:
-    try:
-        return load_pretrained(name)
-    except (FileNotFoundError, ValueError) as error:
-        raise CorpusError(f"{option}: {error}") from None
-
-
-def initial_summary(name: str) -> dict:
-    """What the model a run started from was: its name and its own pretraining's size."""
-    pretraining = load_pretrained(name).metadata.get("pretraining", {})
-    return {"model": str(name), **{key: pretraining[key] for key in ("steps", "molecules_seen")
-                                    if key in pretraining}}
 
 
 def arguments(args) -> dict:

@@ -58,10 +58,11 @@ class Meter:
         return record
 
 
-def format_record(r: dict, max_steps: int) -> str:
+def format_record(r: dict, max_steps: int, max_minutes: float | None = None) -> str:
     epoch = (f"epoch {r['epoch']}" if isinstance(r["epoch"], int)
              else "epochs " + "/".join(map(str, r["epoch"])))  # one per corpus
-    return (f"step {r['step']}/{max_steps} | {epoch} | loss {r['total']:.4f} "
+    minutes = "" if max_minutes is None else f" | {r['minutes']:.1f}/{max_minutes:g} min"
+    return (f"step {r['step']}/{max_steps}{minutes} | {epoch} | loss {r['total']:.4f} "
             f"(rec {r['rec']:.4f} mim {r['mim']:.4f} con {r['con']:.4f}) | lr {r['lr']:.2e} | "
             f"{r['molecules_per_s']:,.0f} mol/s | {r['tokens_per_s']:,.0f} tok/s | "
             f"MFU {100 * r['mfu']:.1f}% | {r['negatives']} negatives/molecule")

@@ -2,7 +2,9 @@
 
 :class:`BatchStream` is one rank's endless, resumable sequence of full, length-bucketed batches
 of a :class:`~sklearn_cmim.chem.corpus.Corpus`; :class:`MixedStream` draws each batch from one of
-several streams, by weight. Both resume exactly from their ``state()``.
+several streams, by weight. Both resume exactly from their ``state_dict()``, and
+:class:`StreamPosition` is what a corpus's stream, read from its file or ``--prepared``, keeps of
+its position.
 """
 
 from __future__ import annotations
@@ -16,10 +18,44 @@ import numpy as np
 from ..chem.batching import length_bucketed_batches
 from ..chem.corpus import Corpus, CorpusError, HoldOut, MoleculeEncoder, encode_records, start_data_workers
 
-__all__ = ["BatchStream", "MixedStream"]
+__all__ = ["BatchStream", "MixedStream", "StreamPosition"]
 
 
-class BatchStream:
+class StreamPosition:
+    """Where one corpus's endless stream of batches stands: ``start``, the state at the start of
+    the pass it is in (a dict with that pass's ``epoch``), and ``taken``, the batches of the pass
+    handed out since; a checkpoint keeps both. A stream of a ``--prepared`` corpus and one that
+    reads the corpus's file pass over it differently, so each refuses the other's state."""
+
+    prepared = False  # stored in the state, so that the other kind can tell it is not its own
+    wrong_kind_error = ("the checkpoint was written by a run that trained from a --prepared corpus; "
+                        "resume it with the same --prepared path")
+
+    def __init__(self, start: dict, encoder: MoleculeEncoder):
+        self.start, self.taken, self.encoder = start, 0, encoder
+
+    def close(self) -> None:
+        """Stop what runs ahead of the training, if anything does."""
+
+    def state_dict(self) -> dict:
+        return {"prepared": self.prepared, **self.start, "taken": self.taken}
+
+    def load_state_dict(self, state: dict) -> None:
+        if bool(state.get("prepared")) != self.prepared:
+            raise CorpusError(self.wrong_kind_error)
+        self.start = {key: state[key] for key in self.start}
+        self.taken = state["taken"]
+
+    @property
+    def epoch(self) -> int:
+        return self.start["epoch"]
+
+    @property
+    def skipped(self) -> Counter:
+        return self.encoder.skipped
+
+
+class BatchStream(StreamPosition):
     """One rank's training molecules as an endless sequence of full batches, resumable exactly.
 
     Molecules are read ``pool_batches * batch_size`` at a time (a *pool*, wrapping round the end
@@ -28,9 +64,9 @@ class BatchStream:
     Every batch holds exactly ``batch_size`` molecules, so all ranks of a DDP job contribute
     equal shares to the gathered contrastive negatives and always run the same number of steps.
 
-    :meth:`state_dict` records where the current pool started (epoch, record number, generator
-    state, skip counts) and how many of its batches were handed out; :meth:`load_state_dict`
-    rebuilds that pool and continues with the same next batch as an uninterrupted run.
+    Its ``start`` is where the current pool started (epoch, record number, generator state, skip
+    counts); a stream resumed from a :meth:`state_dict` rebuilds that pool and continues with the
+    same next batch as an uninterrupted run.
 
     With ``data_workers`` > 0, that many processes standardise and tokenise the molecules of the
     next pool while the batches of this one train (RDKit holds the GIL, so threads would not run
@@ -42,13 +78,13 @@ class BatchStream:
     def __init__(self, corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder, batch_size: int,
                  seed: int, rank: int = 0, world_size: int = 1, pool_batches: int = 50,
                  data_workers: int = 0):
-        self.corpus, self.split, self.encoder = corpus, split, encoder
+        self.rng = np.random.default_rng([seed, rank])
+        super().__init__({"epoch": 0, "record": 0, "rng": self.rng.bit_generator.state, "skipped": {}},
+                         encoder)
+        self.corpus, self.split = corpus, split
         self.batch_size, self.pool_batches = batch_size, pool_batches
         self.rank, self.world_size = rank, world_size
         self.data_workers, self._workers = data_workers, None
-        self.rng = np.random.default_rng([seed, rank])
-        self.pool_start = {"epoch": 0, "record": 0, "rng": self.rng.bit_generator.state, "skipped": {}}
-        self.taken = 0
 
     def close(self) -> None:
         """Stop the data workers, if any."""
@@ -56,41 +92,23 @@ class BatchStream:
             self._workers.shutdown(wait=False, cancel_futures=True)
             self._workers = None
 
-    def state_dict(self) -> dict:
-        return {**self.pool_start, "taken": self.taken}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state.get("prepared"):
-            raise CorpusError("the checkpoint was written by a run that trained from a --prepared corpus; "
-                              "resume it with the same --prepared path")
-        self.pool_start = {key: state[key] for key in ("epoch", "record", "rng", "skipped")}
-        self.taken = state["taken"]
-
-    @property
-    def epoch(self) -> int:
-        return self.pool_start["epoch"]
-
-    @property
-    def skipped(self) -> Counter:
-        return self.encoder.skipped
-
     def __iter__(self) -> Iterator[list[list[int]]]:
         # One open reader runs on from pool to pool; only a resume skips records to get to its start.
-        epoch = self.pool_start["epoch"]
-        records = self._encoded(self.corpus.records(self.pool_start["record"]))
+        epoch = self.epoch
+        records = self._encoded(self.corpus.records(self.start["record"]))
         while True:
             # Rewinding the generator and the counts makes a pool rebuilt after a resume
             # identical to the one the interrupted run was using.
-            self.rng.bit_generator.state = self.pool_start["rng"]
-            self.encoder.skipped = Counter(self.pool_start["skipped"])
+            self.rng.bit_generator.state = self.start["rng"]
+            self.encoder.skipped = Counter(self.start["skipped"])
             pool, epoch, records, next_record = self._read_pool(epoch, records)
             batches = length_bucketed_batches([len(ids) for ids in pool], self.batch_size, self.rng,
                                               pool=self.pool_batches)
             for number in range(self.taken, len(batches)):
                 self.taken = number + 1
                 yield [pool[i] for i in batches[number]]
-            self.pool_start = {"epoch": epoch, "record": next_record, "rng": self.rng.bit_generator.state,
-                               "skipped": dict(self.encoder.skipped)}
+            self.start = {"epoch": epoch, "record": next_record, "rng": self.rng.bit_generator.state,
+                          "skipped": dict(self.encoder.skipped)}
             self.taken = 0
 
     def _encoded(self, records: Iterator[tuple[int, str]]) -> Iterator[tuple[int, tuple | str]]:
