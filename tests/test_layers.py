@@ -40,7 +40,7 @@ RANK = {"base": 0, "chem": 1, "nn": 2, "persistence": 3, "training": 4, "api": 5
 # (``sklearn_cmim.cli``) names the commands as strings, imported on use, not with import statements.
 CLI_SHARED = {"sklearn_cmim.cli.common"}
 
-MAX_LINES = 450
+MAX_LINES = 400  # a module a newcomer reads in one sitting
 
 
 def module_name(path: Path) -> str:
