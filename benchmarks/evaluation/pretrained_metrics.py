@@ -9,8 +9,8 @@
   held-out molecules (z = mu + sigma * noise) at a few noise scales;
 * the learning curve stored by ``cmim pretrain`` (accuracy against molecules seen).
 
-    python -m benchmarks.evaluation.pretrained_metrics cmim-moses --output runs/cmim-moses-metrics.json \
-        --card docs/models/cmim-moses.md --hardware "2 AMD EPYC cores, bf16 autocast"
+    python -m benchmarks.evaluation.pretrained_metrics cmim-broad --output runs/cmim-broad-metrics.json \
+        --card docs/models/cmim-broad.md --hardware "one NVIDIA H200 GPU, bf16 autocast, shared with the twin"
 """
 
 from __future__ import annotations

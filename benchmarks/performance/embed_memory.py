@@ -7,7 +7,7 @@ A run on 100 molecules first gives the baseline: the memory and time of starting
 and RDKit and loading the model, which the streamed molecules add to.
 
     python -m benchmarks.performance.embed_memory                        # 1,000,000 molecules, a small model
-    python -m benchmarks.performance.embed_memory --n 20000 --model cmim-moses --embedding latent
+    python -m benchmarks.performance.embed_memory --n 20000 --model cmim-broad --embedding latent
 """
 
 from __future__ import annotations
