@@ -384,3 +384,26 @@ def test_train_throughput_breaks_an_epoch_down_by_operator():
     assert sum(shares.values()) == pytest.approx(1.0, abs=0.02)
     assert shares["matrix multiply"] > 0 and shares["layer norm"] > 0
     assert all(0.0 <= share <= 1.0 for share in shares.values())
+
+
+# ------------------------------------------- quick runs: architecture, pretrained metrics, embed memory
+# Imported here rather than at the top, so that this block merges apart from the rest of the file.
+@pytest.mark.slow
+def test_architecture_quick_trains_every_candidate_from_the_tiny_model(tmp_path):
+    from benchmarks.common import QUICK_MODEL
+    from benchmarks.evaluation import architecture
+
+    report = architecture.main(["--quick", "--out", str(tmp_path)])
+    assert check_report(tmp_path, "architecture.json", "architecture", []) == json.loads(json.dumps(report))
+    config = report["config"]
+    assert config["base"] == QUICK_MODEL and (config["molecules"], config["held_out"]) == (300, 20)
+    results = {r["name"]: r for r in report["results"]}
+    assert list(results) == list(architecture.CANDIDATES)
+    for result in results.values():
+        assert all(finite(result[k]) and result[k] > 0 for k in ("train_seconds", "molecules_per_s"))
+        assert 0 <= result["reconstruction"] <= 1 and 0 <= result["token_accuracy_shuffled_z"] <= 1
+        assert 0 < result["token_accuracy"] <= 1
+    # A candidate that changes the architecture changes the model's size; a training setting does not.
+    base = results["base K1 D128"]["parameters"]
+    assert base > 0 and results["K8 D32"]["parameters"] > base
+    assert results["word dropout 0.25"]["parameters"] == results["lr 1e-3"]["parameters"] == base
