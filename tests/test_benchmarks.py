@@ -407,3 +407,29 @@ def test_architecture_quick_trains_every_candidate_from_the_tiny_model(tmp_path)
     base = results["base K1 D128"]["parameters"]
     assert base > 0 and results["K8 D32"]["parameters"] > base
     assert results["word dropout 0.25"]["parameters"] == results["lr 1e-3"]["parameters"] == base
+
+
+@pytest.mark.slow
+def test_pretrained_metrics_quick_measures_the_bundled_model_and_writes_its_card(tmp_path):
+    from benchmarks.evaluation import pretrained_metrics
+
+    report = pretrained_metrics.main(["--quick", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "cmim-broad-metrics.json").read_text()) == json.loads(json.dumps(report))
+    assert (report["model"], report["reconstruction_source"], report["reconstruction_n"]) == (
+        "cmim-broad", "bundled ESOL", 8)
+    assert report["reconstruction_other"] == {}  # those sets live in ../shared/data
+    assert report["reconstruction_test_scaffolds"] >= 0.5  # small molecules; the bundled model gets all 8
+    around = report["sampling_around_held_out"]
+    sampled = [report["sampling_prior"], report["sampling_aggregate_posterior"], *around]
+    assert [m["n"] for m in sampled] == [8] * 6 and report["sampling_aggregate_posterior"]["fitted_to"] == 16
+    assert all(0 <= m[k] <= 1 for m in sampled for k in ("validity", "uniqueness", "novelty"))
+    # Draws this close to ESOL molecules' latents decode mostly to those molecules: not novel
+    # against ESOL, which only holds if novelty compares canonical forms.
+    assert [m["sigma"] for m in around] == [0.05, 0.07, 0.1, 0.2]
+    assert around[0]["validity"] >= 0.5 and around[0]["novelty"] <= 0.5 and around[0]["changed"] <= 0.5
+    assert report["learning_curve"] and report["pretraining"]["steps"] > 0
+    assert finite(report["seconds"]) and report["seconds"] > 0
+    card = (tmp_path / "cmim-broad.md").read_text()
+    assert card.startswith("# Model card: `cmim-broad`") and "**Quick mode**" in card
+    assert "| greedy exact reconstruction, 8 bundled ESOL molecules | " in card
+    assert card.count("| around held-out molecules") == 4 and "## Learning curve" in card
