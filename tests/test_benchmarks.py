@@ -433,3 +433,23 @@ def test_pretrained_metrics_quick_measures_the_bundled_model_and_writes_its_card
     assert card.startswith("# Model card: `cmim-broad`") and "**Quick mode**" in card
     assert "| greedy exact reconstruction, 8 bundled ESOL molecules | " in card
     assert card.count("| around held-out molecules") == 4 and "## Learning curve" in card
+
+
+@pytest.mark.slow
+def test_embed_memory_quick_streams_a_file_through_cmim_embed_in_chunks(tmp_path):
+    from benchmarks.performance import embed_memory
+
+    report = embed_memory.main(["--quick", "--out", str(tmp_path)])
+    assert check_report(tmp_path, "embed_memory.json", "embed-memory", []) == json.loads(json.dumps(report))
+    assert (report["n"], report["chunk_size"], report["embedding"]) == (2000, 256, "informative")
+    assert report["source"] in ("MOSES train", "bundled ESOL (MOSES not found)")
+    base, run = report["baseline"], report["run"]
+    assert (base["molecules"], run["molecules"]) == (100, 2000)
+    for measured in (base, run):
+        assert all(finite(measured[k]) and measured[k] > 0 for k in ("seconds", "molecules_per_s"))
+        # Python, torch, RDKit and a small model: hundreds of MiB, never GBs.
+        assert 2**20 < measured["peak_rss_bytes"] < 2**31
+    # Every extra molecule got a float32 row of the same width in the .npy file.
+    extra_bytes = run["output_bytes"] - base["output_bytes"]
+    assert extra_bytes > 0 and extra_bytes % (4 * (2000 - 100)) == 0
+    assert finite(report["molecules_per_s_after_startup"]) and report["molecules_per_s_after_startup"] > 0
