@@ -384,3 +384,72 @@ def test_train_throughput_breaks_an_epoch_down_by_operator():
     assert sum(shares.values()) == pytest.approx(1.0, abs=0.02)
     assert shares["matrix multiply"] > 0 and shares["layer norm"] > 0
     assert all(0.0 <= share <= 1.0 for share in shares.values())
+
+
+# ------------------------------------------- quick runs: architecture, pretrained metrics, embed memory
+# Imported here rather than at the top, so that this block merges apart from the rest of the file.
+@pytest.mark.slow
+def test_architecture_quick_trains_every_candidate_from_the_tiny_model(tmp_path):
+    from benchmarks.common import QUICK_MODEL
+    from benchmarks.evaluation import architecture
+
+    report = architecture.main(["--quick", "--out", str(tmp_path)])
+    assert check_report(tmp_path, "architecture.json", "architecture", []) == json.loads(json.dumps(report))
+    config = report["config"]
+    assert config["base"] == QUICK_MODEL and (config["molecules"], config["held_out"]) == (300, 20)
+    results = {r["name"]: r for r in report["results"]}
+    assert list(results) == list(architecture.CANDIDATES)
+    for result in results.values():
+        assert all(finite(result[k]) and result[k] > 0 for k in ("train_seconds", "molecules_per_s"))
+        assert 0 <= result["reconstruction"] <= 1 and 0 <= result["token_accuracy_shuffled_z"] <= 1
+        assert 0 < result["token_accuracy"] <= 1
+    # A candidate that changes the architecture changes the model's size; a training setting does not.
+    base = results["base K1 D128"]["parameters"]
+    assert base > 0 and results["K8 D32"]["parameters"] > base
+    assert results["word dropout 0.25"]["parameters"] == results["lr 1e-3"]["parameters"] == base
+
+
+@pytest.mark.slow
+def test_pretrained_metrics_quick_measures_the_bundled_model_and_writes_its_card(tmp_path):
+    from benchmarks.evaluation import pretrained_metrics
+
+    report = pretrained_metrics.main(["--quick", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "cmim-broad-metrics.json").read_text()) == json.loads(json.dumps(report))
+    assert (report["model"], report["reconstruction_source"], report["reconstruction_n"]) == (
+        "cmim-broad", "bundled ESOL", 8)
+    assert report["reconstruction_other"] == {}  # those sets live in ../shared/data
+    assert report["reconstruction_test_scaffolds"] >= 0.5  # small molecules; the bundled model gets all 8
+    around = report["sampling_around_held_out"]
+    sampled = [report["sampling_prior"], report["sampling_aggregate_posterior"], *around]
+    assert [m["n"] for m in sampled] == [8] * 6 and report["sampling_aggregate_posterior"]["fitted_to"] == 16
+    assert all(0 <= m[k] <= 1 for m in sampled for k in ("validity", "uniqueness", "novelty"))
+    # Draws this close to ESOL molecules' latents decode mostly to those molecules: not novel
+    # against ESOL, which only holds if novelty compares canonical forms.
+    assert [m["sigma"] for m in around] == [0.05, 0.07, 0.1, 0.2]
+    assert around[0]["validity"] >= 0.5 and around[0]["novelty"] <= 0.5 and around[0]["changed"] <= 0.5
+    assert report["learning_curve"] and report["pretraining"]["steps"] > 0
+    assert finite(report["seconds"]) and report["seconds"] > 0
+    card = (tmp_path / "cmim-broad.md").read_text()
+    assert card.startswith("# Model card: `cmim-broad`") and "**Quick mode**" in card
+    assert "| greedy exact reconstruction, 8 bundled ESOL molecules | " in card
+    assert card.count("| around held-out molecules") == 4 and "## Learning curve" in card
+
+
+@pytest.mark.slow
+def test_embed_memory_quick_streams_a_file_through_cmim_embed_in_chunks(tmp_path):
+    from benchmarks.performance import embed_memory
+
+    report = embed_memory.main(["--quick", "--out", str(tmp_path)])
+    assert check_report(tmp_path, "embed_memory.json", "embed-memory", []) == json.loads(json.dumps(report))
+    assert (report["n"], report["chunk_size"], report["embedding"]) == (2000, 256, "informative")
+    assert report["source"] in ("MOSES train", "bundled ESOL (MOSES not found)")
+    base, run = report["baseline"], report["run"]
+    assert (base["molecules"], run["molecules"]) == (100, 2000)
+    for measured in (base, run):
+        assert all(finite(measured[k]) and measured[k] > 0 for k in ("seconds", "molecules_per_s"))
+        # Python, torch, RDKit and a small model: hundreds of MiB, never GBs.
+        assert 2**20 < measured["peak_rss_bytes"] < 2**31
+    # Every extra molecule got a float32 row of the same width in the .npy file.
+    extra_bytes = run["output_bytes"] - base["output_bytes"]
+    assert extra_bytes > 0 and extra_bytes % (4 * (2000 - 100)) == 0
+    assert finite(report["molecules_per_s_after_startup"]) and report["molecules_per_s_after_startup"] > 0

@@ -2,9 +2,13 @@
 
 Each candidate trains on the same stream of MOSES training molecules for the same number of
 molecules, then is scored by greedy exact-match reconstruction of held-out MOSES scaffold-split
-molecules. Wall time is recorded beside it, so accuracy per CPU-minute can be compared.
+molecules. Wall time is recorded beside it, so accuracy per CPU-minute can be compared. Full run:
 
-    python -m benchmarks.evaluation.architecture --molecules 60000 --output runs/architecture.json
+    python -m benchmarks.evaluation.architecture --molecules 60000
+
+Smoke run (each candidate's change applied to the tiny quick-mode model, bundled ESOL; seconds):
+
+    python -m benchmarks.evaluation.architecture --quick
 """
 
 from __future__ import annotations
@@ -17,11 +21,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import read_moses
+from benchmarks.common import (
+    DOCS_MARKDOWN,
+    QUICK_MODEL,
+    command_line,
+    markdown_table,
+    read_moses,
+    set_outputs,
+    update_markdown_section,
+    write_json,
+)
+from benchmarks.evaluation.downstream import QUICK_TRAIN_MOLECULES
 from sklearn_cmim import CMIMTransformer
 from sklearn_cmim.chem.batching import length_bucketed_batches, pad
 from sklearn_cmim.chem.standardize import Standardizer
 from sklearn_cmim.chem.tokenizer import Vocabulary
+from sklearn_cmim.datasets import load_esol
 from sklearn_cmim.nn.device import autocast
 from sklearn_cmim.nn.model import CMIMModel
 from sklearn_cmim.training.fit import make_optimizer, make_scheduler, train_step
@@ -36,8 +51,8 @@ CANDIDATES = {
 
 
 def run(name, overrides, train, held_out, args):
-    params = {**CMIMTransformer().get_params(), "batch_size": args.batch_size, "max_epochs": 1,
-              **{k: v for k, v in overrides.items() if k != "decoder_token_dropout"}}
+    params = {**CMIMTransformer().get_params(), **args.architecture, "batch_size": args.batch_size,
+              "max_epochs": 1, **{k: v for k, v in overrides.items() if k != "decoder_token_dropout"}}
     est = CMIMTransformer(**params)
     vocabulary = Vocabulary.build(train)
     torch.manual_seed(0)
@@ -86,22 +101,70 @@ def token_accuracy(model, sequences):
     return scores
 
 
-def main(argv=None):
+def molecules(args) -> tuple[list[str], list[str], str]:
+    """Training and held-out molecules, and where they came from."""
+    if args.quick:
+        esol = load_esol()[0]
+        return (esol[:args.molecules], esol[args.molecules:args.molecules + args.held_out],
+                "bundled ESOL: held out are the ones after the training molecules")
+    return (read_moses("train.csv.gz", args.molecules), read_moses("test_scaffolds.csv.gz", args.held_out),
+            "MOSES train; held out: MOSES test_scaffolds")
+
+
+def markdown(report: dict) -> str:
+    config, base = report["config"], report["config"]["base"]
+    rows = [[r["name"], f"{r['parameters']:,}", f"{r['train_seconds']:.1f}", f"{r['molecules_per_s']:,.0f}",
+             f"{r['reconstruction']:.1%}", f"{r['token_accuracy']:.1%}",
+             f"{r['token_accuracy_shuffled_z']:.1%}"] for r in report["results"]]
+    quick = " (**quick mode**: a tiny model; the numbers mean nothing)" if config["quick"] else ""
+    return "\n".join([
+        "## Architecture on a CPU budget", "",
+        f"Written by `{report['command']}`{quick}. Each candidate changes the base (d_model "
+        f"{base['d_model']}, {base['n_encoder_layers']} encoder + {base['n_decoder_layers']} decoder layers, "
+        f"K={base['n_latents']} latents of D={base['latent_dim']}), trains one epoch over "
+        f"{config['molecules']:,} molecules in batches of {config['batch_size']}, then greedily "
+        f"reconstructs {config['held_out']:,} held-out ones ({config['source']}). Token accuracy is "
+        "teacher-forced, with each molecule's own latent mean and with another's: the gap is how much "
+        "the decoder reads from the latent.", "",
+        markdown_table(["candidate", "parameters", "training s", "molecules/s", "exact reconstruction",
+                        "token accuracy", "with another's latent"], rows),
+    ])
+
+
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--molecules", type=int, default=60000)
     parser.add_argument("--held-out", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--only", nargs="*", help="candidate names to run")
-    parser.add_argument("--output", type=Path)
+    parser.add_argument("--out", type=Path, help="JSON (default docs/benchmarks)")
+    parser.add_argument("--markdown", type=Path, help=f"report to update (default {DOCS_MARKDOWN})")
+    parser.add_argument("--quick", action="store_true", help="CI smoke run: tiny model on bundled ESOL")
     args = parser.parse_args(argv)
-    train = read_moses("train.csv.gz", args.molecules)
-    held_out = read_moses("test_scaffolds.csv.gz", args.held_out)
+    # Candidates override the package's defaults, or the tiny model's in quick mode.
+    args.architecture = {}
+    if args.quick:
+        args.molecules, args.held_out, args.batch_size = QUICK_TRAIN_MOLECULES, 20, 32
+        args.architecture = QUICK_MODEL
+    set_outputs(args, "architecture-quick")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    train, held_out, source = molecules(args)
     results = [run(name, overrides, train, held_out, args) for name, overrides in CANDIDATES.items()
                if not args.only or name in args.only]
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(results, indent=2))
+    report = {"command": command_line("benchmarks.evaluation.architecture", argv),
+              "config": {"quick": args.quick, "molecules": len(train), "held_out": len(held_out),
+                         "source": source, "batch_size": args.batch_size,
+                         "base": {k: v for k, v in CMIMTransformer(**args.architecture).get_params().items()
+                                  if k in QUICK_MODEL}},
+              "results": results}
+    write_json(args.out / "architecture.json", report)
+    update_markdown_section(args.markdown, "architecture", markdown(report))
+    return report
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ standardisation:
   which it refuses rather than truncates;
 * similarity: each molecule's highest ECFP4 Tanimoto similarity to the MOSES sample (median).
 
-    python -m benchmarks.evaluation.coverage --model cmim-moses
+    python -m benchmarks.evaluation.coverage --model cmim-broad
     python -m benchmarks.evaluation.coverage --quick        # CI smoke run on tiny samples
 """
 

@@ -5,7 +5,7 @@ BACE, BBBP (ROC-AUC); ClinTox and Tox21 with ``--extras`` (mean ROC-AUC over the
 Full run, once the bundled models exist (several hours on two CPU cores, mostly random forests;
 ``--n-jobs`` parallelises the grid searches):
 
-    python -m benchmarks.evaluation.downstream --cmim-model cmim-moses --mim-model mim-moses --n-jobs 2
+    python -m benchmarks.evaluation.downstream --cmim-model cmim-broad --mim-model mim-broad --n-jobs 2
 
 Smoke run of the code (trains two tiny models on bundled ESOL; well under a minute), and the
 command that (re)writes the committed scaffold split files alone:

@@ -16,7 +16,7 @@ inner-CV score on train + valid, on the test part, with a bootstrap error bar ov
 molecules. Random forests, the slowest head, are left out; on these embeddings they rarely won.
 One fitting seed per setting: the error bars cover the test sample, not the fitting noise.
 
-    python -m benchmarks.evaluation.finetune --cmim-model cmim-moses --mim-model mim-moses  # ~30 min, 2 cores
+    python -m benchmarks.evaluation.finetune --cmim-model cmim-broad --mim-model mim-broad  # ~30 min, 2 cores
     python -m benchmarks.evaluation.finetune --quick                                        # smoke run
 """
 

@@ -5,7 +5,7 @@ molecules (scaffolds absent from training), and sets it beside the validation le
 ``cmim pretrain`` stored in the model's metadata. Writes a table and a figure into
 ``docs/benchmarks.md``. Full run, on the two bundled models (minutes on a CPU):
 
-    python -m benchmarks.evaluation.reconstruction --cmim-model cmim-moses --mim-model mim-moses
+    python -m benchmarks.evaluation.reconstruction --cmim-model cmim-broad --mim-model mim-broad
 
 Smoke run (two tiny models trained on bundled ESOL, held-out ESOL molecules; seconds):
 

@@ -7,14 +7,14 @@ A run on 100 molecules first gives the baseline: the memory and time of starting
 and RDKit and loading the model, which the streamed molecules add to.
 
     python -m benchmarks.performance.embed_memory                        # 1,000,000 molecules, a small model
-    python -m benchmarks.performance.embed_memory --n 20000 --model cmim-moses --embedding latent
+    python -m benchmarks.performance.embed_memory --n 20000 --model cmim-broad --embedding latent
+    python -m benchmarks.performance.embed_memory --quick                # smoke run: 2,000 molecules, seconds
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import subprocess
 import sys
@@ -23,7 +23,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.common import MOSES, smiles_rows
+from benchmarks.common import (
+    DOCS_MARKDOWN,
+    MOSES,
+    command_line,
+    markdown_table,
+    set_outputs,
+    smiles_rows,
+    update_markdown_section,
+    write_json,
+)
 
 MOSES_TRAIN = MOSES / "train.csv.gz"
 CLI = ["-c", "from sklearn_cmim.cli import main; raise SystemExit(main())", "embed"]
@@ -85,35 +94,27 @@ def run_embed(source: Path, output: Path, model: str | os.PathLike, chunk_size: 
     return Run(int(returncode), int(peak) * RSS_UNIT, float(seconds), done.stderr)
 
 
-def train_small_model(directory: Path) -> Path:
-    """A small model trained from scratch on 512 molecules in a few seconds."""
+def train_small_model(directory: Path, epochs: int = 1) -> Path:
+    """A small model trained from scratch on 512 molecules in a few seconds; with ``epochs=0``
+    only its vocabulary is learned, which is all its memory and speed depend on."""
     from sklearn_cmim import CMIMTransformer
 
     stream, _ = molecules()
     est = CMIMTransformer(d_model=64, n_heads=4, d_ff=128, n_encoder_layers=1, n_decoder_layers=2,
-                          n_latents=4, latent_dim=16, max_epochs=1, batch_size=32, random_state=0)
+                          n_latents=4, latent_dim=16, max_epochs=epochs, batch_size=32, random_state=0)
     return est.fit(list(itertools.islice(stream, 512))).save_pretrained(directory)
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=1_000_000, help="molecules to embed")
-    parser.add_argument("--model", help="model name or directory (default: a small model trained here)")
-    parser.add_argument("--embedding", choices=("informative", "latent"), default="informative")
-    parser.add_argument("--chunk-size", type=int, default=10_000)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
-    parser.add_argument("--json", type=Path, help="write the results as JSON here")
-    args = parser.parse_args(argv)
-
+def measure(args) -> dict:
+    """``cmim embed`` on 100 molecules (the start-up baseline), then on ``args.n``."""
     options = ["--embedding", args.embedding, "--batch-size", str(args.batch_size),
                "--precision", args.precision, "--errors", "nan"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model = args.model or train_small_model(tmp / "model")
-        results = {"n": args.n, "chunk_size": args.chunk_size, "embedding": args.embedding,
-                   "model": str(args.model or "small, trained here"),
+        model = args.model or train_small_model(tmp / "model", epochs=0 if args.quick else 1)
+        made = "small, untrained" if args.quick else "small, trained here"
+        results = {"quick": args.quick, "n": args.n, "chunk_size": args.chunk_size,
+                   "embedding": args.embedding, "model": str(args.model or made),
                    "threads": os.environ.get("OMP_NUM_THREADS", "torch default")}
         for label, n in (("baseline", 100), ("run", args.n)):
             source = tmp / f"{label}.smi"
@@ -126,6 +127,53 @@ def main(argv=None) -> dict:
                               "output_bytes": (tmp / f"{label}.npy").stat().st_size}
     base, run = results["baseline"], results["run"]
     results["molecules_per_s_after_startup"] = (args.n - 100) / max(run["seconds"] - base["seconds"], 1e-9)
+    return results
+
+
+def markdown(results: dict) -> str:
+    base, run = results["baseline"], results["run"]
+    rows = [[label, f"{r['molecules']:,}", f"{r['peak_rss_bytes'] / MIB:,.0f}", f"{r['seconds']:.1f}",
+             f"{r['molecules_per_s']:,.0f}", f"{r['output_bytes'] / MIB:,.1f}"]
+            for label, r in (("baseline", base), ("run", run))]
+    quick = " (**quick mode**: a small file; the numbers mean little)" if results["quick"] else ""
+    return "\n".join([
+        "## Memory of `cmim embed` on a large file", "",
+        f"Written by `{results['command']}`{quick}. `cmim embed` in a child process on molecules from "
+        f"{results['source']}, {results['embedding']} embeddings of {results['model']}, chunks of "
+        f"{results['chunk_size']:,}, threads: {results['threads']}; the 100-molecule baseline is the cost "
+        "of starting Python, torch and RDKit and loading the model.", "",
+        markdown_table(["run", "molecules", "peak RSS (MiB)", "seconds", "molecules/s", "output (MiB)"],
+                       rows), "",
+        f"Streaming {run['molecules']:,} molecules added "
+        f"**{(run['peak_rss_bytes'] - base['peak_rss_bytes']) / MIB:,.0f} MiB** to the baseline's peak, at "
+        f"{results['molecules_per_s_after_startup']:,.0f} molecules/s after start-up.",
+    ])
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1_000_000, help="molecules to embed")
+    parser.add_argument("--model", help="model name or directory (default: a small model trained here)")
+    parser.add_argument("--embedding", choices=("informative", "latent"), default="informative")
+    parser.add_argument("--chunk-size", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto")
+    parser.add_argument("--out", type=Path, help="JSON (default docs/benchmarks)")
+    parser.add_argument("--markdown", type=Path, help=f"report to update (default {DOCS_MARKDOWN})")
+    parser.add_argument("--quick", action="store_true",
+                        help="CI smoke run: 2,000 molecules in chunks of 256, an untrained small model")
+    args = parser.parse_args(argv)
+    if args.quick:  # several chunks, so the streaming is what runs
+        args.n, args.chunk_size = 2000, 256
+    set_outputs(args, "embed-memory-quick")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    results = {"command": command_line("benchmarks.performance.embed_memory", argv), **measure(args)}
+    base, run = results["baseline"], results["run"]
     print(f"{args.n:,} molecules from {results['source']}, {args.embedding} embeddings of "
           f"{results['model']}, chunks of {args.chunk_size:,}, "
           f"threads: {results['threads']}")
@@ -136,8 +184,8 @@ def main(argv=None) -> dict:
           f"{run['seconds']:.1f} s, {run['molecules_per_s']:.0f} molecules/s "
           f"({results['molecules_per_s_after_startup']:.0f} after start-up), "
           f"output {run['output_bytes'] / MIB:.0f} MiB")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    write_json(args.out / "embed_memory.json", results)
+    update_markdown_section(args.markdown, "embed-memory", markdown(results))
     return results
 
 

@@ -14,7 +14,7 @@
 The model's weights do not change its speed, so without ``--model`` a freshly initialised model
 of the package's default architecture is timed. Full run:
 
-    python -m benchmarks.performance.speed --model cmim-moses
+    python -m benchmarks.performance.speed --model cmim-broad
 
 Smoke run (seconds):
 
