@@ -8,6 +8,7 @@ FLOP/s measured in the same process (the hardware peak).
     python -m benchmarks.performance.train_throughput --profile  # also: where a bf16 epoch spends its time
     # pretraining's recipe:
     python -m benchmarks.performance.train_throughput --batch-size 128 --dropout 0 --profile
+    python -m benchmarks.performance.train_throughput --quick     # smoke run: a tiny model (seconds)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import moses_or_esol
+from benchmarks.common import QUICK_MODEL, moses_or_esol
 from sklearn_cmim import CMIMTransformer
 from sklearn_cmim.nn.device import resolve_device
 from sklearn_cmim.nn.flops import matmul_peak_flops
@@ -68,9 +69,13 @@ def main(argv=None) -> dict:
                  "batch_size"):
         parser.add_argument("--" + name.replace("_", "-"), type=int)
     parser.add_argument("--dropout", type=float, help="0 with --batch-size 128 is pretraining's recipe")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 96 molecules, a tiny model")
     args = parser.parse_args(argv)
     params = CMIMTransformer().get_params()
     architecture = {k: v for k, v in vars(args).items() if v is not None and k in params}
+    if args.quick:
+        args.molecules, args.epochs, args.profile = 96, 1, True
+        architecture = {**QUICK_MODEL, **architecture}
 
     smiles, source = moses_or_esol("train.csv.gz", args.molecules)
     device = resolve_device(None)  # where the estimator trains: the peak must be that device's
