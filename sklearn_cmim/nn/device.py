@@ -113,7 +113,7 @@ def cpu_threads(n_threads: int | None, device: torch.device):
     torch's threads busy-wait for one another between operations, so one more thread than there
     are idle cores stalls them all; ``None`` therefore takes the cores other programs leave idle,
     never more than ``torch.get_num_threads()`` (which ``OMP_NUM_THREADS``, joblib's workers and
-    ``torch.set_num_threads`` already set). torch's setting is process-wide and is restored after.
+    ``torch.set_num_threads`` already set). torch's setting is restored after the block.
     """
     before = torch.get_num_threads()
     wanted = before
