@@ -64,17 +64,18 @@ _free_cores_cache: tuple[float, int | None] = (float("-inf"), None)
 
 
 def _cpu_ticks(cpus: set[int]) -> dict[int, tuple[int, int]]:
-    """Per usable CPU: (ticks busy at normal or raised priority, all ticks), from /proc/stat."""
+    """Per usable CPU: (ticks busy, all ticks), from /proc/stat."""
     ticks = {}
     with open("/proc/stat") as f:
         for line in f:
             name, *fields = line.split()
             if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
                 continue
-            # user nice system idle iowait irq softirq steal; niced programs yield their core to
-            # ours, so their time does not count as busy.
-            user, _, system, _, _, irq, softirq, steal = counts = [int(x) for x in fields[:8]]
-            ticks[int(name[3:])] = (user + system + irq + softirq + steal, sum(counts))
+            # user nice system idle iowait irq softirq steal. Niced programs count as busy: where
+            # the kernel groups processes by session (autogroup, the default of most desktops),
+            # a niced program in another session gets as much of the CPU as ours.
+            user, nice, system, _, _, irq, softirq, steal = counts = [int(x) for x in fields[:8]]
+            ticks[int(name[3:])] = (user + nice + system + irq + softirq + steal, sum(counts))
     return ticks
 
 
