@@ -1,10 +1,12 @@
 """Each loss term against values worked out by hand (docs/method.md, Loss)."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
+from sklearn_cmim.config import TrainSettings
 from sklearn_cmim.nn.losses import (
     contrastive_loss,
     mim_loss,
@@ -92,11 +94,10 @@ def test_zero_contrastive_weight_is_exactly_a_mim():
     torch.manual_seed(0)
     z, mu, logvar = torch.randn(4, 1, 3), torch.randn(4, 1, 3), torch.full((4, 1, 3), -2.0)
     logits, targets = torch.randn(4, 5, 7), torch.randint(1, 7, (4, 5))
-    terms = total_loss((z, mu, logvar, logits), targets, step=5, mim_warmup_steps=10,
-                       contrastive_weight=0.0, temperature=TAU)
+    mim_only = TrainSettings(mim_warmup_steps=10, contrastive_weight=0.0, temperature=TAU)
+    terms = total_loss((z, mu, logvar, logits), targets, mim_only, step=5)
     assert terms["con"].item() > 0  # computed and logged ...
     expected = reconstruction_loss(logits, targets) + 0.5 * mim_loss(z, mu, logvar)
     assert terms["total"].item() == pytest.approx(expected.item(), rel=1e-6)  # ... but not added
-    with_con = total_loss((z, mu, logvar, logits), targets, step=5, mim_warmup_steps=10,
-                          contrastive_weight=2.0, temperature=TAU)
+    with_con = total_loss((z, mu, logvar, logits), targets, replace(mim_only, contrastive_weight=2.0), step=5)
     assert with_con["total"].item() == pytest.approx(expected.item() + 2 * terms["con"].item(), rel=1e-6)

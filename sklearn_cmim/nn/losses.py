@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..config import TrainSettings
+
 __all__ = ["contrastive_loss", "mim_loss", "mim_weight", "reconstruction_loss", "total_loss"]
 
 LOG_2PI = math.log(2 * math.pi)
@@ -74,17 +76,17 @@ def mim_weight(step: int, warmup_steps: int) -> float:
     return 1.0 if warmup_steps <= 0 else min(1.0, step / warmup_steps)
 
 
-def total_loss(model_out, targets, *, step, mim_warmup_steps, contrastive_weight, temperature,
-               contrastive_positive="self", negatives=None, offset=0):
-    """All terms of one training step; returns a dict with ``total``, ``rec``, ``mim``, ``con``."""
+def total_loss(model_out, targets, settings: TrainSettings, *, step, negatives=None, offset=0):
+    """All terms of one training step under ``settings`` (the weights, the temperature and the
+    contrastive positive); returns a dict with ``total``, ``rec``, ``mim``, ``con``."""
     z, mu, logvar, logits = model_out
     rec = reconstruction_loss(logits, targets)
     mim = mim_loss(z, mu, logvar)
     con = contrastive_loss(
-        z, temperature, negatives=negatives, offset=offset,
-        positive=mu if contrastive_positive == "mean" else None,
+        z, settings.temperature, negatives=negatives, offset=offset,
+        positive=mu if settings.contrastive_positive == "mean" else None,
     )
-    total = rec + mim_weight(step, mim_warmup_steps) * mim
-    if contrastive_weight:
-        total = total + contrastive_weight * con
+    total = rec + mim_weight(step, settings.mim_warmup_steps) * mim
+    if settings.contrastive_weight:
+        total = total + settings.contrastive_weight * con
     return {"total": total, "rec": rec, "mim": mim, "con": con}

@@ -102,11 +102,7 @@ def train_step(model, ids, optimizer, scheduler, step: int, settings: TrainSetti
         negatives, offset = (None, 0)
         if gather is not None and settings.contrastive_weight:
             negatives, offset = gather(out[0])
-        losses = total_loss(
-            out, ids[:, 1:], step=step, mim_warmup_steps=settings.mim_warmup_steps,
-            contrastive_weight=settings.contrastive_weight, temperature=settings.temperature,
-            contrastive_positive=settings.contrastive_positive, negatives=negatives, offset=offset,
-        )
+        losses = total_loss(out, ids[:, 1:], settings, step=step, negatives=negatives, offset=offset)
     optimizer.zero_grad(set_to_none=True)
     if skipper is not None:
         skipper.scaler.scale(losses["total"]).backward()

@@ -104,10 +104,7 @@ def validate(model: CMIMModel, molecules: list, vocabulary: Vocabulary, settings
             chunk = molecules[start:start + settings.batch_size]
             ids = pad([encoded for encoded, _ in chunk]).to(device)
             out = model(ids)
-            losses = total_loss(out, ids[:, 1:], step=step, mim_warmup_steps=settings.mim_warmup_steps,
-                                contrastive_weight=settings.contrastive_weight,
-                                temperature=settings.temperature,
-                                contrastive_positive=settings.contrastive_positive)
+            losses = total_loss(out, ids[:, 1:], settings, step=step)
             for name, value in losses.items():
                 sums[name] += float(value) * len(chunk)
             decoded = model.generate(out[1], vocabulary.bos_id, vocabulary.eos_id).tolist()
