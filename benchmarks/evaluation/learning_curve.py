@@ -266,8 +266,10 @@ def plot(report: dict, path: Path) -> bool:
     fig, axes = plt.subplots(1, len(datasets), figsize=(2.6 * len(datasets) + 2.4, 0.28 * len(labels) + 1.4),
                              sharey=True, squeeze=False)
     for ax, name in zip(axes[0], datasets, strict=True):
-        results = [report[label]["scaffold"][name] for label in labels]
-        ax.errorbar([r["test"] for r in results], range(len(labels)),
+        # A row without this dataset (a run stopped part way) leaves its line empty.
+        y, results = zip(*[(i, report[label]["scaffold"][name]) for i, label in enumerate(labels)
+                           if name in report[label]["scaffold"]], strict=True)
+        ax.errorbar([r["test"] for r in results], y,
                     xerr=[r["bootstrap_std"] for r in results], fmt="o", markersize=4, capsize=2)
         better = "RMSE, lower" if DATASETS[name].task == "regression" else "ROC-AUC, higher"
         ax.set_title(f"{DATASETS[name].label}\n{better} is better", fontsize=9)
@@ -284,7 +286,8 @@ def plot(report: dict, path: Path) -> bool:
 def markdown(report: dict, command: str, figure: Path | None, markdown_path: Path) -> str:
     datasets = list(next(iter(report.values()))["scaffold"])
     metric = {d: "RMSE" if DATASETS[d].task == "regression" else "ROC-AUC" for d in datasets}
-    rows = [[label, *(cell(r["scaffold"][d]) for d in datasets)] for label, r in report.items()]
+    rows = [[label, *(cell(r["scaffold"][d]) if d in r["scaffold"] else "—" for d in datasets)]
+            for label, r in report.items()]
     held = [label for label, r in report.items() if "reconstruction" in r]
     sets = list(report[held[0]]["reconstruction"]) if held else []
     lines = [
