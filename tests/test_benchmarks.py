@@ -154,9 +154,11 @@ def test_learning_curve_quick_scores_inner_cv_and_the_test_part_by_the_chosen_he
         assert esol["test_molecules"] > 100  # the whole test part, not the capped training part
         assert esol["featurised"] == 200 + esol["test_molecules"] and esol["featurise_cpu_s"] > 0
         assert esol["head_cpu_s"] > 0
+        assert result["command"].startswith("python -m benchmarks.evaluation.learning_curve --quick")
     assert json.loads((tmp_path / "curve.json").read_text())["ECFP4"]["scaffold"]["esol"]["head"]
     text = markdown.read_text()
     assert "<!-- begin bundled-candidates -->" in text and "total CPU s, all tasks" in text
+    assert f"{', '.join(labels)}: `{report['ECFP4']['command']}`" in text  # which run measured the rows
     assert (tmp_path / "benchmarks" / "candidates_scaffold.png").is_file() == HAS_MATPLOTLIB
 
 

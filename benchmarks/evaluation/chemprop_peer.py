@@ -150,10 +150,9 @@ def main(argv=None) -> dict | None:
         # 3 epochs: the fewest chemprop accepts, one more than its learning-rate warm-up.
         args.datasets, args.seeds, args.epochs = ["esol"], [0], 3
     limit = 100 if args.quick else None
-    row = {"config": {"chemprop": importlib.metadata.version("chemprop"), "epochs": args.epochs,
-                      "quick": args.quick,
-                      "threads": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"},
-           "scaffold": {}}
+    config = {"chemprop": importlib.metadata.version("chemprop"), "epochs": args.epochs, "quick": args.quick,
+              "threads": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"}
+    row = {"command": command, "config": config, "scaffold": {}}
     for name in args.datasets:
         runs = []
         for seed in args.seeds:

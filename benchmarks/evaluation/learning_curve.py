@@ -283,6 +283,15 @@ def plot(report: dict, path: Path) -> bool:
     return True
 
 
+def commands(report: dict) -> dict[str, list[str]]:
+    """The rows of each command that recorded itself in its rows (the runs since timings came in)."""
+    out = {}
+    for label, result in report.items():
+        if "command" in result:
+            out.setdefault(result["command"], []).append(label)
+    return out
+
+
 def markdown(report: dict, command: str, figure: Path | None, markdown_path: Path) -> str:
     datasets = list(next(iter(report.values()))["scaffold"])
     metric = {d: "RMSE" if DATASETS[d].task == "regression" else "ROC-AUC" for d in datasets}
@@ -303,7 +312,8 @@ def markdown(report: dict, command: str, figure: Path | None, markdown_path: Pat
         "`benchmarks.evaluation.chemprop_peer`: its section below has the seeds. "
         "Random forests and random-CV folds are left out to keep the run to minutes; the downstream "
         "section has the full protocol. Rows from earlier runs of this script (`--include`) were "
-        "measured with `--datasets esol freesolv lipophilicity bace bbbp --test --n 2000`.",
+        "measured with `--datasets esol freesolv lipophilicity bace bbbp --test --n 2000`"
+        + "".join(f"; {', '.join(labels)}: `{run}`" for run, labels in commands(report).items()) + ".",
         "",
         markdown_table(["features", *(f"{DATASETS[d].label} ({metric[d]})" for d in datasets)], rows),
     ]
@@ -366,7 +376,7 @@ def main(argv=None) -> dict:
                 print(f"{label}: skipped, {missing} is not installed (pip install 'sklearn-cmim[bench]')",
                       flush=True)
                 continue
-            measured[label] = measure(name, args)
+            measured[label] = {**measure(name, args), "command": command}
             report.setdefault(label, {}).update(measured[label])
             print(label, json.dumps(measured[label]), flush=True)
     if args.out:
