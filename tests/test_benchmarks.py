@@ -164,7 +164,7 @@ def test_learning_curve_quick_scores_inner_cv_and_the_test_part_by_the_chosen_he
 
 def test_joined_feature_sets_put_the_descriptors_first_and_keep_each_sets_scaling():
     esol = load_esol()[0][:5]
-    joined, features = learning_curve.featuriser("ECFP4 + RDKit 2D")
+    joined, features = learning_curve.feature_set("ECFP4 + RDKit 2D")
     n_descriptors = len(RDKitDescriptorsTransformer().get_feature_names_out())
     X = joined.transform(esol)
     assert features == "ECFP4" and joined.descriptor_columns == slice(0, n_descriptors)

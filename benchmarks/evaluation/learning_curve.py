@@ -23,7 +23,7 @@ itself reads the inner-CV scores only. MiniMol is a peer (the ``bench`` extra): 
     python -m benchmarks.evaluation.learning_curve cmim-broad mim-broad ECFP4 "RDKit 2D" \\
         "cmim-broad + RDKit 2D" --datasets esol freesolv lipophilicity bace bbbp --test --n 2000 \\
         --markdown docs/benchmarks.md
-    python -m benchmarks.evaluation.learning_curve MiniMol "ECFP4 + RDKit 2D" --datasets esol freesolv \
+    python -m benchmarks.evaluation.learning_curve MiniMol "ECFP4 + RDKit 2D" --datasets esol freesolv \\
         lipophilicity bace bbbp --test --no-reconstruction --out docs/benchmarks/candidates_peers.json
     python -m benchmarks.evaluation.learning_curve --quick      # smoke run: a tiny model, bundled ESOL
 """
@@ -128,11 +128,11 @@ class Joined:
         return np.hstack([self.descriptors.transform(smiles), self.other.transform(smiles)])
 
 
-def featuriser(name: str):
+def feature_set(name: str):
     """The feature set ``name`` (bundled model, model directory, fixed set, or one of these
     ``+ RDKit 2D``) and the head preprocessing it takes (``make_heads``' ``features``)."""
     if name.endswith(Joined.suffix):
-        other, features = featuriser(name.removesuffix(Joined.suffix))
+        other, features = feature_set(name.removesuffix(Joined.suffix))
         return Joined(other), features
     if name in FIXED:
         return FIXED[name](), name
@@ -215,7 +215,7 @@ def sources(names: list[str], workdir: Path) -> list[tuple[str, str]]:
 
 def measure(name: str, args) -> dict:
     start = time.perf_counter()
-    features, label = featuriser(name)
+    features, label = feature_set(name)
     model = features if isinstance(features, CMIMTransformer) else None
     result = {}
     if model is not None:
