@@ -313,7 +313,9 @@ def markdown(report: dict, command: str, figure: Path | None, markdown_path: Pat
         "Random forests and random-CV folds are left out to keep the run to minutes; the downstream "
         "section has the full protocol. Rows from earlier runs of this script (`--include`) were "
         "measured with `--datasets esol freesolv lipophilicity bace bbbp --test --n 2000`"
-        + "".join(f"; {', '.join(labels)}: `{run}`" for run, labels in commands(report).items()) + ".",
+        + "".join(f"{'; ' if i else ', except these, measured by the command after them: '}"
+                  f"{', '.join(labels)}: `{run}`" for i, (run, labels) in enumerate(commands(report).items()))
+        + ".",
         "",
         markdown_table(["features", *(f"{DATASETS[d].label} ({metric[d]})" for d in datasets)], rows),
     ]
