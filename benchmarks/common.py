@@ -17,6 +17,7 @@ import itertools
 import json
 import math
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,8 +79,8 @@ def moses_or_esol(name: str, n: int) -> tuple[list[str], str]:
 
 def command_line(module: str, argv: list[str] | None) -> str:
     """The command that ran benchmark ``module`` with ``argv`` (the process's own for ``None``),
-    as the reports write it."""
-    return " ".join(["python -m", module, *(sys.argv[1:] if argv is None else argv)])
+    as the reports write it, quoted where a shell needs it ("cmim-broad + RDKit 2D")."""
+    return "python -m " + shlex.join([module, *(sys.argv[1:] if argv is None else argv)])
 
 
 def set_outputs(args, quick_name: str) -> None:

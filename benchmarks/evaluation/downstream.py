@@ -333,7 +333,7 @@ def make_heads(task: str, features: str, quick: bool, linear_only: bool = False,
     through their training quantiles instead, because some are heavy-tailed (``Ipc`` reaches
     1e22) and a standardised outlier in the test part would dominate a linear prediction; ECFP
     bits are left as they are: they share a 0/1 scale, and standardising would inflate rare bits.
-    For embeddings joined with descriptors, ``descriptor_columns`` says which columns are the
+    For a feature set joined with descriptors, ``descriptor_columns`` says which columns are the
     descriptors: each block is scaled its own way. Trees need none of this.
     """
     def quantiles():
@@ -341,8 +341,8 @@ def make_heads(task: str, features: str, quick: bool, linear_only: bool = False,
 
     def prep():
         if descriptor_columns is not None:
-            scaler = ColumnTransformer([("descriptors", quantiles(), descriptor_columns)],
-                                       remainder=StandardScaler())
+            rest = "passthrough" if features == "ECFP4" else StandardScaler()
+            scaler = ColumnTransformer([("descriptors", quantiles(), descriptor_columns)], remainder=rest)
         elif features == "ECFP4":
             scaler = "passthrough"
         elif features == "RDKit 2D":

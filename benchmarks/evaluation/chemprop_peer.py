@@ -1,0 +1,169 @@
+"""chemprop v2 trained per task on the committed scaffold splits: the peer that learns its own
+features, beside the frozen feature sets with small heads of ``learning_curve --test``.
+
+For each dataset and seed, ``chemprop train`` runs with its defaults (D-MPNN, 50 epochs, the
+checkpoint of best validation loss) on the split's train part, with its valid part for that
+choice, and predicts the test part. The predictions are scored here with the metric and bootstrap
+error bar of the other rows. Training time is the CPU time of the chemprop process (its threads
+summed), so under ``OMP_NUM_THREADS=1`` it is one thread's seconds whatever else runs. chemprop
+is the ``bench`` extra; without it the script says so and skips.
+
+    OMP_NUM_THREADS=1 python -m benchmarks.evaluation.chemprop_peer --seeds 0 1 2
+    python -m benchmarks.evaluation.chemprop_peer --quick    # 3 epochs, 100 ESOL molecules per part
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.metadata
+import importlib.util
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import (
+    command_line,
+    fmt,
+    markdown_table,
+    mean_std,
+    set_outputs,
+    update_markdown_section,
+    write_json,
+)
+from benchmarks.evaluation.downstream import (
+    CORE,
+    DATASETS,
+    SPLITS_DIR,
+    bootstrap_std,
+    load_dataset,
+    test_metric,
+)
+
+LABEL = "chemprop (trained per task)"
+PARTS = ("train", "valid", "test")
+
+
+def write_parts(name: str, directory: Path, limit: int | None) -> dict[str, np.ndarray]:
+    """The split's parts as chemprop's input CSVs (SMILES, label) in ``directory``; their labels."""
+    smiles, labels, _ = load_dataset(name)
+    split = json.loads((SPLITS_DIR / f"{name}_scaffold.json").read_text())
+    out = {}
+    for part in PARTS:
+        rows = [i for i in split[part] if np.isfinite(labels[i, 0])][:limit]
+        with open(directory / f"{part}.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["smiles", "label"])
+            writer.writerows([smiles[i], labels[i, 0]] for i in rows)
+        out[part] = labels[rows, 0]
+    return out
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def train(name: str, seed: int, epochs: int, limit: int | None) -> dict:
+    """One chemprop model: its test score, bootstrap std and training CPU seconds."""
+    task = DATASETS[name].task
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        labels = write_parts(name, directory, limit)
+        # The console script of this interpreter's environment, not whichever chemprop is on PATH.
+        command = [str(Path(sys.executable).with_name("chemprop")), "train",
+                   "--data-path", *(str(directory / f"{part}.csv") for part in PARTS),
+                   "--task-type", task, "--epochs", str(epochs), "--pytorch-seed", str(seed),
+                   "--data-seed", str(seed), "--output-dir", str(directory / "out")]
+        before = children_cpu_s()
+        with open(directory / "log.txt", "w") as log:
+            finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+        cpu_s = children_cpu_s() - before
+        if finished.returncode:
+            raise RuntimeError(f"chemprop failed on {name}:\n{(directory / 'log.txt').read_text()[-3000:]}")
+        with open(directory / "out" / "model_0" / "test_predictions.csv", newline="") as handle:
+            prediction = np.array([float(row["label"]) for row in csv.DictReader(handle)])
+    y = labels["test"]
+    if len(prediction) != len(y):  # chemprop drops no molecule that RDKit reads; say so if it did
+        raise RuntimeError(f"chemprop predicted {len(prediction)} of {len(y)} test molecules of {name}")
+    return {"seed": seed, "test": test_metric(task, y, prediction),
+            "bootstrap_std": bootstrap_std(task, [(y, prediction)], 200), "train_cpu_s": cpu_s,
+            "molecules": len(labels["train"]) + len(labels["valid"]), "test_molecules": len(y)}
+
+
+def summary(runs: list[dict]) -> dict:
+    """Seeds pooled, in the row format of ``learning_curve``'s report so that it can include it."""
+    test, seed_std = mean_std([run["test"] for run in runs])
+    return {"head": "chemprop", "test": test, "seed_std": seed_std,
+            "bootstrap_std": float(np.mean([run["bootstrap_std"] for run in runs])),
+            "head_cpu_s": float(np.mean([run["train_cpu_s"] for run in runs])),
+            "molecules": runs[0]["molecules"], "test_molecules": runs[0]["test_molecules"], "seeds": runs}
+
+
+def markdown(row: dict, command: str) -> str:
+    config = row["config"]
+    lines = [
+        "## chemprop trained per task (scaffold split)", "",
+        f"Written by `{command}`. chemprop {config['chemprop']} with its defaults (D-MPNN, "
+        f"{config['epochs']} epochs, the checkpoint of best validation loss), trained on each task's "
+        "train part, its checkpoint chosen on the valid part, scored on the test part of the same "
+        "committed scaffold split as the feature sets; the mean over seeds ± the standard deviation "
+        "over seeds, and the mean bootstrap std over test molecules. Training time: CPU seconds of the "
+        f"chemprop process at {config['threads']} (Python start-up and featurisation included), "
+        "mean over seeds." + (" **Quick mode**: the numbers mean nothing." if config["quick"] else ""), "",
+    ]
+    rows = []
+    for name, result in row["scaffold"].items():
+        metric = "RMSE" if DATASETS[name].task == "regression" else "ROC-AUC"
+        rows.append([f"{DATASETS[name].label} ({metric})", len(result["seeds"]),
+                     f"{fmt(result['test'])} ± {fmt(result['seed_std'])}", fmt(result["bootstrap_std"]),
+                     ", ".join(fmt(run["test"]) for run in result["seeds"]),
+                     f"{result['head_cpu_s']:,.0f}",
+                     f"{1000 * result['head_cpu_s'] / result['molecules']:.0f}"])
+    lines.append(markdown_table(["task", "seeds", "test, mean ± seed std", "bootstrap std", "per seed",
+                                 "training CPU s", "ms per training molecule"], rows))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict | None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=CORE, choices=list(DATASETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--epochs", type=int, default=50, help="chemprop's default")
+    parser.add_argument("--out", type=Path, help="folder of chemprop.json (default: docs/benchmarks)")
+    parser.add_argument("--markdown", type=Path, help="report to update (default: docs/benchmarks.md)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 epochs, 100 molecules per part")
+    args = parser.parse_args(argv)
+    command = command_line("benchmarks.evaluation.chemprop_peer", argv)
+    if importlib.util.find_spec("chemprop") is None:
+        print("chemprop is not installed: its benchmark is skipped (pip install 'sklearn-cmim[bench]')")
+        return None
+    set_outputs(args, "chemprop_peer")
+    if args.quick:
+        # 3 epochs: the fewest chemprop accepts, one more than its learning-rate warm-up.
+        args.datasets, args.seeds, args.epochs = ["esol"], [0], 3
+    limit = 100 if args.quick else None
+    config = {"chemprop": importlib.metadata.version("chemprop"), "epochs": args.epochs, "quick": args.quick,
+              "threads": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"}
+    row = {"command": command, "config": config, "scaffold": {}}
+    for name in args.datasets:
+        runs = []
+        for seed in args.seeds:
+            runs.append(train(name, seed, args.epochs, limit))
+            print(name, json.dumps(runs[-1]), flush=True)
+        row["scaffold"][name] = summary(runs)
+        # Written after every task, so that a run stopped part way keeps what it finished.
+        write_json(args.out / "chemprop.json", {LABEL: row})
+        update_markdown_section(args.markdown, "chemprop-peer", markdown(row, command))
+    return {LABEL: row}
+
+
+if __name__ == "__main__":
+    main()
