@@ -21,6 +21,7 @@ EXAMPLES = {
     "plot_interpolation.py": "interpolation.png",
     "plot_sampling.py": "sampling.png",
     "plot_optimization.py": "optimization.png",
+    "plot_descriptor_union.py": "descriptor_union.png",
 }
 # One thread: the examples are tiny, and CI machines may be running other jobs.
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
