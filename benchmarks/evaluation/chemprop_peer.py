@@ -40,8 +40,8 @@ from benchmarks.common import (
 from benchmarks.evaluation.downstream import (
     CORE,
     DATASETS,
-    SPLITS_DIR,
     bootstrap_std,
+    committed_split,
     load_dataset,
     test_metric,
 )
@@ -53,7 +53,7 @@ PARTS = ("train", "valid", "test")
 def write_parts(name: str, directory: Path, limit: int | None) -> dict[str, np.ndarray]:
     """The split's parts as chemprop's input CSVs (SMILES, label) in ``directory``; their labels."""
     smiles, labels, _ = load_dataset(name)
-    split = json.loads((SPLITS_DIR / f"{name}_scaffold.json").read_text())
+    split = committed_split(name)
     out = {}
     for part in PARTS:
         rows = [i for i in split[part] if np.isfinite(labels[i, 0])][:limit]

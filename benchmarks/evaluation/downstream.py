@@ -150,6 +150,11 @@ def scaffold_groups(scaffolds: list[str | None]) -> np.ndarray:
     return np.unique([s if s is not None else "" for s in scaffolds], return_inverse=True)[1]
 
 
+def committed_split(name: str) -> dict[str, list[int]]:
+    """The committed scaffold split of dataset ``name``: CSV row indices of train, valid and test."""
+    return json.loads((SPLITS_DIR / f"{name}_scaffold.json").read_text())
+
+
 def scaffold_split(scaffolds: list[str | None], fractions=(0.8, 0.1)) -> dict[str, list[int]]:
     """Positions of train/valid/test: whole scaffold groups, the largest ones to train first.
 

@@ -60,8 +60,8 @@ from benchmarks.common import (
 from benchmarks.evaluation.downstream import (
     CORE,
     DATASETS,
-    SPLITS_DIR,
     bootstrap_std,
+    committed_split,
     inner_cv,
     load_dataset,
     make_heads,
@@ -149,7 +149,7 @@ def scaffold_scores(featuriser, label: str, name: str, with_test: bool, max_mole
     """One dataset, one feature set: the better head by scaffold-grouped inner CV on train + valid,
     and with ``with_test`` its score on the test part with a bootstrap standard deviation."""
     smiles, labels, _ = load_dataset(name)
-    parts = json.loads((SPLITS_DIR / f"{name}_scaffold.json").read_text())
+    parts = committed_split(name)
     train = np.array(sorted(parts["train"] + parts["valid"]))[:max_molecules]
     test = np.array(sorted(parts["test"])) if with_test else np.array([], dtype=int)
     rows = np.concatenate([train, test])
