@@ -1,14 +1,17 @@
-"""chemprop v2 trained per task on the committed scaffold splits: the peer that learns its own
-features, beside the frozen feature sets with small heads of ``learning_curve --test``.
+"""chemprop v2 trained per task on the committed scaffold splits and in random CV: the peer that
+learns its own features, beside the frozen feature sets with small heads of ``learning_curve --test``.
 
 For each dataset and seed, ``chemprop train`` runs with its defaults (D-MPNN, 50 epochs, the
 checkpoint of best validation loss) on the split's train part, with its valid part for that
 choice, and predicts the test part. The predictions are scored here with the metric and bootstrap
-error bar of the other rows. Training time is the CPU time of the chemprop process (its threads
-summed), so under ``OMP_NUM_THREADS=1`` it is one thread's seconds whatever else runs. chemprop
-is the ``bench`` extra; without it the script says so and skips.
+error bar of the other rows. With ``--random-cv`` it trains instead on each fold of
+``learning_curve --random-cv``'s random 5-fold CV (the same folds), a tenth of the training folds
+held back as its valid part, with the fold's seed. Training time is the CPU time of the chemprop
+process (its threads summed), so under ``OMP_NUM_THREADS=1`` it is one thread's seconds whatever
+else runs. chemprop is the ``bench`` extra; without it the script says so and skips.
 
     OMP_NUM_THREADS=1 python -m benchmarks.evaluation.chemprop_peer --seeds 0 1 2
+    OMP_NUM_THREADS=1 python -m benchmarks.evaluation.chemprop_peer --random-cv --seeds 0
     python -m benchmarks.evaluation.chemprop_peer --quick    # 3 epochs, 100 ESOL molecules per part
 """
 
@@ -43,6 +46,8 @@ from benchmarks.evaluation.downstream import (
     bootstrap_std,
     committed_split,
     load_dataset,
+    random_cv_folds,
+    readable_labelled,
     test_metric,
 )
 
@@ -50,10 +55,25 @@ LABEL = "chemprop (trained per task)"
 PARTS = ("train", "valid", "test")
 
 
-def write_parts(name: str, directory: Path, limit: int | None) -> dict[str, np.ndarray]:
-    """The split's parts as chemprop's input CSVs (SMILES, label) in ``directory``; their labels."""
+def random_cv_splits(name: str, folds: int, seed: int) -> list[dict[str, list[int]]]:
+    """Random CV's folds as train/valid/test row lists: the test fold, and the other folds less a
+    random tenth kept as the valid part on which chemprop chooses its checkpoint."""
     smiles, labels, _ = load_dataset(name)
-    split = committed_split(name)
+    task = DATASETS[name].task
+    rng = np.random.default_rng(seed)
+    out = []
+    for _, train, test in random_cv_folds(readable_labelled(smiles, labels), labels, task, folds, [seed]):
+        valid = np.isin(train, rng.choice(train, len(train) // 10, replace=False))
+        out.append({"train": train[~valid].tolist(), "valid": train[valid].tolist(), "test": test.tolist()})
+    return out
+
+
+def write_parts(name: str, directory: Path, limit: int | None,
+                split: dict[str, list[int]] | None = None) -> dict[str, np.ndarray]:
+    """The split's parts (by default the committed scaffold split) as chemprop's input CSVs
+    (SMILES, label) in ``directory``; their labels."""
+    smiles, labels, _ = load_dataset(name)
+    split = split or committed_split(name)
     out = {}
     for part in PARTS:
         rows = [i for i in split[part] if np.isfinite(labels[i, 0])][:limit]
@@ -70,12 +90,12 @@ def children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def train(name: str, seed: int, epochs: int, limit: int | None) -> dict:
+def train(name: str, seed: int, epochs: int, limit: int | None, split: dict | None = None) -> dict:
     """One chemprop model: its test score, bootstrap std and training CPU seconds."""
     task = DATASETS[name].task
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        labels = write_parts(name, directory, limit)
+        labels = write_parts(name, directory, limit, split)
         # The console script of this interpreter's environment, not whichever chemprop is on PATH.
         command = [str(Path(sys.executable).with_name("chemprop")), "train",
                    "--data-path", *(str(directory / f"{part}.csv") for part in PARTS),
@@ -106,29 +126,67 @@ def summary(runs: list[dict]) -> dict:
             "molecules": runs[0]["molecules"], "test_molecules": runs[0]["test_molecules"], "seeds": runs}
 
 
-def markdown(row: dict, command: str) -> str:
-    config = row["config"]
+def fold_summary(runs: list[dict]) -> dict:
+    """Random-CV folds pooled, as ``learning_curve`` pools a feature set's: mean ± std over the test
+    folds, and training time summed over the folds with the training molecules they read."""
+    test, std = mean_std([run["test"] for run in runs])
+    return {"test": test, "std": std, "folds": [run["test"] for run in runs],
+            "heads": ["chemprop"] * len(runs),
+            "head_cpu_s": sum(run["train_cpu_s"] for run in runs),
+            "molecules": sum(run["molecules"] for run in runs), "runs": runs}
+
+
+def commands_of(row: dict) -> dict[str, list[str]]:
+    """The commands that measured each split of a row; a row written before random CV came in
+    names one command, the scaffold split's."""
+    return row.get("commands") or ({"scaffold": [row["command"]]} if "command" in row else {})
+
+
+def markdown(row: dict) -> str:
+    config, commands = row["config"], commands_of(row)
     lines = [
-        "## chemprop trained per task (scaffold split)", "",
-        f"Written by `{command}`. chemprop {config['chemprop']} with its defaults (D-MPNN, "
-        f"{config['epochs']} epochs, the checkpoint of best validation loss), trained on each task's "
-        "train part, its checkpoint chosen on the valid part, scored on the test part of the same "
-        "committed scaffold split as the feature sets; the mean over seeds ± the standard deviation "
-        "over seeds, and the mean bootstrap std over test molecules. Training time: CPU seconds of the "
-        f"chemprop process at {config['threads']} (Python start-up and featurisation included), "
-        "mean over seeds." + (" **Quick mode**: the numbers mean nothing." if config["quick"] else ""), "",
+        "## chemprop trained per task", "",
+        f"chemprop {config['chemprop']} with its defaults (D-MPNN, {config['epochs']} epochs, the "
+        "checkpoint of best validation loss), scored with the metric of the feature sets' rows. Training "
+        f"time: CPU seconds of the chemprop process at {config['threads']} (Python start-up and "
+        "featurisation included)."
+        + (" **Quick mode**: the numbers mean nothing." if config["quick"] else ""),
     ]
-    rows = []
-    for name, result in row["scaffold"].items():
-        metric = "RMSE" if DATASETS[name].task == "regression" else "ROC-AUC"
-        rows.append([f"{DATASETS[name].label} ({metric})", len(result["seeds"]),
-                     f"{fmt(result['test'])} ± {fmt(result['seed_std'])}", fmt(result["bootstrap_std"]),
-                     ", ".join(fmt(run["test"]) for run in result["seeds"]),
-                     f"{result['head_cpu_s']:,.0f}",
-                     f"{1000 * result['head_cpu_s'] / result['molecules']:.0f}"])
-    lines.append(markdown_table(["task", "seeds", "test, mean ± seed std", "bootstrap std", "per seed",
-                                 "training CPU s", "ms per training molecule"], rows))
+    if "scaffold" in row:
+        rows = []
+        for name, result in row["scaffold"].items():
+            rows.append([task_label(name), len(result["seeds"]),
+                         f"{fmt(result['test'])} ± {fmt(result['seed_std'])}", fmt(result["bootstrap_std"]),
+                         ", ".join(fmt(run["test"]) for run in result["seeds"]),
+                         f"{result['head_cpu_s']:,.0f}",
+                         f"{1000 * result['head_cpu_s'] / result['molecules']:.0f}"])
+        lines += ["", "### Scaffold split", "",
+                  f"Written by `{commands['scaffold'][-1]}`. Trained on each task's train part, its "
+                  "checkpoint chosen on the valid part, scored on the test part of the same committed "
+                  "scaffold split as the feature sets; the mean over seeds ± the standard deviation over "
+                  "seeds, and the mean bootstrap std over test molecules; training time is the mean over "
+                  "seeds.", "",
+                  markdown_table(["task", "seeds", "test, mean ± seed std", "bootstrap std", "per seed",
+                                  "training CPU s", "ms per training molecule"], rows)]
+    if "random_cv" in row:
+        rows = []
+        for name, result in row["random_cv"].items():
+            rows.append([task_label(name), len(result["folds"]),
+                         f"{fmt(result['test'])} ± {fmt(result['std'])}",
+                         ", ".join(fmt(score) for score in result["folds"]), f"{result['head_cpu_s']:,.0f}",
+                         f"{1000 * result['head_cpu_s'] / result['molecules']:.0f}"])
+        lines += ["", "### Random CV", "",
+                  f"Written by `{commands['random_cv'][-1]}`. Trained on the training folds of each of the "
+                  "feature sets' random-CV folds less a random tenth, on which its checkpoint is chosen, and "
+                  "scored on the test fold; the mean ± the standard deviation over the test folds; training "
+                  "time summed over the folds.", "",
+                  markdown_table(["task", "folds", "test, mean ± fold std", "per fold", "training CPU s",
+                                  "ms per training molecule"], rows)]
     return "\n".join(lines)
+
+
+def task_label(name: str) -> str:
+    return f"{DATASETS[name].label} ({'RMSE' if DATASETS[name].task == 'regression' else 'ROC-AUC'})"
 
 
 def main(argv=None) -> dict | None:
@@ -136,6 +194,9 @@ def main(argv=None) -> dict | None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=CORE, choices=list(DATASETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--random-cv", action="store_true",
+                        help="train on random-CV folds (a run per fold and seed), not the scaffold split")
+    parser.add_argument("--folds", type=int, default=5, help="random-CV folds")
     parser.add_argument("--epochs", type=int, default=50, help="chemprop's default")
     parser.add_argument("--out", type=Path, help="folder of chemprop.json (default: docs/benchmarks)")
     parser.add_argument("--markdown", type=Path, help="report to update (default: docs/benchmarks.md)")
@@ -148,20 +209,29 @@ def main(argv=None) -> dict | None:
     set_outputs(args, "chemprop_peer")
     if args.quick:
         # 3 epochs: the fewest chemprop accepts, one more than its learning-rate warm-up.
-        args.datasets, args.seeds, args.epochs = ["esol"], [0], 3
+        args.datasets, args.seeds, args.epochs, args.folds = ["esol"], [0], 3, 2
     limit = 100 if args.quick else None
-    config = {"chemprop": importlib.metadata.version("chemprop"), "epochs": args.epochs, "quick": args.quick,
-              "threads": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"}
-    row = {"command": command, "config": config, "scaffold": {}}
+    split = "random_cv" if args.random_cv else "scaffold"
+    # A run of one split keeps what an earlier run measured on the other.
+    path = args.out / "chemprop.json"
+    row = json.loads(path.read_text())[LABEL] if path.exists() else {}
+    row["commands"] = {**commands_of(row), split: [command]}
+    row.pop("command", None)
+    threads = f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"
+    row["config"] = {"chemprop": importlib.metadata.version("chemprop"), "epochs": args.epochs,
+                     "quick": args.quick, "threads": threads}
+    row[split] = {}
     for name in args.datasets:
         runs = []
         for seed in args.seeds:
-            runs.append(train(name, seed, args.epochs, limit))
-            print(name, json.dumps(runs[-1]), flush=True)
-        row["scaffold"][name] = summary(runs)
+            parts = random_cv_splits(name, args.folds, seed) if args.random_cv else [None]
+            for part in parts:
+                runs.append(train(name, seed, args.epochs, limit, part))
+                print(name, json.dumps(runs[-1]), flush=True)
+        row[split][name] = fold_summary(runs) if args.random_cv else summary(runs)
         # Written after every task, so that a run stopped part way keeps what it finished.
-        write_json(args.out / "chemprop.json", {LABEL: row})
-        update_markdown_section(args.markdown, "chemprop-peer", markdown(row, command))
+        write_json(path, {LABEL: row})
+        update_markdown_section(args.markdown, "chemprop-peer", markdown(row))
     return {LABEL: row}
 
 

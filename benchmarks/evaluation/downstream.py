@@ -463,6 +463,13 @@ def bootstrap_std(task: str, pairs, n: int, seed: int = 0) -> float:
     return mean_std(scores)[1]
 
 
+def readable_labelled(smiles: list[str], Y: np.ndarray) -> np.ndarray:
+    """Positions of the molecules RDKit reads (they have a scaffold) with at least one label: what
+    the peers' random-CV folds share, whichever feature set or model reads them afterwards."""
+    readable = np.array([s is not None for s in murcko_scaffolds(smiles)])
+    return np.flatnonzero(readable & ~np.isnan(Y).all(axis=1))
+
+
 def random_cv_folds(positions, Y, task, folds, seeds):
     """(seed, train, test) position arrays; stratified for single-task classification."""
     for seed in seeds:
