@@ -50,6 +50,7 @@ from benchmarks.evaluation.downstream import (
     readable_labelled,
     test_metric,
 )
+from benchmarks.evaluation.learning_curve import commands_of
 
 LABEL = "chemprop (trained per task)"
 PARTS = ("train", "valid", "test")
@@ -134,12 +135,6 @@ def fold_summary(runs: list[dict]) -> dict:
             "heads": ["chemprop"] * len(runs),
             "head_cpu_s": sum(run["train_cpu_s"] for run in runs),
             "molecules": sum(run["molecules"] for run in runs), "runs": runs}
-
-
-def commands_of(row: dict) -> dict[str, list[str]]:
-    """The commands that measured each split of a row; a row written before random CV came in
-    names one command, the scaffold split's."""
-    return row.get("commands") or ({"scaffold": [row["command"]]} if "command" in row else {})
 
 
 def markdown(row: dict) -> str:

@@ -415,7 +415,8 @@ def evaluate_heads(X, Y, train, test, task, heads, cv, groups, n_jobs) -> dict:
 
     Returns per head: ``test`` and ``inner`` scores in the metric's units (mean over tasks for
     multi-task sets; rows with a missing label are skipped per task), the chosen ``params`` and
-    the test ``pairs`` (labels, predictions) per task, which the bootstrap reuses.
+    the test ``pairs`` (labels, predictions) per task, which the bootstrap reuses. With no ``test``
+    rows only the inner-CV scores are measured.
     """
     scoring = "neg_root_mean_squared_error" if task == "regression" else "roc_auc"
     sign = -1.0 if task == "regression" else 1.0
@@ -424,15 +425,17 @@ def evaluate_heads(X, Y, train, test, task, heads, cv, groups, n_jobs) -> dict:
         tests, inners, params, pairs = [], [], [], []
         for t in range(Y.shape[1]):
             tr, te = train[~np.isnan(Y[train, t])], test[~np.isnan(Y[test, t])]
-            if task == "classification" and (len(np.unique(Y[tr, t])) < 2 or len(np.unique(Y[te, t])) < 2):
+            one_class = [len(np.unique(Y[rows, t])) < 2 for rows in (tr, te) if len(rows)]
+            if task == "classification" and any(one_class):
                 continue  # AUC is undefined with one class; the task is left out of the mean
             search = GridSearchCV(estimator, grid, scoring=scoring, cv=cv, n_jobs=n_jobs)
             search.fit(X[tr], Y[tr, t], groups=None if groups is None else groups[tr])
-            prediction = predict(task, search.best_estimator_, X[te])
-            tests.append(test_metric(task, Y[te, t], prediction))
             inners.append(sign * search.best_score_)
             params.append(search.best_params_)
-            pairs.append((Y[te, t], prediction))
+            if len(te):
+                prediction = predict(task, search.best_estimator_, X[te])
+                tests.append(test_metric(task, Y[te, t], prediction))
+                pairs.append((Y[te, t], prediction))
         results[name] = {"test": mean_std(tests)[0], "inner": mean_std(inners)[0],
                          "params": params[0] if len(params) == 1 else params,
                          "tasks_scored": len(tests), "pairs": pairs}
@@ -811,7 +814,12 @@ def _head_label(result: dict, split: str) -> str:
     best = result[split]["best"]
     if split == "scaffold":
         return best["head"]
-    counts = {h: best["heads"].count(h) for h in dict.fromkeys(best["heads"])}
+    return head_counts(best["heads"])
+
+
+def head_counts(heads: list[str]) -> str:
+    """The heads chosen in the folds, with how often each was chosen when they differ."""
+    counts = {h: heads.count(h) for h in dict.fromkeys(heads)}
     return ", ".join(f"{h} x{n}" if len(counts) > 1 else h for h, n in counts.items())
 
 
