@@ -147,19 +147,68 @@ def test_learning_curve_quick_scores_inner_cv_and_the_test_part_by_the_chosen_he
         capsys.readouterr().out
     labels = list(report)
     assert labels[1:] == ["ECFP4", labels[0] + " + RDKit 2D"]  # joined with descriptors; no MiniMol row
+    command = "python -m benchmarks.evaluation.learning_curve --quick"
     for result in report.values():
-        esol = result["scaffold"]["esol"]
-        assert esol["molecules"] == 200 and esol["head"] in ("Ridge", "SVR")
+        esol, folds = result["scaffold"]["esol"], result["random_cv"]["esol"]
+        assert esol["molecules"] == 200 and esol["head"] in ("Ridge", "SVR") and esol["tasks"] == 1
         assert finite(esol["inner"]) and finite(esol["test"]) and esol["bootstrap_std"] > 0
         assert esol["test_molecules"] > 100  # the whole test part, not the capped training part
-        assert esol["featurised"] == 200 + esol["test_molecules"] and esol["featurise_cpu_s"] > 0
-        assert esol["head_cpu_s"] > 0
-        assert result["command"].startswith("python -m benchmarks.evaluation.learning_curve --quick")
-    assert json.loads((tmp_path / "curve.json").read_text())["ECFP4"]["scaffold"]["esol"]["head"]
+        # Random CV reads every molecule, each featurised once for both splits.
+        assert esol["featurised"] == 1128 and esol["featurise_cpu_s"] > 0 and esol["head_cpu_s"] > 0
+        assert len(folds["folds"]) == len(folds["heads"]) == 2 and set(folds["heads"]) <= {"Ridge", "SVR"}
+        assert folds["test"] == pytest.approx(np.mean(folds["folds"])) and folds["std"] > 0
+        assert folds["molecules"] == 1128 and folds["head_cpu_s"] > 0  # two folds of half each
+        assert all(runs[0].startswith(command) for runs in result["commands"].values())
+        assert set(result["commands"]) == {"scaffold", "random_cv"}
+    assert json.loads((tmp_path / "curve.json").read_text())["ECFP4"]["random_cv"]["esol"]["heads"]
     text = markdown.read_text()
-    assert "<!-- begin bundled-candidates -->" in text and "total CPU s, all tasks" in text
-    assert f"{', '.join(labels)}: `{report['ECFP4']['command']}`" in text  # which run measured the rows
-    assert (tmp_path / "benchmarks" / "candidates_scaffold.png").is_file() == HAS_MATPLOTLIB
+    assert "<!-- begin bundled-candidates -->" in text and "random CV: total CPU s" in text
+    assert text.count(f"{', '.join(labels)}: `{command}") == 2  # which run measured the rows, per split
+    assert f"| ECFP4 | {learning_curve.cell(report['ECFP4']['random_cv']['esol'], 'random_cv')} |" in text
+    for split in ("scaffold", "random_cv"):
+        assert (tmp_path / "benchmarks" / f"candidates_{split}.png").is_file() == HAS_MATPLOTLIB
+
+
+def test_runs_merge_per_dataset_and_keep_each_splits_commands():
+    report = {}
+    learning_curve.merge(report, "A", {"command": "old", "scaffold": {"esol": {"test": 1.0}},
+                                       "reconstruction": {"MOSES": 0.9}})
+    learning_curve.merge(report, "A", {"scaffold": {"tox21": {"test": 0.7}},
+                                       "random_cv": {"esol": {"test": 0.8}},
+                                       "commands": {"scaffold": ["extras"], "random_cv": ["extras"]}})
+    learning_curve.merge(report, "A", {"scaffold": {"esol": {"test": 1.1}},
+                                       "commands": {"scaffold": ["old"]}})
+    assert report["A"]["scaffold"] == {"esol": {"test": 1.1}, "tox21": {"test": 0.7}}
+    assert report["A"]["random_cv"] == {"esol": {"test": 0.8}}
+    assert report["A"]["reconstruction"] == {"MOSES": 0.9}
+    assert report["A"]["commands"] == {"scaffold": ["old", "extras"], "random_cv": ["extras"]}
+    assert "command" not in report["A"]
+    text = learning_curve.measured_by({**report, "B": {"scaffold": {"esol": {"test": 2.0}}}}, "scaffold")
+    assert "A: `old`; A: `extras`; B: an earlier run" in text
+
+
+def test_heads_without_test_rows_measure_the_inner_cv_only():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 4))
+    Y = (X[:, :2] > 0).astype(float)  # two classification tasks
+    Y[:5, 1] = np.nan
+    heads = downstream.make_heads("classification", "cMIM informative", quick=True, linear_only=True)
+    cv = downstream.inner_cv("classification", 3, False, 0)
+    no_rows = np.array([], dtype=int)
+    result = downstream.evaluate_heads(X, Y, np.arange(60), no_rows, "classification", heads, cv, None,
+                                       None)["LogReg"]
+    assert result["tasks_scored"] == 2 and result["inner"] > 0.8 and not result["pairs"]
+    assert math.isnan(result["test"])
+
+
+@pytest.mark.shared_data
+@needs_shared_data
+def test_multi_task_sets_score_the_mean_over_their_tasks():
+    args = SimpleNamespace(max_molecules=300, test=True, random_cv=False)
+    ecfp = ECFPTransformer(errors="nan")
+    result = learning_curve.dataset_scores(ecfp, "ECFP4", "clintox", args)["scaffold"]
+    assert result["tasks"] == 2 and result["molecules"] == 300 and 0.5 < result["test"] <= 1
+    assert result["bootstrap_std"] > 0 and result["head"] in ("LogReg", "SVC")
 
 
 def test_joined_feature_sets_put_the_descriptors_first_and_keep_each_sets_scaling():
@@ -203,18 +252,44 @@ def test_chemprop_peer_trains_on_the_committed_split_parts(tmp_path):
         np.testing.assert_array_equal(written[part], labels[split[part], 0])
 
 
+@pytest.mark.shared_data
+@needs_shared_data
+def test_chemprop_random_cv_trains_on_the_feature_sets_folds_less_a_valid_tenth():
+    smiles, labels, _ = downstream.load_dataset("bbbp")
+    labelled = downstream.readable_labelled(smiles, labels)
+    splits = chemprop_peer.random_cv_splits("bbbp", 5, seed=0)
+    folds = list(downstream.random_cv_folds(labelled, labels, "classification", 5, [0]))
+    assert len(splits) == len(folds) == 5
+    for split, (_, train, test) in zip(splits, folds, strict=True):
+        assert split["test"] == test.tolist()
+        assert sorted(split["train"] + split["valid"]) == sorted(train.tolist())
+        assert len(split["valid"]) == len(train) // 10
+    assert sorted(np.concatenate([split["test"] for split in splits]).tolist()) == labelled.tolist()
+
+
 @pytest.mark.slow
 @pytest.mark.shared_data
 @needs_shared_data
 def test_chemprop_peer_quick_gives_a_row_the_candidates_table_includes(tmp_path):
     pytest.importorskip("chemprop", reason="a peer: pip install 'sklearn-cmim[bench]'")
     report = chemprop_peer.main(["--quick", "--out", str(tmp_path)])
-    esol = report[chemprop_peer.LABEL]["scaffold"]["esol"]
+    report = chemprop_peer.main(["--quick", "--random-cv", "--out", str(tmp_path)])
+    esol = report[chemprop_peer.LABEL]["scaffold"]["esol"]  # kept from the first run
     assert finite(esol["test"]) and esol["bootstrap_std"] > 0 and esol["head_cpu_s"] > 0
     assert esol["molecules"] == 200 and esol["test_molecules"] == 100
     check_report(tmp_path, "chemprop.json", "chemprop-peer", [])
-    text = learning_curve.markdown(report, "command", None, tmp_path / "benchmarks.md")
+    folds = report[chemprop_peer.LABEL]["random_cv"]["esol"]
+    assert len(folds["folds"]) == 2 and folds["heads"] == ["chemprop"] * 2
+    assert folds["head_cpu_s"] > 0
+    commands = report[chemprop_peer.LABEL]["commands"]
+    quick = "python -m benchmarks.evaluation.chemprop_peer --quick"
+    assert commands["random_cv"] == [f"{quick} --random-cv --out {tmp_path}"]
+    assert commands["scaffold"][0].endswith(f"--quick --out {tmp_path}")
+    markdown = (tmp_path / "benchmarks.md").read_text()
+    assert "### Scaffold split" in markdown and "### Random CV" in markdown
+    text = learning_curve.markdown(report, {}, tmp_path / "benchmarks.md")
     assert f"| {chemprop_peer.LABEL} | {learning_curve.cell(esol)} |" in text and "— (in training)" in text
+    assert f"| {chemprop_peer.LABEL} | {learning_curve.cell(folds, 'random_cv')} |" in text
 
 
 @pytest.mark.shared_data

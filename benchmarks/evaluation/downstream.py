@@ -438,7 +438,7 @@ def evaluate_heads(X, Y, train, test, task, heads, cv, groups, n_jobs) -> dict:
                 pairs.append((Y[te, t], prediction))
         results[name] = {"test": mean_std(tests)[0], "inner": mean_std(inners)[0],
                          "params": params[0] if len(params) == 1 else params,
-                         "tasks_scored": len(tests), "pairs": pairs}
+                         "tasks_scored": len(inners), "pairs": pairs}
     return results
 
 
