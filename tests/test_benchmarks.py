@@ -14,6 +14,7 @@ import torch
 import sklearn_cmim.nn.model as network
 from benchmarks.evaluation import (
     batch_size,
+    candidates,
     chemprop_peer,
     coverage,
     downstream,
@@ -164,26 +165,26 @@ def test_learning_curve_quick_scores_inner_cv_and_the_test_part_by_the_chosen_he
     text = markdown.read_text()
     assert "<!-- begin bundled-candidates -->" in text and "random CV: total CPU s" in text
     assert text.count(f"{', '.join(labels)}: `{command}") == 2  # which run measured the rows, per split
-    assert f"| ECFP4 | {learning_curve.cell(report['ECFP4']['random_cv']['esol'], 'random_cv')} |" in text
+    assert f"| ECFP4 | {candidates.cell(report['ECFP4']['random_cv']['esol'], 'random_cv')} |" in text
     for split in ("scaffold", "random_cv"):
         assert (tmp_path / "benchmarks" / f"candidates_{split}.png").is_file() == HAS_MATPLOTLIB
 
 
 def test_runs_merge_per_dataset_and_keep_each_splits_commands():
     report = {}
-    learning_curve.merge(report, "A", {"command": "old", "scaffold": {"esol": {"test": 1.0}},
+    candidates.merge(report, "A", {"command": "old", "scaffold": {"esol": {"test": 1.0}},
                                        "reconstruction": {"MOSES": 0.9}})
-    learning_curve.merge(report, "A", {"scaffold": {"tox21": {"test": 0.7}},
+    candidates.merge(report, "A", {"scaffold": {"tox21": {"test": 0.7}},
                                        "random_cv": {"esol": {"test": 0.8}},
                                        "commands": {"scaffold": ["extras"], "random_cv": ["extras"]}})
-    learning_curve.merge(report, "A", {"scaffold": {"esol": {"test": 1.1}},
+    candidates.merge(report, "A", {"scaffold": {"esol": {"test": 1.1}},
                                        "commands": {"scaffold": ["old"]}})
     assert report["A"]["scaffold"] == {"esol": {"test": 1.1}, "tox21": {"test": 0.7}}
     assert report["A"]["random_cv"] == {"esol": {"test": 0.8}}
     assert report["A"]["reconstruction"] == {"MOSES": 0.9}
     assert report["A"]["commands"] == {"scaffold": ["old", "extras"], "random_cv": ["extras"]}
     assert "command" not in report["A"]
-    text = learning_curve.measured_by({**report, "B": {"scaffold": {"esol": {"test": 2.0}}}}, "scaffold")
+    text = candidates.measured_by({**report, "B": {"scaffold": {"esol": {"test": 2.0}}}}, "scaffold")
     assert "A: `old`; A: `extras`; B: an earlier run" in text
 
 
@@ -287,9 +288,9 @@ def test_chemprop_peer_quick_gives_a_row_the_candidates_table_includes(tmp_path)
     assert commands["scaffold"][0].endswith(f"--quick --out {tmp_path}")
     markdown = (tmp_path / "benchmarks.md").read_text()
     assert "### Scaffold split" in markdown and "### Random CV" in markdown
-    text = learning_curve.markdown(report, {}, tmp_path / "benchmarks.md")
-    assert f"| {chemprop_peer.LABEL} | {learning_curve.cell(esol)} |" in text and "— (in training)" in text
-    assert f"| {chemprop_peer.LABEL} | {learning_curve.cell(folds, 'random_cv')} |" in text
+    text = candidates.markdown(report, {}, tmp_path / "benchmarks.md")
+    assert f"| {chemprop_peer.LABEL} | {candidates.cell(esol)} |" in text and "— (in training)" in text
+    assert f"| {chemprop_peer.LABEL} | {candidates.cell(folds, 'random_cv')} |" in text
 
 
 @pytest.mark.shared_data

@@ -40,6 +40,7 @@ from benchmarks.common import (
     update_markdown_section,
     write_json,
 )
+from benchmarks.evaluation.candidates import commands_of
 from benchmarks.evaluation.downstream import (
     CORE,
     DATASETS,
@@ -50,7 +51,6 @@ from benchmarks.evaluation.downstream import (
     readable_labelled,
     test_metric,
 )
-from benchmarks.evaluation.learning_curve import commands_of
 
 LABEL = "chemprop (trained per task)"
 PARTS = ("train", "valid", "test")
