@@ -25,7 +25,7 @@ the choice itself reads the inner-CV scores only. MiniMol is a peer (the ``bench
     python -m benchmarks.evaluation.learning_curve cmim-broad ECFP4 "RDKit 2D" MiniMol \
         "MiniMol + RDKit 2D" --datasets esol freesolv lipophilicity bace bbbp --test --random-cv \
         --no-reconstruction --out docs/benchmarks/candidates_peers.json
-    python -m benchmarks.evaluation.learning_curve --include docs/benchmarks/candidates_*.json \
+    python -m benchmarks.evaluation.learning_curve --include docs/benchmarks/candidates_peers.json \
         docs/benchmarks/chemprop.json --test --markdown docs/benchmarks.md    # the report alone
     python -m benchmarks.evaluation.learning_curve --quick      # smoke run: a tiny model, bundled ESOL
 """
