@@ -165,6 +165,7 @@ def test_learning_curve_quick_scores_inner_cv_and_the_test_part_by_the_chosen_he
     text = markdown.read_text()
     assert "<!-- begin bundled-candidates -->" in text and "random CV: total CPU s" in text
     assert text.count(f"{', '.join(labels)}: `{command}") == 2  # which run measured the rows, per split
+    assert f"Written by `{command}" in text  # and which one wrote the report
     assert f"| ECFP4 | {candidates.cell(report['ECFP4']['random_cv']['esol'], 'random_cv')} |" in text
     for split in ("scaffold", "random_cv"):
         assert (tmp_path / "benchmarks" / f"candidates_{split}.png").is_file() == HAS_MATPLOTLIB
@@ -288,7 +289,7 @@ def test_chemprop_peer_quick_gives_a_row_the_candidates_table_includes(tmp_path)
     assert commands["scaffold"][0].endswith(f"--quick --out {tmp_path}")
     markdown = (tmp_path / "benchmarks.md").read_text()
     assert "### Scaffold split" in markdown and "### Random CV" in markdown
-    text = candidates.markdown(report, {}, tmp_path / "benchmarks.md")
+    text = candidates.markdown(report, "command", {}, tmp_path / "benchmarks.md")
     assert f"| {chemprop_peer.LABEL} | {candidates.cell(esol)} |" in text and "— (in training)" in text
     assert f"| {chemprop_peer.LABEL} | {candidates.cell(folds, 'random_cv')} |" in text
 

@@ -135,11 +135,12 @@ def split_table(report: dict, split: str) -> str:
     return markdown_table(["features", *(f"{DATASETS[d].label} ({metric[d]})" for d in datasets)], rows)
 
 
-def markdown(report: dict, figures: dict[str, Path], markdown_path: Path) -> str:
+def markdown(report: dict, command: str, figures: dict[str, Path], markdown_path: Path) -> str:
     lines = [
         "## Bundled-model candidates and peers: linear and kernel heads",
         "",
-        "Each feature set is scored by the head that inner CV on its training molecules chose among the "
+        f"Written by `{command}`, from the rows of the runs it names below. Each feature set is "
+        "scored by the head that inner CV on its training molecules chose among the "
         "downstream benchmark's linear and kernel heads (Ridge / SVR, logistic regression / SVC): "
         "scaffold-grouped inner CV on the scaffold split's train + valid parts, then its score on the test "
         "part, the inner-CV score in brackets; and in random 5-fold CV, the chosen heads named in brackets "

@@ -313,7 +313,8 @@ def main(argv=None) -> dict:
         figures = {split: folder / f"candidates_{split}.png" for split in SPLIT_TITLES
                    if any(split in result for result in report.values())}
         figures = {split: path for split, path in figures.items() if plot(report, path, split)}
-        update_markdown_section(args.markdown, "bundled-candidates", markdown(report, figures, args.markdown))
+        text = markdown(report, command, figures, args.markdown)
+        update_markdown_section(args.markdown, "bundled-candidates", text)
     return report
 
 
