@@ -11,8 +11,8 @@ Evaluation (:mod:`benchmarks.evaluation`): how good the models and their embeddi
   descriptors, on committed scaffold splits (``benchmarks/splits``).
 * ``learning_curve``: choose a pretraining recipe without test data, then report the chosen
   models beside fingerprints, descriptors, MiniMol features and their unions, with their cost.
-* ``chemprop_peer``: chemprop trained per task on the same scaffold splits (a peer: the ``bench``
-  extra).
+* ``chemprop_peer``: chemprop trained per task on the same scaffold splits and random-CV folds (a
+  peer: the ``bench`` extra).
 * ``finetune``: fine-tuning a bundled model on a task's molecules against frozen embeddings.
 * ``reconstruction``: exact-match reconstruction, cMIM against MIM (claim 3 of docs/method.md).
 * ``batch_size``: sensitivity to batch size, cMIM against InfoNCE (claim 4 of docs/method.md).

@@ -258,7 +258,7 @@ def test_chemprop_peer_trains_on_the_committed_split_parts(tmp_path):
 @needs_shared_data
 def test_chemprop_random_cv_trains_on_the_feature_sets_folds_less_a_valid_tenth():
     smiles, labels, _ = downstream.load_dataset("bbbp")
-    labelled = downstream.readable_labelled(smiles, labels)
+    labelled = downstream.readable_labelled(downstream.murcko_scaffolds(smiles), labels)
     splits = chemprop_peer.random_cv_splits("bbbp", 5, seed=0)
     folds = list(downstream.random_cv_folds(labelled, labels, "classification", 5, [0]))
     assert len(splits) == len(folds) == 5

@@ -47,6 +47,12 @@ def merge(report: dict, label: str, result: dict) -> None:
     row["commands"] = commands
 
 
+def cpu_s(result: dict) -> float:
+    """CPU seconds of one dataset's result: its heads, and its featurisation where it holds it
+    (a scaffold-split entry; random CV reads the molecules the scaffold split featurised)."""
+    return result["head_cpu_s"] + result.get("featurise_cpu_s", 0.0)
+
+
 def cost_rows(report: dict) -> list[list[str]]:
     """Per timed row: molecules featurised per CPU second, and per split the heads' CPU
     milliseconds per training molecule (a trained-per-task peer: its training) and the total CPU
@@ -60,17 +66,14 @@ def cost_rows(report: dict) -> list[list[str]]:
         featurised = [r for r in core["scaffold"] if "featurise_cpu_s" in r]
         molecules, seconds = (sum(r[key] for r in featurised) for key in ("featurised", "featurise_cpu_s"))
         row = [label, f"{molecules / seconds:,.0f}" if featurised else "— (in training)"]
-        for split, parts in core.items():
+        for parts in core.values():
             if not parts:
                 row += ["—", "—"]
                 continue
             per_molecule = 1000 * sum(r["head_cpu_s"] for r in parts) / sum(r["molecules"] for r in parts)
-            # Random CV featurises nothing the scaffold split did not: every molecule was read once.
-            total = sum(r["head_cpu_s"] + (r.get("featurise_cpu_s", 0.0) if split == "scaffold" else 0.0)
-                        for r in parts)
-            row += [f"{per_molecule:.1f}", f"{total:,.0f}"]
-        others = {name: r["head_cpu_s"] + r.get("featurise_cpu_s", 0.0)
-                  for name, r in result["scaffold"].items() if name not in CORE and "head_cpu_s" in r}
+            row += [f"{per_molecule:.1f}", f"{sum(map(cpu_s, parts)):,.0f}"]
+        others = {name: cpu_s(r) for name, r in result["scaffold"].items()
+                  if name not in CORE and "head_cpu_s" in r}
         row.append(", ".join(f"{DATASETS[name].label} {s:,.0f}" for name, s in others.items()) or "—")
         rows.append(row)
     return rows
@@ -129,10 +132,9 @@ def measured_by(report: dict, split: str) -> str:
 
 def split_table(report: dict, split: str) -> str:
     datasets = datasets_of(report, split)
-    metric = {d: "RMSE" if DATASETS[d].task == "regression" else "ROC-AUC" for d in datasets}
     rows = [[label, *(cell(r[split][d], split) if d in r[split] else "—" for d in datasets)]
             for label, r in report.items() if split in r]
-    return markdown_table(["features", *(f"{DATASETS[d].label} ({metric[d]})" for d in datasets)], rows)
+    return markdown_table(["features", *(DATASETS[d].heading for d in datasets)], rows)
 
 
 def markdown(report: dict, command: str, figures: dict[str, Path], markdown_path: Path) -> str:

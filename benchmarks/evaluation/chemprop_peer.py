@@ -47,6 +47,7 @@ from benchmarks.evaluation.downstream import (
     bootstrap_std,
     committed_split,
     load_dataset,
+    murcko_scaffolds,
     random_cv_folds,
     readable_labelled,
     test_metric,
@@ -63,7 +64,8 @@ def random_cv_splits(name: str, folds: int, seed: int) -> list[dict[str, list[in
     task = DATASETS[name].task
     rng = np.random.default_rng(seed)
     out = []
-    for _, train, test in random_cv_folds(readable_labelled(smiles, labels), labels, task, folds, [seed]):
+    labelled = readable_labelled(murcko_scaffolds(smiles), labels)
+    for _, train, test in random_cv_folds(labelled, labels, task, folds, [seed]):
         valid = np.isin(train, rng.choice(train, len(train) // 10, replace=False))
         out.append({"train": train[~valid].tolist(), "valid": train[valid].tolist(), "test": test.tolist()})
     return out
@@ -150,7 +152,7 @@ def markdown(row: dict) -> str:
     if "scaffold" in row:
         rows = []
         for name, result in row["scaffold"].items():
-            rows.append([task_label(name), len(result["seeds"]),
+            rows.append([DATASETS[name].heading, len(result["seeds"]),
                          f"{fmt(result['test'])} ± {fmt(result['seed_std'])}", fmt(result["bootstrap_std"]),
                          ", ".join(fmt(run["test"]) for run in result["seeds"]),
                          f"{result['head_cpu_s']:,.0f}",
@@ -166,7 +168,7 @@ def markdown(row: dict) -> str:
     if "random_cv" in row:
         rows = []
         for name, result in row["random_cv"].items():
-            rows.append([task_label(name), len(result["folds"]),
+            rows.append([DATASETS[name].heading, len(result["folds"]),
                          f"{fmt(result['test'])} ± {fmt(result['std'])}",
                          ", ".join(fmt(score) for score in result["folds"]), f"{result['head_cpu_s']:,.0f}",
                          f"{1000 * result['head_cpu_s'] / result['molecules']:.0f}"])
@@ -178,10 +180,6 @@ def markdown(row: dict) -> str:
                   markdown_table(["task", "folds", "test, mean ± fold std", "per fold", "training CPU s",
                                   "ms per training molecule"], rows)]
     return "\n".join(lines)
-
-
-def task_label(name: str) -> str:
-    return f"{DATASETS[name].label} ({'RMSE' if DATASETS[name].task == 'regression' else 'ROC-AUC'})"
 
 
 def main(argv=None) -> dict | None:

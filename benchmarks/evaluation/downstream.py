@@ -89,6 +89,15 @@ class Dataset:
     file: str
     task: str  # "regression" (RMSE, lower is better) or "classification" (ROC-AUC)
 
+    @property
+    def metric(self) -> str:
+        return "RMSE" if self.task == "regression" else "ROC-AUC"
+
+    @property
+    def heading(self) -> str:
+        """The dataset's name and metric, as the reports' tables head a column or row."""
+        return f"{self.label} ({self.metric})"
+
 
 DATASETS = {
     "esol": Dataset("ESOL", "delaney.csv", "regression"),
@@ -466,10 +475,11 @@ def bootstrap_std(task: str, pairs, n: int, seed: int = 0) -> float:
     return mean_std(scores)[1]
 
 
-def readable_labelled(smiles: list[str], Y: np.ndarray) -> np.ndarray:
-    """Positions of the molecules RDKit reads (they have a scaffold) with at least one label: what
-    the peers' random-CV folds share, whichever feature set or model reads them afterwards."""
-    readable = np.array([s is not None for s in murcko_scaffolds(smiles)])
+def readable_labelled(scaffolds: list[str | None], Y: np.ndarray) -> np.ndarray:
+    """Positions of the molecules RDKit reads (those with a scaffold, from ``murcko_scaffolds``)
+    with at least one label: what the peers' random-CV folds share, whichever feature set or
+    model reads them afterwards."""
+    readable = np.array([s is not None for s in scaffolds])
     return np.flatnonzero(readable & ~np.isnan(Y).all(axis=1))
 
 
@@ -559,7 +569,7 @@ def run_dataset(name: str, models: dict, args) -> dict:
     folds = list(random_cv_folds(np.flatnonzero(usable), Y, dataset.task, args.folds, args.seeds))
 
     results = {"label": dataset.label, "task": dataset.task, "tasks": tasks,
-               "metric": "RMSE" if dataset.task == "regression" else "ROC-AUC",
+               "metric": dataset.metric,
                "molecules": len(smiles), "used": int(usable.sum()),
                "dropped": {"total": int((~usable).sum()),
                            "unparsable": sum(s is None for s in scaffolds),

@@ -113,7 +113,7 @@ def run_dataset(name: str, fits: list[dict], args) -> dict:
     used = {part: np.array([p for p in positions if usable[p]], dtype=int)
             for part, positions in parts.items()}
     train_used = np.concatenate([used["train"], used["valid"]])
-    results = {"label": dataset.label, "metric": "RMSE" if dataset.task == "regression" else "ROC-AUC",
+    results = {"label": dataset.label, "metric": dataset.metric,
                "molecules": len(smiles), "used": int(usable.sum()), "train_molecules": len(train),
                "settings": {}}
     heads = {name: head for name, head in make_heads(dataset.task, "cMIM informative", args.quick).items()

@@ -179,7 +179,8 @@ def dataset_scores(featuriser, label: str, name: str, args) -> dict[str, dict]:
     parts = committed_split(name)
     train = np.array(sorted(parts["train"] + parts["valid"]))[:args.max_molecules]
     test = np.array(sorted(parts["test"]) if args.test else [], dtype=int)
-    labelled = readable_labelled(smiles, Y) if args.random_cv else np.array([], dtype=int)
+    scaffolds = murcko_scaffolds(smiles)  # the grouped inner CV's groups, and what RDKit reads
+    labelled = readable_labelled(scaffolds, Y) if args.random_cv else np.array([], dtype=int)
     rows = np.union1d(np.concatenate([train, test]), labelled)
     X, featurise_cpu_s = featurise(featuriser, smiles, rows)
     usable = ~np.isnan(X).all(axis=1) & ~np.isnan(Y).all(axis=1)
@@ -189,7 +190,7 @@ def dataset_scores(featuriser, label: str, name: str, args) -> dict[str, dict]:
     # CPU seconds of this process (one thread under OMP_NUM_THREADS=1), not wall time: the
     # featurisation of every row read, and the heads' tuning and final fits on the training rows.
     best = chosen_head(X, Y, train, test, task, heads, inner_cv(task, 5, True, 0),
-                       scaffold_groups(murcko_scaffolds(smiles)))
+                       scaffold_groups(scaffolds))
     scaffold = {"inner": best["inner"], "head": best["head"], "tasks": best["tasks_scored"],
                 "molecules": len(train), "head_cpu_s": best["head_cpu_s"],
                 "featurised": len(rows), "featurise_cpu_s": featurise_cpu_s}
@@ -250,9 +251,9 @@ def measure(name: str, args) -> dict:
         result = {"molecules_seen": pretraining.get("molecules_seen")}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unknown tokens: counted by the coverage benchmark
-        for name in args.datasets:
-            for split, scores in dataset_scores(features, label, name, args).items():
-                result.setdefault(split, {})[name] = scores
+        for dataset in args.datasets:
+            for split, scores in dataset_scores(features, label, dataset, args).items():
+                result.setdefault(split, {})[dataset] = scores
         if model is not None and not args.no_reconstruction:
             # score: decodings against the molecules as the model reads them (standardised), so
             # a salt or a stereo mark it never sees counts against no model.
