@@ -16,6 +16,7 @@ from .chem.inputs import as_items, encode_items, encode_smiles, standardize_item
 from .chem.standardize import Standardizer
 from .chem.tokenizer import Vocabulary
 from .nn.device import cpu_threads, resolve_device, resolve_precision
+from .nn.inference import fit_latent_prior
 from .nn.model import CMIMModel, ModelConfig
 from .persistence import load_pretrained
 from .training.fit import TrainSettings, fit_model
@@ -144,13 +145,17 @@ class EmbeddingMixin(TransformerMixin):
             else:
                 model = CMIMModel(self._model_config(len(vocabulary)))
             model.to(device)
-            history = []
-            if self.max_epochs > 0:
-                with cpu_threads(self.n_threads, device):
-                        history = fit_model(model, sequences, self._train_settings(), device, precision,
-                                        np.random.default_rng(seed), self.verbose)
+            history, rng = [], np.random.default_rng(seed)
+            latent_prior = start.latent_prior if self.pretrained is not None else None
+            with cpu_threads(self.n_threads, device):
+                if self.max_epochs > 0:
+                    history = fit_model(model, sequences, self._train_settings(), device, precision,
+                                        rng, self.verbose)
+                if self.max_epochs > 0 or latent_prior is None:  # the latent space is X's to describe
+                    latent_prior = fit_latent_prior(model, sequences, self.inference_batch_size, device,
+                                                    self._inference_precision(precision), rng)
         # Attributes are set only now, so an interrupted or failed fit leaves the estimator as it was.
-        self._set_fitted(model, vocabulary, standardizer, device, precision, history)
+        self._set_fitted(model, vocabulary, standardizer, device, precision, history, latent_prior)
         return encoded
 
     def _model_config(self, vocab_size: int) -> ModelConfig:

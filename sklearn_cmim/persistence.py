@@ -2,7 +2,7 @@
 
 Weights are read with ``torch.load(weights_only=True)``, which refuses pickled code, so loading a
 directory from a stranger cannot run anything. The config carries all that is needed to rebuild
-the model, the vocabulary and the standardiser.
+the model, the vocabulary and the standardiser, and the latent prior ``sample`` draws from.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import torch
 from .chem.standardize import Standardizer
 from .chem.tokenizer import Vocabulary
 from .nn.model import CMIMModel, ModelConfig
+from .nn.sampling import LatentPrior
 
 __all__ = ["Pretrained", "list_pretrained", "load_pretrained", "save_pretrained"]
 
@@ -30,12 +31,14 @@ CONFIG_FILE, VOCAB_FILE, WEIGHTS_FILE = "config.json", "vocab.json", "weights.pt
 
 @dataclass
 class Pretrained:
-    """A model with the vocabulary and standardiser it was trained with."""
+    """A model with the vocabulary and standardiser it was trained with, and the latent prior fitted
+    to its training molecules (``None`` for a directory written without one)."""
 
     model: CMIMModel
     vocabulary: Vocabulary
     standardizer: Standardizer
     metadata: dict = field(default_factory=dict)
+    latent_prior: LatentPrior | None = None
 
 
 def list_pretrained() -> list[str]:
@@ -124,6 +127,8 @@ def save_pretrained(directory: str | os.PathLike, pretrained: Pretrained, half: 
         "standardizer": pretrained.standardizer.to_dict(),
         "metadata": pretrained.metadata,
     }
+    if pretrained.latent_prior is not None:
+        config["latent_prior"] = pretrained.latent_prior.to_dict()
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         tmp = Path(tmp)
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
@@ -142,6 +147,7 @@ def load_pretrained(name_or_dir: str | os.PathLike) -> Pretrained:
         tokens = json.loads((path / VOCAB_FILE).read_text())
         model_config = config["model"]
         standardizer = Standardizer(**config.get("standardizer", {}))
+        prior = LatentPrior.from_dict(config["latent_prior"]) if "latent_prior" in config else None
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{path} is not a valid pretrained-model directory: {error}") from None
     if config.get("format_version", 0) > FORMAT_VERSION:
@@ -149,4 +155,8 @@ def load_pretrained(name_or_dir: str | os.PathLike) -> Pretrained:
                          f"{config['format_version']}); upgrade the package to read it")
     state = load_weights(path / WEIGHTS_FILE, str(path / WEIGHTS_FILE))
     model = build_model(model_config, state, str(path))
-    return Pretrained(model, Vocabulary(tokens), standardizer, config.get("metadata", {}))
+    width = model.config.n_latents * model.config.latent_dim
+    if prior is not None and len(prior.mean) != width:
+        raise ValueError(f"the latent prior in {path / CONFIG_FILE} has {len(prior.mean)} dimensions, "
+                         f"its model's latent {width}")
+    return Pretrained(model, Vocabulary(tokens), standardizer, config.get("metadata", {}), prior)

@@ -75,11 +75,13 @@ class SavingMixin:
         device = resolve_device(estimator.device)
         start = load_pretrained(name_or_dir)
         estimator._set_fitted(start.model.to(device), start.vocabulary, start.standardizer, device,
-                              resolve_precision(estimator.precision, device), [])
+                              resolve_precision(estimator.precision, device), [], start.latent_prior)
         return estimator
 
     def save_pretrained(self, directory, half=False):
         """Write config, vocabulary and weights to ``directory`` (loadable by ``pretrained=``).
+
+        The config also holds ``latent_prior_``, so the directory samples as this estimator does.
 
         Parameters
         ----------
@@ -119,8 +121,8 @@ class SavingMixin:
         check_is_fitted(self, "model_")
         metadata = {"contrastive_weight": self.contrastive_weight,
                     "temperature": self.temperature, "history": self.history_}
-        return save_pretrained(directory, Pretrained(self.model_, self.vocabulary_,
-                                                     self.standardizer_, metadata), half=half)
+        return save_pretrained(directory, Pretrained(self.model_, self.vocabulary_, self.standardizer_,
+                                                     metadata, self.latent_prior_), half=half)
 
     def __getstate__(self):
         # The network travels as a plain tensor state dict (bytes) plus its config, so loading
@@ -140,6 +142,7 @@ class SavingMixin:
             state.setdefault(name, defaults[name].default)
         super().__setstate__(state)
         if config is not None:
+            self.__dict__.setdefault("latent_prior_", None)  # pickled before fits kept one
             self.device_ = resolve_device(self.device_)
             state_dict = load_weights(io.BytesIO(weights), "the pickled estimator")
             self.model_ = build_model(config, state_dict, "the pickled estimator").to(self.device_)

@@ -129,6 +129,12 @@ class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingM
     history_ : list of dict
         Per training epoch: mean ``total``, ``rec``, ``mim``, ``con`` losses, ``seconds``,
         ``molecules_per_s`` and ``tokens_per_s``. Empty when ``fit`` trained nothing.
+    latent_prior_ : LatentPrior or None
+        The distribution :meth:`sample` draws from by default: a diagonal Gaussian fitted to the
+        latent means of the training molecules (at most 10,000 of them, drawn with
+        ``random_state``), or the one a pretrained model carries when ``fit`` trained nothing.
+        ``None`` when neither exists (a pretrained directory written without one and fewer than
+        two usable molecules in X).
 
     Notes
     -----
@@ -283,13 +289,14 @@ class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingM
             self._parameter_constraints, {name: getattr(self, name) for name in _INFERENCE_PARAMETERS},
             caller_name=type(self).__name__)
 
-    def _set_fitted(self, model, vocabulary, standardizer, device, precision, history) -> None:
+    def _set_fitted(self, model, vocabulary, standardizer, device, precision, history, latent_prior) -> None:
         self.model_ = model.eval()
         self.vocabulary_ = vocabulary
         self.standardizer_ = standardizer
         self.device_ = device
         self.precision_ = precision
         self.history_ = history
+        self.latent_prior_ = latent_prior
 
     # ---------------------------------------------- what fitting, embedding and decoding share
     def _embedding_spec(self) -> EmbeddingSpec:
@@ -299,10 +306,11 @@ class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingM
     def _n_features_out(self) -> int:
         return len(self.get_feature_names_out())
 
-    def _inference_precision(self) -> str:
+    def _inference_precision(self, resolved: str | None = None) -> str:
         """bf16 for inference only when asked for by name: under "auto", inference runs in fp32, whose
-        rounding does not depend on how molecules are batched."""
-        return "bf16" if self.precision_ == "bf16" and self.precision == "bf16" else "fp32"
+        rounding does not depend on how molecules are batched. ``resolved`` stands for
+        ``precision_`` while ``fit`` has not set it yet."""
+        return "bf16" if (resolved or self.precision_) == "bf16" and self.precision == "bf16" else "fp32"
 
     def _encode(self, X):
         self._check_fitted()

@@ -155,12 +155,15 @@ def test_embed_draws_progress_on_a_terminal_once_a_run_lasts_a_few_seconds(capsy
     assert drawn[0].startswith("embedding molecules [#")
 
 
-def test_sample_from_the_prior_is_reproducible(capsys, model, smiles):
-    status, out, err = run(capsys, "sample", "--n", 6, "--model", model, "--random-state", 3)
+@pytest.mark.parametrize("prior", ["fitted", "standard"])
+def test_sample_from_the_prior_is_reproducible(capsys, model, smiles, prior):
+    options = ("--prior", prior) if prior == "standard" else ()  # "fitted" is the default
+    status, out, err = run(capsys, "sample", "--n", 6, "--model", model, "--random-state", 3, *options)
     assert status == 0
-    assert out.splitlines() == list(reference(model, smiles).sample(6, random_state=3))
-    assert run(capsys, "sample", "--n", 6, "--model", model, "--random-state", 3)[1] == out
-    assert err.splitlines()[-1].startswith("6 molecules: ") and "sampling --around" in err.splitlines()[-1]
+    assert out.splitlines() == list(reference(model, smiles).sample(6, random_state=3, prior=prior))
+    assert run(capsys, "sample", "--n", 6, "--model", model, "--random-state", 3, *options)[1] == out
+    last = err.splitlines()[-1]
+    assert last.startswith("6 molecules: ") and f"from the {prior} prior; sampling --around" in last
 
 
 def test_sample_and_the_estimator_share_one_default_sigma():

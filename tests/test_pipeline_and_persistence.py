@@ -1,6 +1,7 @@
 """End to end in scikit-learn pipelines, and every way a fitted model is stored and read back."""
 
 import io
+import json
 import os
 import pickle
 
@@ -38,6 +39,35 @@ def test_save_pretrained_then_load_without_training(fitted, smiles, tmp_path):
     loaded = CMIMTransformer(pretrained=path, max_epochs=0, n_threads=fitted.n_threads).fit(smiles[:2])
     assert loaded.history_ == []
     np.testing.assert_array_equal(loaded.transform(smiles), fitted.transform(smiles))
+    # The prior travels with the model, rather than being fitted again to the two molecules.
+    assert loaded.latent_prior_ == fitted.latent_prior_ and loaded.latent_prior_.n_molecules == len(smiles)
+
+
+def test_a_directory_without_a_latent_prior_gets_one_from_the_molecules_it_is_fitted_on(fitted, smiles,
+                                                                                      tmp_path):
+    path = fitted.save_pretrained(tmp_path / "model")
+    config = json.loads((path / "config.json").read_text())
+    del config["latent_prior"]  # as written before models kept a prior
+    (path / "config.json").write_text(json.dumps(config))
+    assert CMIMTransformer.from_pretrained(path).latent_prior_ is None
+    loaded = CMIMTransformer(pretrained=path, max_epochs=0, n_threads=fitted.n_threads).fit(smiles[:5])
+    latent = loaded.set_params(embedding="latent").transform(smiles[:5])
+    np.testing.assert_allclose(loaded.latent_prior_.mean, latent.mean(axis=0), rtol=1e-5, atol=1e-6)
+    alone = CMIMTransformer(pretrained=path, max_epochs=0).fit(smiles[:1])
+    assert alone.latent_prior_ is None
+    with pytest.raises(ValueError, match=r"no fitted latent prior.*prior='standard'"):
+        alone.sample(2)
+    assert alone.sample(2, random_state=0, prior="standard").shape == (2,)
+
+
+def test_a_latent_prior_of_the_wrong_width_is_refused_on_load(fitted, tmp_path):
+    path = fitted.save_pretrained(tmp_path / "model")
+    config = json.loads((path / "config.json").read_text())
+    config["latent_prior"]["mean"] = config["latent_prior"]["mean"][:-1]
+    config["latent_prior"]["std"] = config["latent_prior"]["std"][:-1]
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config\.json has 7 dimensions, its model's latent 8"):
+        CMIMTransformer.from_pretrained(path)
 
 
 def test_half_precision_storage_is_close(fitted, smiles, tmp_path):

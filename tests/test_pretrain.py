@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -322,6 +323,17 @@ def test_pretraining_with_data_workers_trains_the_same_model(tmp_path):
         weights.append(load_pretrained(out).model.state_dict())
     for name, value in weights[0].items():
         torch.testing.assert_close(weights[1][name], value, rtol=0, atol=0)
+
+
+def test_the_written_model_carries_a_latent_prior_fitted_to_the_validation_molecules(tmp_path):
+    out = tmp_path / "model"
+    assert pretrain.main([DELANEY, "--output", str(out), *TINY, "--max-steps", "2"]) == 0
+    model = CMIMTransformer.from_pretrained(out, embedding="latent", errors="nan")
+    assert model.latent_prior_.n_molecules == 8  # --validation-size
+    # The first 8 held-out records (--holdout-every 10) that fit in --max-length.
+    latent = model.transform([s for i, s in enumerate(load_esol()[0]) if i % 10 == 0])
+    held_out = latent[np.isfinite(latent).all(axis=1)][:8]
+    np.testing.assert_allclose(model.latent_prior_.mean, held_out.mean(axis=0), rtol=1e-4, atol=1e-5)
 
 
 def test_time_based_checkpoints_are_taken_at_logging_steps(tmp_path):

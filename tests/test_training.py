@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+import sklearn_cmim.nn.inference as inference
 import sklearn_cmim.training.fit as training
 from sklearn_cmim import CMIMTransformer
 from sklearn_cmim.chem.batching import length_bucketed_batches, pad
 from sklearn_cmim.nn.model import CMIMModel, ModelConfig
+from sklearn_cmim.nn.sampling import PRIOR_TEMPERATURE
 from tests.conftest import TINY
 
 
@@ -157,6 +159,31 @@ def test_tiny_model_overfits_32_molecules_to_exact_reconstruction(esol):
 def test_sample_is_reproducible(fitted):
     a, b = fitted.sample(4, random_state=0), fitted.sample(4, random_state=0)
     assert a.shape == (4,) and list(a) == list(b)
+
+
+def test_fit_fits_the_latent_prior_that_sample_draws_from(fitted, smiles):
+    latent = copy.deepcopy(fitted).set_params(embedding="latent")
+    means = latent.transform(smiles).astype(np.float64)
+    prior = fitted.latent_prior_
+    assert prior.n_molecules == len(smiles) and prior.temperature == PRIOR_TEMPERATURE
+    np.testing.assert_allclose(prior.mean, means.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(prior.std, means.std(axis=0, ddof=1), rtol=1e-4, atol=1e-6)
+    # By default draws come from the fitted prior; "standard" draws N(0, I), as training assumed.
+    fitted_draws = prior.draw(5, np.random.RandomState(0))
+    assert list(fitted.sample(5, random_state=0)) == list(latent.inverse_transform(fitted_draws))
+    standard = np.random.RandomState(0).standard_normal((5, 8)).astype(np.float32)
+    from_standard = fitted.sample(5, random_state=0, prior="standard")
+    assert list(from_standard) == list(latent.inverse_transform(standard))
+    with pytest.raises(ValueError, match="prior must be 'fitted' or 'standard', got 'normal'"):
+        fitted.sample(2, prior="normal")
+
+
+def test_the_latent_prior_is_fitted_to_a_bounded_sample_of_large_training_sets(monkeypatch, smiles):
+    monkeypatch.setattr(inference, "PRIOR_MOLECULES", 10)
+    prior = CMIMTransformer(**{**TINY, "max_epochs": 1}).fit(smiles).latent_prior_
+    assert prior.n_molecules == 10
+    again = CMIMTransformer(**{**TINY, "max_epochs": 1}).fit(smiles).latent_prior_
+    assert again == prior  # the sample is drawn with random_state
 
 
 def test_sample_around_molecules_is_centred_on_their_latent_means(fitted, smiles):

@@ -32,7 +32,7 @@ COMMANDS = {
     "pretrain": ("sklearn_cmim.cli.pretrain", "pretrain a cMIM model on SMILES files (also under torchrun)"),
     "export": ("sklearn_cmim.cli.export", "turn a pretraining checkpoint into a model directory"),
     "embed": ("sklearn_cmim.cli.embed", "embed every molecule of a SMILES file into .npy or .csv, streamed"),
-    "sample": ("sklearn_cmim.cli.sample", "decode molecules from the prior or around given molecules"),
+    "sample": ("sklearn_cmim.cli.sample", "decode molecules from the latent prior or around given molecules"),
     "reconstruct": ("sklearn_cmim.cli.reconstruct", "encode and decode a SMILES file; exact-match accuracy"),
     "optimize": ("sklearn_cmim.cli.optimize", "search near each seed molecule for ones scoring higher"),
 }

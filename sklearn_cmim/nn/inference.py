@@ -15,8 +15,13 @@ from ..chem.tokenizer import Vocabulary
 from .device import autocast
 from .embeddings import EmbeddingSpec
 from .model import CMIMModel
+from .sampling import LatentPrior
 
-__all__ = ["decode_latents", "embed_sequences"]
+__all__ = ["decode_latents", "embed_sequences", "fit_latent_prior"]
+
+# The most molecules a latent prior is fitted to: 256 means and spreads are well estimated from
+# far fewer, and the encoder pass over them stays small beside training.
+PRIOR_MOLECULES = 10_000
 
 
 def embed_sequences(model: CMIMModel, sequences: list[list[int] | None], spec: EmbeddingSpec,
@@ -51,6 +56,21 @@ def embed_sequences(model: CMIMModel, sequences: list[list[int] | None], spec: E
             ids = pad([sequences[i] for i in index]).to(device)
             out[index] = spec(model, ids).cpu().numpy()
     return out
+
+
+def fit_latent_prior(model: CMIMModel, sequences: list[list[int]], batch_size: int, device: torch.device,
+                     precision: str, rng: np.random.Generator) -> LatentPrior | None:
+    """The :class:`LatentPrior` of ``model`` fitted to the latent means of (at most
+    ``PRIOR_MOLECULES``, drawn with ``rng``, of) ``sequences``; ``None`` for fewer than two."""
+    if len(sequences) < 2:
+        return None
+    if len(sequences) > PRIOR_MOLECULES:
+        chosen = np.sort(rng.choice(len(sequences), PRIOR_MOLECULES, replace=False))
+        sequences = [sequences[i] for i in chosen]
+    config = model.config
+    latents = embed_sequences(model.eval(), sequences, EmbeddingSpec("latent"),
+                              config.n_latents * config.latent_dim, batch_size, device, precision)
+    return LatentPrior.fit(latents)
 
 
 def decode_latents(model: CMIMModel, vocabulary: Vocabulary, Z: np.ndarray, skip: np.ndarray,

@@ -24,6 +24,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
@@ -33,6 +34,7 @@ from ..chem.standardize import Standardizer
 from ..chem.tokenizer import Vocabulary
 from ..nn.device import autocast, resolve_device, resolve_precision
 from ..nn.flops import matmul_peak_flops
+from ..nn.inference import fit_latent_prior
 from ..nn.model import CMIMModel
 from ..persistence import Pretrained, save_pretrained
 from .checkpoint import (
@@ -240,7 +242,11 @@ class Loop:
         metadata = {"contrastive_weight": args.contrastive_weight, "temperature": args.temperature,
                     "pretraining": pretraining, "learning_curve": run.history["validation"],
                     "training_log": run.history["training"]}
-        save_pretrained(args.output, Pretrained(run.model, run.vocabulary, run.standardizer, metadata))
+        # The held-out molecules stand for the corpus in the prior ``sample`` draws from.
+        held_out = [ids for molecules in self.validation.values() for ids, _ in molecules]
+        prior = fit_latent_prior(run.model, held_out, args.batch_size, self.device, "fp32",
+                                 np.random.default_rng(0))
+        save_pretrained(args.output, Pretrained(run.model, run.vocabulary, run.standardizer, metadata, prior))
         self.log(f"saved the model to {args.output} (step {run.step}; skipped molecules: "
                  f"{dict(skipped) or 'none'})")
 
