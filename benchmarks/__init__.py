@@ -20,6 +20,8 @@ Evaluation (:mod:`benchmarks.evaluation`): how good the models and their embeddi
 * ``optimization``: property-guided optimisation in the latent space, cMIM against MIM.
 * ``pretrained_metrics``: reconstruction and generative metrics of a pretrained model, written
   into its model card.
+* ``prior_shapes``: which distribution, fitted to training molecules' latent means, ``sample``
+  should draw from.
 * ``architecture``: which architecture reconstructs best on a fixed training budget (how the
   defaults were picked).
 

@@ -30,6 +30,8 @@ MOLECULENET = SHARED_DATA / "moleculenet"
 MOSES = SHARED_DATA / "moses"
 PRETRAIN = SHARED_DATA / "pretrain"
 BROAD = PRETRAIN / "broad.csv.gz"
+# The corpora of the bundled models' pretraining here, by the file names their runs stored.
+PRETRAINING_CORPORA = {"train.csv.gz": MOSES / "train.csv.gz", "broad.csv.gz": BROAD}
 DOCS_MARKDOWN = ROOT / "docs" / "benchmarks.md"
 
 # Architecture of the models the --quick modes train: a fit over a few hundred molecules takes
@@ -58,6 +60,31 @@ def smiles_rows(path: Path) -> Iterator[str]:
 def read_moses(name: str = "train.csv.gz", n: int | None = None) -> list[str]:
     """The first ``n`` SMILES of a MOSES file (all of them for ``None``)."""
     return list(itertools.islice(smiles_rows(MOSES / name), n))
+
+
+def training_records(arguments: dict, n: int, rng: np.random.Generator) -> list[str]:
+    """``n`` training records (never held-out ones) of the corpora a pretraining run read, drawn
+    in the proportions of its batches; ``arguments`` are the run's, as its model stores them.
+    Corpora missing here (the BRICS fragments, made for the run) are left out and the others'
+    shares scaled up."""
+    from sklearn_cmim.chem.corpus import Corpus, HoldOut
+
+    split = HoldOut(every=arguments["holdout_every"])
+    weights = arguments.get("weights") or [1] * len(arguments["inputs"])
+    named = zip((Path(p).name for p in arguments["inputs"]), weights, strict=True)
+    present = [(PRETRAINING_CORPORA[name], w) for name, w in named if name in PRETRAINING_CORPORA]
+    total = sum(w for _, w in present)
+    chosen = []
+    for path, weight in present:
+        records = [s for i, s in Corpus([path]).records() if not split.is_validation(i)]
+        chosen += [records[i] for i in np.sort(rng.choice(len(records), round(n * weight / total), False))]
+    return chosen
+
+
+def corpora_smiles() -> set[str]:
+    """Every SMILES of the pretraining corpora here, as written (canonical RDKit SMILES): what a
+    generated molecule is new against."""
+    return set().union(*(smiles_rows(path) for path in PRETRAINING_CORPORA.values() if path.exists()))
 
 
 def load_model(name_or_dir: str, **options):

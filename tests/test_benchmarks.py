@@ -1,5 +1,6 @@
 """The benchmark scripts: their --quick modes end to end, the scaffold split, NT-Xent, descriptors."""
 
+import gzip
 import importlib.util
 import json
 import math
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import benchmarks.common
 import sklearn_cmim.nn.model as network
 from benchmarks.evaluation import (
     batch_size,
@@ -21,6 +23,7 @@ from benchmarks.evaluation import (
     finetune,
     learning_curve,
     optimization,
+    prior_shapes,
     reconstruction,
 )
 from benchmarks.performance import attention_kernel, pretrain_throughput, speed, threads, train_throughput
@@ -29,6 +32,7 @@ from sklearn_cmim.chem.tokenizer import Vocabulary
 from sklearn_cmim.datasets import load_esol
 from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
 from sklearn_cmim.fingerprints import ECFPTransformer
+from sklearn_cmim.persistence import load_pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = ROOT / "benchmarks" / "splits"
@@ -567,8 +571,11 @@ def test_pretrained_metrics_quick_measures_the_bundled_model_and_writes_its_card
     assert report["reconstruction_other"] == {}  # those sets live in ../shared/data
     assert report["reconstruction_test_scaffolds"] >= 0.5  # small molecules; the bundled model gets all 8
     around = report["sampling_around_held_out"]
-    sampled = [report["sampling_prior"], report["sampling_aggregate_posterior"], *around]
-    assert [m["n"] for m in sampled] == [8] * 6 and report["sampling_aggregate_posterior"]["fitted_to"] == 16
+    fitted = report["sampling_fitted_prior"]
+    sampled = [report["sampling_standard_normal"], fitted, *around]
+    assert [m["n"] for m in sampled] == [8] * 6
+    bundled = load_pretrained("cmim-broad").latent_prior  # the prior is the model's own
+    assert (fitted["fitted_to"], fitted["temperature"]) == (10_000, bundled.temperature)
     assert all(0 <= m[k] <= 1 for m in sampled for k in ("validity", "uniqueness", "novelty"))
     # Draws this close to ESOL molecules' latents decode mostly to those molecules: not novel
     # against ESOL, which only holds if novelty compares canonical forms.
@@ -600,3 +607,38 @@ def test_embed_memory_quick_streams_a_file_through_cmim_embed_in_chunks(tmp_path
     extra_bytes = run["output_bytes"] - base["output_bytes"]
     assert extra_bytes > 0 and extra_bytes % (4 * (2000 - 100)) == 0
     assert finite(report["molecules_per_s_after_startup"]) and report["molecules_per_s_after_startup"] > 0
+
+
+def test_prior_shapes_quick_scores_every_shape_and_counts_only_new_molecules(tmp_path):
+    report = prior_shapes.main(["--quick", "--out", str(tmp_path), "--markdown", str(tmp_path / "b.md")])
+    rows = report["models"]["cmim-broad"]["rows"]
+    assert [(row["shape"], row["scale"]) for row in rows] == [
+        ("N(0, I)", None), *(("diagonal Gaussian", t) for t in prior_shapes.TEMPERATURES),
+        *(("full Gaussian", t) for t in prior_shapes.TEMPERATURES),
+        *(("mixture of 2 full Gaussians", t) for t in prior_shapes.MIXTURE_TEMPERATURES),
+        *(("around single training molecules", s) for s in prior_shapes.AROUND_SIGMAS)]
+    for row in rows:
+        product = row["validity"] * row["uniqueness"] * row["novelty"]
+        assert row["valid_distinct_new"] == pytest.approx(product)
+    # Close to the fitting molecules' own codes the draws decode mostly to those molecules: valid,
+    # but not new.
+    closest = rows[-len(prior_shapes.AROUND_SIGMAS)]
+    assert closest["validity"] >= 0.5 and closest["novelty"] <= 0.5
+    assert "## Latent prior: which shape to sample from" in (tmp_path / "b.md").read_text()
+
+
+def test_training_records_leave_out_held_out_records_and_follow_the_batch_weights(tmp_path, monkeypatch):
+    corpora = {}
+    for name, letter in (("train.csv.gz", "A"), ("broad.csv.gz", "B")):
+        corpora[name] = tmp_path / name
+        with gzip.open(corpora[name], "wt") as handle:
+            handle.write("smiles\n" + "".join(f"{letter}{i}\n" for i in range(100)))
+    monkeypatch.setattr(benchmarks.common, "PRETRAINING_CORPORA", corpora)
+    # The run read a third corpus that is not here (the fragments made for it): left out.
+    arguments = {"inputs": ["x/train.csv.gz", "y/broad.csv.gz", "fragments.smi"], "weights": [1, 3, 1],
+                 "holdout_every": 5}
+    records = benchmarks.common.training_records(arguments, 40, np.random.default_rng(0))
+    assert len(records) == len(set(records)) == 40
+    assert sum(r.startswith("A") for r in records) == 10  # 1 : 3, the missing corpus's share spread
+    assert not [r for r in records if int(r[1:]) % 5 == 0]  # records 0, 5, 10 ... are held out
+    assert benchmarks.common.corpora_smiles() == {f"{c}{i}" for c in "AB" for i in range(100)}

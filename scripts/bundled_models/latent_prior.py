@@ -1,15 +1,15 @@
 """Fit each bundled model's latent prior to its training molecules and store it in its config.
 
-    python scripts/bundled_models/latent_prior.py sklearn_cmim/pretrained/cmim-broad \
+    PYTHONPATH=. python scripts/bundled_models/latent_prior.py sklearn_cmim/pretrained/cmim-broad \
         sklearn_cmim/pretrained/mim-broad
 
 ``CMIMTransformer.sample`` draws from this prior by default (docs/method.md, *Sampling*). The
 molecules are 10,000 training records (never a held-out one) drawn from the corpora the model
-read, in its batches' proportions; corpora missing from ``../shared/data`` (the BRICS fragments,
-made for the run) are left out and the others' shares scaled up. The temperature is chosen on
-validation draws (a seed of their own; the model cards report fresh draws): the one of
-``TEMPERATURES`` at which most of 500 draws decode to valid, unique molecules found in no corpus
-the model read. Only ``config.json`` changes.
+read, in its batches' proportions (``benchmarks.common.training_records``). The temperature is
+chosen on validation draws (a seed of their own; the model cards report fresh draws): the one of
+``TEMPERATURES`` at which most of 500 draws decode to valid, distinct molecules found in no
+corpus the model read. Only ``config.json`` changes. Run it from the repository root (it reads the
+corpora through ``benchmarks``), with ``../shared/data`` beside it.
 """
 
 import argparse
@@ -18,32 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import corpora_smiles, training_records
 from sklearn_cmim import CMIMTransformer
-from sklearn_cmim.chem.corpus import Corpus, HoldOut
 from sklearn_cmim.chem.standardize import canonical_smiles
 from sklearn_cmim.nn.inference import PRIOR_MOLECULES
 from sklearn_cmim.nn.sampling import LatentPrior
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 TEMPERATURES = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7)
 VALIDATION_DRAWS = 500
-LOCATIONS = {"train.csv.gz": SHARED / "moses" / "train.csv.gz",
-             "broad.csv.gz": SHARED / "pretrain" / "broad.csv.gz"}
-
-
-def training_sample(arguments: dict, n: int, rng: np.random.Generator) -> list[str]:
-    """``n`` training records of the model's corpora, in the proportions its batches had."""
-    split = HoldOut(every=arguments["holdout_every"])
-    corpora = zip(arguments["inputs"], arguments["weights"], strict=True)
-    present = [(LOCATIONS[Path(p).name], w) for p, w in corpora if Path(p).name in LOCATIONS]
-    total = sum(w for _, w in present)
-    chosen = []
-    for path, weight in present:
-        records = [s for i, s in Corpus([path]).records() if not split.is_validation(i)]
-        share = round(n * weight / total)
-        chosen += [records[i] for i in np.sort(rng.choice(len(records), share, replace=False))]
-        print(f"{path.name}: {share} of {len(records):,} training records")
-    return chosen
 
 
 def new_valid_unique(smiles, known: set[str]) -> float:
@@ -66,14 +48,14 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", type=Path, help="model directories to fit and update")
     args = parser.parse_args(argv)
+    known = corpora_smiles()
     for directory in args.models:
         config_path = directory / "config.json"
         config = json.loads(config_path.read_text())
-        molecules = training_sample(config["metadata"]["pretraining"]["arguments"], PRIOR_MOLECULES,
-                                    np.random.default_rng(0))
+        molecules = training_records(config["metadata"]["pretraining"]["arguments"], PRIOR_MOLECULES,
+                                     np.random.default_rng(0))
         model = CMIMTransformer.from_pretrained(directory, embedding="latent", errors="nan")
         prior = LatentPrior.fit(model.transform(molecules))
-        known = set(molecules).union(*((s for _, s in Corpus([p]).records()) for p in LOCATIONS.values()))
         temperature = choose_temperature(model, prior, known)
         prior = LatentPrior(prior.mean, prior.std, temperature, prior.n_molecules)
         config["latent_prior"] = prior.to_dict()
