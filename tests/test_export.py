@@ -1,5 +1,7 @@
 """Shipping a model mid-run: a checkpoint exported with ``cmim export`` is the model it holds."""
 
+import shutil
+
 import numpy as np
 import torch
 
@@ -22,6 +24,19 @@ def test_exported_checkpoint_equals_the_finished_run(tmp_path, esol):
     meta = load_pretrained(tmp_path / "exported").metadata
     assert meta["pretraining"]["steps"] == 6 and meta["pretraining"]["molecules_seen"] == 48
     assert meta["learning_curve"] == load_pretrained(run).metadata["learning_curve"]
+    # The prior is fitted to the same validation molecules as the finished run's.
+    assert exported.latent_prior_ == finished.latent_prior_ and exported.latent_prior_.n_molecules == 8
+
+
+def test_an_exported_checkpoint_whose_corpora_moved_has_no_latent_prior(tmp_path):
+    corpus = tmp_path / "delaney.csv"
+    shutil.copy(DELANEY, corpus)
+    run = tmp_path / "run"
+    assert cli.main(["pretrain", str(corpus), "--output", str(run), *TINY, "--max-steps", "2"]) == 0
+    corpus.unlink()
+    checkpoint = next((run / "checkpoints").glob("step-*.pt"))
+    assert cli.main(["export", str(checkpoint), str(tmp_path / "out")]) == 0
+    assert load_pretrained(tmp_path / "out").latent_prior is None
 
 
 def test_exporting_a_damaged_checkpoint_is_a_one_line_error(tmp_path, capsys):

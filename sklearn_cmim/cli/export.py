@@ -16,13 +16,19 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
     """Write the model held by a ``cmim pretrain`` checkpoint as a ``save_pretrained`` directory.
 
     The metadata keeps what the finished run would have stored: the learning curve, the training
-    log and the run's arguments, with the step reached.
+    log and the run's arguments, with the step reached. So does the latent prior, fitted to the
+    run's validation molecules, where its corpora are still at the paths it read them from; the
+    directory has none otherwise (``sample`` then needs ``prior="standard"``).
     """
     # On use: --help must not load torch or RDKit.
+    import torch
+
+    from ..chem.corpus import Corpus, HoldOut, MoleculeEncoder, validation_set
     from ..chem.standardize import Standardizer
     from ..chem.tokenizer import Vocabulary
     from ..persistence import Pretrained, build_model, save_pretrained
     from ..training.checkpoint import load_checkpoint
+    from ..training.pretraining import held_out_prior
 
     state = load_checkpoint(checkpoint)
     model = build_model(state["config"], {k: v.float() if v.is_floating_point() else v
@@ -42,9 +48,16 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
         from ..training.model_spec import initial_summary
 
         metadata["pretraining"]["initialised_from"] = initial_summary(arguments["init_from"])
-    pretrained = Pretrained(model, Vocabulary(state["vocabulary"]), Standardizer(**state["standardizer"]),
-                            metadata)
-    return save_pretrained(directory, pretrained, half=half)
+    vocabulary, standardizer = Vocabulary(state["vocabulary"]), Standardizer(**state["standardizer"])
+    prior = None
+    inputs = [Path(p) for p in arguments.get("inputs", [])]
+    if inputs and all(p.is_file() for p in inputs):
+        encoder = MoleculeEncoder(standardizer, vocabulary, model.config.max_length)
+        split = HoldOut(arguments["holdout_every"])
+        validation = {str(p): validation_set(Corpus([p], arguments.get("column")), split, encoder,
+                                             arguments["validation_size"]) for p in inputs}
+        prior = held_out_prior(model, validation, arguments["batch_size"], torch.device("cpu"))
+    return save_pretrained(directory, Pretrained(model, vocabulary, standardizer, metadata, prior), half=half)
 
 
 def build_parser(prog: str = "cmim export") -> ArgumentParser:

@@ -36,6 +36,7 @@ from ..nn.device import autocast, resolve_device, resolve_precision
 from ..nn.flops import matmul_peak_flops
 from ..nn.inference import fit_latent_prior
 from ..nn.model import CMIMModel
+from ..nn.sampling import LatentPrior
 from ..persistence import Pretrained, save_pretrained
 from .checkpoint import (
     CheckpointError,
@@ -242,10 +243,7 @@ class Loop:
         metadata = {"contrastive_weight": args.contrastive_weight, "temperature": args.temperature,
                     "pretraining": pretraining, "learning_curve": run.history["validation"],
                     "training_log": run.history["training"]}
-        # The held-out molecules stand for the corpus in the prior ``sample`` draws from.
-        held_out = [ids for molecules in self.validation.values() for ids, _ in molecules]
-        prior = fit_latent_prior(run.model, held_out, args.batch_size, self.device, "fp32",
-                                 np.random.default_rng(0))
+        prior = held_out_prior(run.model, self.validation, args.batch_size, self.device)
         save_pretrained(args.output, Pretrained(run.model, run.vocabulary, run.standardizer, metadata, prior))
         self.log(f"saved the model to {args.output} (step {run.step}; skipped molecules: "
                  f"{dict(skipped) or 'none'})")
@@ -297,6 +295,14 @@ class Run:
         self.step, self.history = state["step"], state["history"]
         # Checkpoints written before the clock existed hold no seconds.
         self.clock.spent = self.clock.elapsed = state.get("training_seconds", 0.0)
+
+
+def held_out_prior(model: CMIMModel, validation: dict[str, list], batch_size: int,
+                   device: torch.device) -> LatentPrior | None:
+    """The latent prior ``sample`` draws from, fitted to the run's validation molecules: they stand
+    for the corpora, and every rank's run (and ``cmim export``) finds the same ones."""
+    held_out = [ids for molecules in validation.values() for ids, _ in molecules]
+    return fit_latent_prior(model, held_out, batch_size, device, "fp32", np.random.default_rng(0))
 
 
 def train_settings(args) -> TrainSettings:
