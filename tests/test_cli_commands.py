@@ -5,6 +5,7 @@ import gzip
 import inspect
 import io
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -239,6 +240,18 @@ def test_user_errors_are_one_line_and_status_2(capsys, model, smi, tmp_path, arg
     assert err.startswith(f"cmim {argv[0]}: error: ") and err.count("\n") == 1
     assert message in err and "Traceback" not in err
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_sampling_the_prior_of_a_model_that_has_none_says_what_to_do(capsys, fitted, tmp_path):
+    path = fitted.save_pretrained(tmp_path / "model")
+    config = json.loads((path / "config.json").read_text())
+    del config["latent_prior"]
+    (path / "config.json").write_text(json.dumps(config))
+    status, out, err = run(capsys, "sample", "--n", 2, "--model", path)
+    assert status == 2 and out == "" and "carries no latent prior" in err and "--prior standard" in err
+    status, out, _ = run(capsys, "sample", "--n", 2, "--model", path, "--prior", "standard",
+                         "--random-state", 0)
+    assert status == 0 and len(out.splitlines()) == 2
 
 
 @pytest.mark.parametrize("command", ["embed", "sample", "reconstruct"])

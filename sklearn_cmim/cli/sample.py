@@ -132,6 +132,9 @@ def main(argv=None, prog: str = "cmim sample") -> int:
                 warnings.simplefilter("ignore", UnknownTokenWarning)  # the check above reported them
                 smiles = model.sample(args.n, random_state=args.random_state,
                                       around=[smiles for _, smiles in seeds], sigma=args.sigma)
+        elif args.prior == "fitted" and model.latent_prior_ is None:
+            raise ValueError(f"{args.model} carries no latent prior (a directory cmim export wrote "
+                             "without its corpora); pass --prior standard, or sample --around molecules")
         else:
             smiles = model.sample(args.n, random_state=args.random_state, prior=args.prior)
         with text_output(args.output) as handle:
