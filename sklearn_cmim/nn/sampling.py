@@ -59,7 +59,15 @@ class LatentPrior:
     @classmethod
     def fit(cls, latents, temperature: float = PRIOR_TEMPERATURE) -> LatentPrior:
         """Fit to latent means, one row per molecule; rows that are not finite (bad molecules)
-        are left out, and at least two must remain."""
+        are left out, and at least two must remain.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> prior = LatentPrior.fit([[0.0, 1.0], [2.0, 1.0], [np.nan, 0.0]])
+        >>> prior.mean, prior.std, prior.n_molecules
+        (array([1., 1.]), array([1.41421356, 0.        ]), 2)
+        """
         latents = np.asarray(latents, dtype=np.float64)
         latents = latents[np.isfinite(latents).all(axis=1)]
         if len(latents) < 2:
@@ -68,7 +76,16 @@ class LatentPrior:
         return cls(latents.mean(axis=0), latents.std(axis=0, ddof=1), float(temperature), len(latents))
 
     def draw(self, n: int, rng: np.random.RandomState | np.random.Generator) -> np.ndarray:
-        """``n`` latent vectors, float32."""
+        """``n`` latent vectors, float32.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> prior = LatentPrior(np.zeros(3), np.ones(3), temperature=0.0)
+        >>> prior.draw(2, np.random.default_rng(0))  # at temperature 0, every draw is the mean
+        array([[0., 0., 0.],
+               [0., 0., 0.]], dtype=float32)
+        """
         noise = rng.standard_normal((n, len(self.mean)))
         return (self.mean + self.temperature * self.std * noise).astype(np.float32)
 
