@@ -51,7 +51,8 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
     vocabulary, standardizer = Vocabulary(state["vocabulary"]), Standardizer(**state["standardizer"])
     prior = None
     inputs = [Path(p) for p in arguments.get("inputs", [])]
-    if inputs and all(p.is_file() for p in inputs):
+    needed = ("holdout_every", "validation_size", "batch_size")  # what the run's own validation read
+    if inputs and all(p.is_file() for p in inputs) and all(k in arguments for k in needed):
         encoder = MoleculeEncoder(standardizer, vocabulary, model.config.max_length)
         split = HoldOut(arguments["holdout_every"])
         validation = {str(p): validation_set(Corpus([p], arguments.get("column")), split, encoder,

@@ -19,8 +19,8 @@ from .sampling import LatentPrior
 
 __all__ = ["decode_latents", "embed_sequences", "fit_latent_prior"]
 
-# The most molecules a latent prior is fitted to: 256 means and spreads are well estimated from
-# far fewer, and the encoder pass over them stays small beside training.
+# The most molecules a latent prior is fitted to: a few hundred means and spreads are well
+# estimated from far fewer, and the encoder pass over them stays small beside training.
 PRIOR_MOLECULES = 10_000
 
 
