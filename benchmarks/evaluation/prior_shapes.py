@@ -22,6 +22,7 @@ share of draws that are valid, distinct and new.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def candidates(mu: np.ndarray, args, rng: np.random.Generator):
     yield "N(0, I)", None, rng.standard_normal((n, width))
     diagonal = LatentPrior.fit(mu)
     for t in TEMPERATURES:
-        yield "diagonal Gaussian", t, LatentPrior(diagonal.mean, diagonal.std, t, len(mu)).draw(n, rng)
+        yield "diagonal Gaussian", t, dataclasses.replace(diagonal, temperature=t).draw(n, rng)
     cholesky = np.linalg.cholesky(np.cov(mu, rowvar=False) + 1e-6 * np.eye(width))
     for t in TEMPERATURES:
         yield "full Gaussian", t, diagonal.mean + t * rng.standard_normal((n, width)) @ cholesky.T
@@ -101,6 +102,8 @@ def candidates(mu: np.ndarray, args, rng: np.random.Generator):
 
 
 def score(decoded, known: set[str]) -> dict:
+    """Validity, uniqueness (of the valid), novelty (of the distinct valid, against ``known``) and
+    the share of all draws that are valid, distinct and new."""
     canonical = [canonical_smiles(s) if s else None for s in decoded]
     valid = [c for c in canonical if c]
     distinct = set(valid)

@@ -13,14 +13,15 @@ corpora through ``benchmarks``), with ``../shared/data`` beside it.
 """
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.common import corpora_smiles, training_records
+from benchmarks.evaluation.prior_shapes import score
 from sklearn_cmim import CMIMTransformer
-from sklearn_cmim.chem.standardize import canonical_smiles
 from sklearn_cmim.nn.inference import PRIOR_MOLECULES
 from sklearn_cmim.nn.sampling import LatentPrior
 
@@ -28,17 +29,12 @@ TEMPERATURES = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7)
 VALIDATION_DRAWS = 500
 
 
-def new_valid_unique(smiles, known: set[str]) -> float:
-    """Share of ``smiles`` that are valid, distinct from each other and not in ``known``."""
-    canonical = {c for s in smiles if s and (c := canonical_smiles(s))}
-    return len(canonical - known) / len(smiles)
-
-
 def choose_temperature(model, prior: LatentPrior, known: set[str]) -> float:
     scores = {}
     for temperature in TEMPERATURES:
-        model.latent_prior_ = LatentPrior(prior.mean, prior.std, temperature, prior.n_molecules)
-        scores[temperature] = new_valid_unique(model.sample(VALIDATION_DRAWS, random_state=1), known)
+        model.latent_prior_ = dataclasses.replace(prior, temperature=temperature)
+        draws = model.sample(VALIDATION_DRAWS, random_state=1)
+        scores[temperature] = score(draws, known)["valid_distinct_new"]
         print(f"  temperature {temperature}: {scores[temperature]:.1%} valid, unique and new")
     return max(scores, key=scores.get)
 
@@ -56,8 +52,7 @@ def main(argv=None) -> None:
                                      np.random.default_rng(0))
         model = CMIMTransformer.from_pretrained(directory, embedding="latent", errors="nan")
         prior = LatentPrior.fit(model.transform(molecules))
-        temperature = choose_temperature(model, prior, known)
-        prior = LatentPrior(prior.mean, prior.std, temperature, prior.n_molecules)
+        prior = dataclasses.replace(prior, temperature=choose_temperature(model, prior, known))
         config["latent_prior"] = prior.to_dict()
         config_path.write_text(json.dumps(config, indent=2))
         spread = np.quantile(prior.std, [0.1, 0.5, 0.9]).round(3).tolist()

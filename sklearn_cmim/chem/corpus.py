@@ -32,7 +32,7 @@ from .standardize import MoleculeError, Standardizer
 from .tokenizer import Vocabulary
 
 __all__ = ["SKIP_REASONS", "Corpus", "CorpusError", "HoldOut", "MoleculeEncoder", "build_vocabulary",
-           "encode_records", "start_data_workers", "validation_set"]
+           "encode_records", "start_data_workers", "validation_set", "validation_sets"]
 
 FORMATS = {".smi": "lines", ".txt": "lines", ".csv": "csv"}
 SKIP_REASONS = ("invalid", "untokenizable", "unknown_token", "too_long")  # see MoleculeEncoder
@@ -281,6 +281,11 @@ def build_vocabulary(corpora: list[Corpus], split: HoldOut, standardizer: Standa
     if not smiles:
         raise CorpusError(f"no valid molecule among the {max_records:,} records sampled from each corpus")
     return Vocabulary.build(smiles, min_count)
+
+
+def validation_sets(corpora: list[Corpus], split: HoldOut, encoder: MoleculeEncoder, size: int) -> dict:
+    """:func:`validation_set` of each corpus, by name: what a pretraining run validates on."""
+    return {corpus.name: validation_set(corpus, split, encoder, size) for corpus in corpora}
 
 
 def validation_set(corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder, size: int):

@@ -23,7 +23,7 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
     # On use: --help must not load torch or RDKit.
     import torch
 
-    from ..chem.corpus import Corpus, HoldOut, MoleculeEncoder, validation_set
+    from ..chem.corpus import Corpus, HoldOut, MoleculeEncoder, validation_sets
     from ..chem.standardize import Standardizer
     from ..chem.tokenizer import Vocabulary
     from ..persistence import Pretrained, build_model, save_pretrained
@@ -55,8 +55,8 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
     if inputs and all(p.is_file() for p in inputs) and all(k in arguments for k in needed):
         encoder = MoleculeEncoder(standardizer, vocabulary, model.config.max_length)
         split = HoldOut(arguments["holdout_every"])
-        validation = {str(p): validation_set(Corpus([p], arguments.get("column")), split, encoder,
-                                             arguments["validation_size"]) for p in inputs}
+        corpora = [Corpus([p], arguments.get("column")) for p in inputs]
+        validation = validation_sets(corpora, split, encoder, arguments["validation_size"])
         prior = held_out_prior(model, validation, arguments["batch_size"], torch.device("cpu"))
     return save_pretrained(directory, Pretrained(model, vocabulary, standardizer, metadata, prior), half=half)
 

@@ -29,7 +29,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..chem.batching import pad
-from ..chem.corpus import Corpus, HoldOut, MoleculeEncoder, validation_set
+from ..chem.corpus import Corpus, HoldOut, MoleculeEncoder, validation_sets
 from ..chem.standardize import Standardizer
 from ..chem.tokenizer import Vocabulary
 from ..nn.device import autocast, resolve_device, resolve_precision
@@ -79,8 +79,7 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
     validation, peak = {}, None
     if context.is_main:  # before seeding: neither may move the random generators training uses
         encoder = MoleculeEncoder(standardizer, vocabulary, config.max_length)
-        validation = {corpus.name: validation_set(corpus, split, encoder, args.validation_size)
-                      for corpus in corpora}
+        validation = validation_sets(corpora, split, encoder, args.validation_size)
         peak = matmul_peak_flops(device, torch.bfloat16 if precision == "bf16" else torch.float32,
                                  size=4096 if device.type == "cuda" else 1024, min_seconds=0.5)
 
