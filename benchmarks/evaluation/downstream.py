@@ -296,11 +296,15 @@ def featurise(smiles: list[str], models: dict[str, tuple[CMIMTransformer, str]],
         features[f"{label} latent"] = cached(f"{label} latent", fingerprint, embed(model, embedding="latent"))
         if f"{label} informative" not in wanted:
             continue
-        for layers, pooling, with_latent in VARIANTS:
+        latent_width = features[f"{label} latent"].shape[1]
+        for layers, pooling, with_latent in VARIANTS:  # each recipe with the latent before it without
             name = variant_name(label, layers, pooling, with_latent)
-            variants[name] = cached(name, fingerprint, embed(
-                model, embedding="informative", informative_layers=layers, informative_pooling=pooling,
-                informative_with_latent=with_latent))
+            if with_latent:
+                variants[name] = cached(name, fingerprint, embed(
+                    model, embedding="informative", informative_layers=layers, informative_pooling=pooling,
+                    informative_with_latent=True))
+            else:  # the same matrix less the latent's leading columns: no second pass
+                variants[name] = variants[variant_name(label, layers, pooling, True)][:, latent_width:]
         # The package's default recipe is one of the variants: the same matrix, met by every head.
         features[f"{label} informative"] = variants[variant_name(label, *DEFAULT_RECIPE)]
     return features, variants
