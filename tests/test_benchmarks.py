@@ -24,6 +24,7 @@ from benchmarks.evaluation import (
     learning_curve,
     optimization,
     prior_shapes,
+    readout,
     reconstruction,
 )
 from benchmarks.performance import attention_kernel, pretrain_throughput, speed, threads, train_throughput
@@ -642,3 +643,68 @@ def test_training_records_leave_out_held_out_records_and_follow_the_batch_weight
     assert sum(r.startswith("A") for r in records) == 10  # 1 : 3, the missing corpus's share spread
     assert not [r for r in records if int(r[1:]) % 5 == 0]  # records 0, 5, 10 ... are held out
     assert benchmarks.common.corpora_smiles() == {f"{c}{i}" for c in "AB" for i in range(100)}
+
+
+def test_readout_recipes_without_the_latent_reuse_one_pass_and_match_the_estimators_own(tiny, smiles,
+                                                                                         monkeypatch):
+    model = tiny.fit(smiles)
+    features = readout.RecipeFeatures(model)
+    passes = []
+    transform = type(model).transform
+    monkeypatch.setattr(type(model), "transform", lambda self, X: passes.append(1) or transform(self, X))
+    for layers, pooling in (("last", "mean_max"), ("mean", "mean")):
+        with_latent = features.set_recipe(layers, pooling, True).transform(smiles)
+        without = features.set_recipe(layers, pooling, False).transform(smiles)
+        expected = model.set_params(informative_layers=layers, informative_pooling=pooling,
+                                    informative_with_latent=False).transform(smiles)
+        np.testing.assert_array_equal(without, expected)
+        assert with_latent.shape[1] == without.shape[1] + model.n_latents * model.latent_dim
+    assert len(passes) == 4  # one per (layers, pooling), and the two checks above
+
+
+def test_readout_ranks_lowest_rmse_and_highest_auc_first_and_chooses_by_inner_cv_alone():
+    def scores(inner, test):
+        return {"inner": inner, "test": test}
+    models = {"m": {"a": {"esol": scores(1.0, 2.0), "bace": scores(0.9, 0.5)},
+                    "b": {"esol": scores(2.0, 1.0), "bace": scores(0.8, 0.9)}}}
+    assert readout.mean_ranks(models, "inner") == {"a": 1.0, "b": 2.0}
+    assert readout.mean_ranks(models, "test") == {"a": 2.0, "b": 1.0}
+    chosen = readout.choices(models)
+    assert chosen["m"]["chosen"] == chosen["all"]["chosen"] == "a"  # the test scores never choose
+
+
+@pytest.mark.shared_data
+@needs_shared_data
+def test_readout_quick_scores_every_recipe(tmp_path):
+    report = readout.main(["--quick", "--out", str(tmp_path), "--markdown", str(tmp_path / "b.md")])
+    (recipes,) = report["models"].values()
+    assert list(recipes) == [downstream.recipe_name(*recipe) for recipe in downstream.VARIANTS]
+    for per_task in recipes.values():
+        esol = per_task["esol"]
+        assert esol["molecules"] == 200 and finite(esol["inner"]) and finite(esol["test"])
+    assert report["choices"]["all"]["chosen"] in recipes
+    text = (tmp_path / "b.md").read_text()
+    assert "## Informative-embedding recipe of the bundled models" in text and "(chosen)" in text
+
+
+def test_downstream_variants_equal_the_estimators_own_embeddings(tiny, smiles):
+    model = tiny.fit(smiles)
+    _, variants = downstream.featurise(smiles, {"cMIM": (model, "tiny")}, ["cMIM informative"],
+                                       downstream.Cache(None))
+    for layers, pooling, with_latent in downstream.VARIANTS:
+        expected = model.set_params(embedding="informative", informative_layers=layers,
+                                    informative_pooling=pooling,
+                                    informative_with_latent=with_latent).transform(smiles)
+        name = downstream.variant_name("cMIM", layers, pooling, with_latent)
+        np.testing.assert_array_equal(variants[name], expected)
+
+
+def test_readout_keeps_the_default_recipe_on_a_tie():
+    default = downstream.recipe_name(*downstream.DEFAULT_RECIPE)
+    other = downstream.recipe_name("mean", "mean_max", True)
+
+    def scores(value):
+        return {"esol": {"inner": value, "test": value}}
+    tie = {"a": {other: scores(1.0), default: scores(2.0)}, "b": {other: scores(2.0), default: scores(1.0)}}
+    chosen = {label: choice["chosen"] for label, choice in readout.choices(tie).items()}
+    assert chosen == {"a": other, "b": default, "all": default}
