@@ -22,6 +22,8 @@ Evaluation (:mod:`benchmarks.evaluation`): how good the models and their embeddi
   into its model card.
 * ``prior_shapes``: which distribution, fitted to training molecules' latent means, ``sample``
   should draw from.
+* ``readout``: which informative-embedding recipe to read from the bundled models, chosen by
+  inner CV.
 * ``architecture``: which architecture reconstructs best on a fixed training budget (how the
   defaults were picked).
 
