@@ -87,6 +87,21 @@ def corpora_smiles() -> set[str]:
     return set().union(*(smiles_rows(path) for path in PRETRAINING_CORPORA.values() if path.exists()))
 
 
+def generation_metrics(smiles, known: set[str]) -> dict:
+    """Validity, uniqueness (of the valid ones), novelty (of the distinct valid ones, against
+    ``known`` canonical SMILES), the share of all draws that are valid, distinct and new, and a
+    few of the molecules."""
+    from sklearn_cmim.chem.standardize import canonical_smiles
+
+    canonical = [canonical_smiles(s) if s else None for s in smiles]
+    valid = [c for c in canonical if c]
+    distinct = set(valid)
+    new = distinct - known
+    return {"n": len(smiles), "validity": len(valid) / len(smiles),
+            "uniqueness": len(distinct) / max(len(valid), 1), "novelty": len(new) / max(len(distinct), 1),
+            "valid_distinct_new": len(new) / len(smiles), "examples": sorted(distinct)[:5]}
+
+
 def load_model(name_or_dir: str, **options):
     """A pretrained ``CMIMTransformer`` by bundled name or directory; ``options`` set its
     parameters (``errors``, ``embedding``, ``device``, ...)."""

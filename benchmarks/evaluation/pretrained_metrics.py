@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import BROAD, ROOT, load_model, read_moses, smiles_rows, write_json
+from benchmarks.common import BROAD, ROOT, generation_metrics, load_model, read_moses, smiles_rows, write_json
 from benchmarks.evaluation.learning_curve import held_out_sets
 from sklearn_cmim.chem.standardize import canonical_smiles
 from sklearn_cmim.datasets import load_esol
@@ -43,17 +43,6 @@ CORPORA = {
 }
 CHEMBL = ("Contains data from ChEMBL (ChEMBL 30 and 31, EMBL-EBI), licensed under CC BY-SA 3.0: the "
           "broad corpus's ChEMBL-derived rows were used to train this model.")
-
-
-def generation_metrics(smiles, training: set[str]) -> dict:
-    """Validity, uniqueness (of the valid ones) and novelty (of the unique valid ones)."""
-    canonical = [canonical_smiles(s) if s else None for s in smiles]
-    valid = [c for c in canonical if c]
-    unique = set(valid)
-    return {"n": len(smiles), "validity": len(valid) / len(smiles),
-            "uniqueness": len(unique) / max(len(valid), 1),
-            "novelty": len(unique - training) / max(len(unique), 1),
-            "examples": sorted(unique)[:5]}
 
 
 def parse_args(argv):

@@ -32,6 +32,7 @@ from sklearn.mixture import GaussianMixture
 from benchmarks.common import (
     command_line,
     corpora_smiles,
+    generation_metrics,
     load_model,
     markdown_table,
     set_outputs,
@@ -101,17 +102,6 @@ def candidates(mu: np.ndarray, args, rng: np.random.Generator):
         yield "around single training molecules", sigma, centres + sigma * rng.standard_normal((n, width))
 
 
-def score(decoded, known: set[str]) -> dict:
-    """Validity, uniqueness (of the valid), novelty (of the distinct valid, against ``known``) and
-    the share of all draws that are valid, distinct and new."""
-    canonical = [canonical_smiles(s) if s else None for s in decoded]
-    valid = [c for c in canonical if c]
-    distinct = set(valid)
-    new = distinct - known
-    return {"validity": len(valid) / len(decoded), "uniqueness": len(distinct) / max(len(valid), 1),
-            "novelty": len(new) / max(len(distinct), 1), "valid_distinct_new": len(new) / len(decoded)}
-
-
 def measure(name: str, args) -> dict:
     start = time.perf_counter()
     model = load_model(name, embedding="latent", errors="nan", random_state=0)
@@ -120,7 +110,8 @@ def measure(name: str, args) -> dict:
     mu = mu[np.isfinite(mu).all(axis=1)]
     rows = []
     for shape, scale, z in candidates(mu, args, np.random.default_rng(0)):
-        row = {"shape": shape, "scale": scale, **score(model.inverse_transform(z.astype(np.float32)), known)}
+        decoded = model.inverse_transform(z.astype(np.float32))
+        row = {"shape": shape, "scale": scale, **generation_metrics(decoded, known)}
         rows.append(row)
         print(f"{name} | {shape} | {scale}: {row['validity']:.1%} valid, "
               f"{row['valid_distinct_new']:.1%} valid, distinct and new", flush=True)

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import corpora_smiles, training_records
-from benchmarks.evaluation.prior_shapes import score
+from benchmarks.common import corpora_smiles, generation_metrics, training_records
 from sklearn_cmim import CMIMTransformer
 from sklearn_cmim.nn.inference import PRIOR_MOLECULES
 from sklearn_cmim.nn.sampling import LatentPrior
@@ -34,7 +33,7 @@ def choose_temperature(model, prior: LatentPrior, known: set[str]) -> float:
     for temperature in TEMPERATURES:
         model.latent_prior_ = dataclasses.replace(prior, temperature=temperature)
         draws = model.sample(VALIDATION_DRAWS, random_state=1)
-        scores[temperature] = score(draws, known)["valid_distinct_new"]
+        scores[temperature] = generation_metrics(draws, known)["valid_distinct_new"]
         print(f"  temperature {temperature}: {scores[temperature]:.1%} valid, unique and new")
     return max(scores, key=scores.get)
 
