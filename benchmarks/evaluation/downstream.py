@@ -296,18 +296,24 @@ def featurise(smiles: list[str], models: dict[str, tuple[CMIMTransformer, str]],
         features[f"{label} latent"] = cached(f"{label} latent", fingerprint, embed(model, embedding="latent"))
         if f"{label} informative" not in wanted:
             continue
-        latent_width = features[f"{label} latent"].shape[1]
         for layers, pooling, with_latent in VARIANTS:  # each recipe with the latent before it without
             name = variant_name(label, layers, pooling, with_latent)
             if with_latent:
                 variants[name] = cached(name, fingerprint, embed(
                     model, embedding="informative", informative_layers=layers, informative_pooling=pooling,
                     informative_with_latent=True))
-            else:  # the same matrix less the latent's leading columns: no second pass
-                variants[name] = variants[variant_name(label, layers, pooling, True)][:, latent_width:]
+            else:
+                variants[name] = without_latent(variants[variant_name(label, layers, pooling, True)], model)
         # The package's default recipe is one of the variants: the same matrix, met by every head.
         features[f"{label} informative"] = variants[variant_name(label, *DEFAULT_RECIPE)]
     return features, variants
+
+
+def without_latent(with_latent: np.ndarray, model: CMIMTransformer) -> np.ndarray:
+    """A recipe's informative embedding without the latent, from the same recipe's matrix with it:
+    the latent mean is its leading columns, so the recipe costs no second pass over the molecules."""
+    config = model.model_.config
+    return with_latent[:, config.n_latents * config.latent_dim:]
 
 
 def outside_vocabulary(smiles: list[str], models: dict[str, tuple[CMIMTransformer, str]]) -> dict:

@@ -34,7 +34,14 @@ from benchmarks.common import (
     update_markdown_section,
     write_json,
 )
-from benchmarks.evaluation.downstream import CORE, DATASETS, DEFAULT_RECIPE, VARIANTS, recipe_name
+from benchmarks.evaluation.downstream import (
+    CORE,
+    DATASETS,
+    DEFAULT_RECIPE,
+    VARIANTS,
+    recipe_name,
+    without_latent,
+)
 from benchmarks.evaluation.learning_curve import dataset_scores
 from sklearn_cmim import CMIMTransformer
 
@@ -44,8 +51,8 @@ SECTION = "readout"
 class RecipeFeatures:
     """A model's informative embedding under one recipe at a time (``set_recipe``).
 
-    A recipe without the latent is the same matrix as the one with it, less the latent's leading
-    columns, so each (layers, pooling) pair costs one pass over the molecules, not two.
+    Each (layers, pooling) pair costs one pass over the molecules: the recipe without the latent
+    is read from the one with it (``downstream.without_latent``).
     """
 
     def __init__(self, model: CMIMTransformer):
@@ -66,10 +73,7 @@ class RecipeFeatures:
                                   informative_pooling=pooling, informative_with_latent=True)
             self._with_latent[key] = self.model.transform(smiles)
         X = self._with_latent[key]
-        if with_latent:
-            return X
-        names = self.model.set_params(informative_with_latent=True).get_feature_names_out()
-        return X[:, ~np.char.startswith(names.astype(str), "latent")]
+        return X if with_latent else without_latent(X, self.model)
 
 
 def measure(name: str, args) -> dict:
