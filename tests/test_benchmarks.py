@@ -28,7 +28,7 @@ from benchmarks.evaluation import (
     reconstruction,
 )
 from benchmarks.performance import attention_kernel, pretrain_throughput, speed, threads, train_throughput
-from sklearn_cmim import Standardizer
+from sklearn_cmim import CMIMTransformer, Standardizer
 from sklearn_cmim.chem.tokenizer import Vocabulary
 from sklearn_cmim.datasets import load_esol
 from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
@@ -431,8 +431,26 @@ def test_reconstruction_quick(tmp_path):
     check_report(tmp_path, "reconstruction.json", "reconstruction", [])
     assert [r["label"] for r in report["results"]] == ["cMIM", "MIM"]
     assert [r["contrastive_weight"] for r in report["results"]] == [1.0, 0.0]
-    assert all(0.0 <= r["accuracy"] <= 1.0 and r["n"] == 40 for r in report["results"])
+    for result in report["results"]:
+        esol = result["sets"]["ESOL"]
+        assert esol["n"] == 40 and esol["accuracy"] == esol["hits"] / 40
+        assert sum(cell["n"] for cell in esol["by_length"].values()) == 40
     assert "claim 3" in (tmp_path / "benchmarks.md").read_text()
+
+
+def test_reconstruction_rows_count_as_score_does():
+    """The per-molecule breakdown agrees with ``CMIMTransformer.score`` and bins each length once."""
+    cmim = CMIMTransformer.from_pretrained("cmim-broad")
+    molecules = ["C", "CCO", "c1ccccc1[N+](=O)[O-]", "CC(=O)Oc1ccccc1C(=O)O", *load_esol()[0][:12]]
+    rows = reconstruction.reconstruct(cmim, molecules)
+    assert sum(r["exact"] for r in rows) / len(rows) == pytest.approx(cmim.score(molecules))
+    assert all(r["valid"] or not r["exact"] for r in rows)
+    assert rows[1]["tokens"] == 3  # C, C, O
+    edges = [{"tokens": 20, "exact": True, "valid": True}, {"tokens": 21, "exact": False, "valid": False},
+             {"tokens": 200, "exact": False, "valid": True}]
+    bins = reconstruction.by_length([*rows, *edges])
+    assert sum(cell["n"] for cell in bins.values()) == len(rows) + 3
+    assert bins["21-40"]["n"] >= 1 and bins["over 80"] == {"n": 1, "exact": 0, "valid": 1}
 
 
 @pytest.mark.slow
