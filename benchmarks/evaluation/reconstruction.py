@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.common import (
     DOCS_MARKDOWN,
     ROOT,
@@ -44,11 +46,17 @@ LENGTH_BINS = (20, 40, 60, 80)
 
 
 def reconstruct(estimator, molecules: list[str]) -> list[dict]:
-    """Per molecule: its length in tokens, whether its decoded latent mean is the molecule itself
-    (as ``CMIMTransformer.score`` counts it), and whether the decoding is a valid molecule."""
-    decoded = estimator.set_params(embedding="latent").inverse_transform(estimator.transform(molecules))
+    """Per molecule the model can read: its length in tokens, whether its decoded latent mean is
+    the molecule itself (as ``CMIMTransformer.score`` counts it), and whether the decoding is a
+    valid molecule. Molecules it cannot read (too long for it, unparsable) are left out, as
+    ``score`` leaves them out with ``errors="nan"``."""
+    estimator.set_params(embedding="latent", errors="nan")
+    Z = estimator.transform(molecules)
+    decoded = estimator.inverse_transform(Z)
     rows = []
-    for smiles, output in zip(molecules, decoded, strict=True):
+    for smiles, z, output in zip(molecules, Z, decoded, strict=True):
+        if not np.isfinite(z).all():
+            continue
         standard = estimator.standardizer_(smiles)
         got = canonical_smiles(output)
         rows.append({"tokens": len(tokenize(standard)), "valid": got is not None,
@@ -100,7 +108,7 @@ def measure(label: str, model: str, sets: dict[str, list[str]]) -> dict:
         rows = reconstruct(estimator, molecules)
         hits = sum(r["exact"] for r in rows)
         result["sets"][name] = {"hits": hits, "n": len(rows), "accuracy": hits / len(rows),
-                                "by_length": by_length(rows)}
+                                "unreadable": len(molecules) - len(rows), "by_length": by_length(rows)}
         print(f"{label} ({model}), {name}: {hits / len(rows):.1%} of {len(rows)} exactly reconstructed",
               flush=True)
     return result
@@ -132,6 +140,16 @@ def plot(report: dict, out: Path) -> list[Path]:
     return [path]
 
 
+def unreadable(result: dict) -> list[str]:
+    """A line naming the molecules left out because the model cannot read them, if any."""
+    left_out = [f"{held_out['unreadable']:,} of {name}" for name, held_out in result["sets"].items()
+                if held_out.get("unreadable")]
+    if not left_out:
+        return []
+    return [f"Left out, as `score` leaves them out: molecules the models cannot read (longer than "
+            f"their `max_length`, or unparsable), {', '.join(left_out)}.", ""]
+
+
 def markdown(report: dict, figures: list[Path], markdown_path: Path) -> str:
     results = report["results"]
     cmim, mim = results
@@ -150,7 +168,8 @@ def markdown(report: dict, figures: list[Path], markdown_path: Path) -> str:
         + " Greedy exact match (canonical SMILES, against the molecule as the model reads it, "
         f"standardised) on held-out molecules: {report['source']}.", "",
         markdown_table(["model", "directory", "contrastive weight", "steps", "molecules seen", *sets], rows),
-        "", "**Does cMIM reconstruct at least as well as MIM at the same budget?** "
+        "", *unreadable(cmim),
+        "**Does cMIM reconstruct at least as well as MIM at the same budget?** "
         + "; ".join(verdicts) + ".", "",
         "By length in SMILES tokens, the sets above pooled: the share decoded exactly, and the share "
         "decoded to a valid molecule (exact or not).", "",
