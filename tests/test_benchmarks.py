@@ -440,7 +440,7 @@ def test_reconstruction_quick(tmp_path):
 
 def test_reconstruction_rows_count_as_score_does():
     """The per-molecule breakdown agrees with ``CMIMTransformer.score`` and bins each length once."""
-    cmim = CMIMTransformer.from_pretrained("cmim-broad")
+    cmim = CMIMTransformer.from_pretrained("cmim-broad", embedding="latent", errors="nan")
     molecules = ["C", "CCO", "c1ccccc1[N+](=O)[O-]", "CC(=O)Oc1ccccc1C(=O)O", *load_esol()[0][:12], "C" * 300]
     rows = reconstruction.reconstruct(cmim, molecules)
     assert len(rows) == len(molecules) - 1  # the 300-atom chain is longer than the model reads

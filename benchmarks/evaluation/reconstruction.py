@@ -48,9 +48,8 @@ LENGTH_BINS = (20, 40, 60, 80)
 def reconstruct(estimator, molecules: list[str]) -> list[dict]:
     """Per molecule the model can read: its length in tokens, whether its decoded latent mean is
     the molecule itself (as ``CMIMTransformer.score`` counts it), and whether the decoding is a
-    valid molecule. Molecules it cannot read (too long for it, unparsable) are left out, as
-    ``score`` leaves them out with ``errors="nan"``."""
-    estimator.set_params(embedding="latent", errors="nan")
+    valid molecule. ``estimator`` gives latent embeddings with ``errors="nan"``; molecules it
+    cannot read (too long for it, unparsable) are left out, as ``score`` then leaves them out."""
     Z = estimator.transform(molecules)
     decoded = estimator.inverse_transform(Z)
     rows = []
@@ -100,7 +99,7 @@ def pooled(results: dict) -> dict[str, dict]:
 def measure(label: str, model: str, sets: dict[str, list[str]]) -> dict:
     """Exact reconstruction of each set of molecules and the stored pretraining record of one model."""
     metadata = load_pretrained(model).metadata
-    estimator = load_model(model)
+    estimator = load_model(model, embedding="latent", errors="nan")
     result = {"label": label, "model": str(model), "contrastive_weight": metadata.get("contrastive_weight"),
               "pretraining": metadata.get("pretraining", {}),
               "learning_curve": metadata.get("learning_curve", []), "sets": {}}
@@ -143,7 +142,7 @@ def plot(report: dict, out: Path) -> list[Path]:
 def unreadable(result: dict) -> list[str]:
     """A line naming the molecules left out because the model cannot read them, if any."""
     left_out = [f"{held_out['unreadable']:,} of {name}" for name, held_out in result["sets"].items()
-                if held_out.get("unreadable")]
+                if held_out["unreadable"]]
     if not left_out:
         return []
     return [f"Left out, as `score` leaves them out: molecules the models cannot read (longer than "
