@@ -32,8 +32,9 @@ from sklearn_cmim.training.streams import BatchStream, MixedStream
 
 ALCOHOLS = ["C" * n + "O" for n in range(1, 31)]
 AMINES = ["C" * n + "N" for n in range(1, 31)]
-TINY = ["--d-model", "16", "--n-heads", "2", "--d-ff", "32", "--n-encoder-layers", "1",
-        "--n-decoder-layers", "1", "--n-latents", "1", "--latent-dim", "8", "--max-length", "40",
+TINY_ARCHITECTURE = ["--d-model", "16", "--n-heads", "2", "--d-ff", "32", "--n-encoder-layers", "1",
+                     "--n-decoder-layers", "1", "--n-latents", "1", "--latent-dim", "8"]
+TINY = [*TINY_ARCHITECTURE, "--max-length", "40",
         "--precision", "fp32", "--device", "cpu", "--mim-warmup-steps", "0", "--learning-rate", "3e-3",
         "--holdout-every", "10", "--validation-size", "4", "--log-every", "2", "--batch-size", "4"]
 
@@ -126,6 +127,8 @@ def test_prepared_corpora_get_a_file_each(tmp_path, corpora):
     (["--weights", "1"], "one weight per FILE: 2 file(s), 1 weight(s)"),
     (["--weights", "0", "0"], "at least one weight must be above 0"),
     (["--init-from", "cmim-broad", "--vocab-from", "cmim-broad"], "drop --vocab-from"),
+    (["--init-from", "cmim-broad", "--d-model", "512", "--no-neutralize", "--max-length", "300"],
+     "--init-from keeps that model's architecture and standardiser: drop --d-model, --neutralize"),
 ])
 def test_bad_mixing_options_are_one_line_errors(tmp_path, corpora, capsys, extra, message):
     with pytest.raises(SystemExit) as exit_:
@@ -152,13 +155,18 @@ def test_init_from_continues_a_model_with_its_ids_and_longer_positions(tmp_path,
     base = tmp_path / "base"
     assert pretrain.main([corpora[0], *TINY, "--max-steps", "2", "--output", str(base)]) == 0
     grown = tmp_path / "grown"
-    assert pretrain.main([*corpora, *TINY, "--max-length", "60", "--max-steps", "1",
+    continued = TINY[len(TINY_ARCHITECTURE):]  # the architecture comes from the model continued
+    assert pretrain.main([*corpora, *continued, "--max-length", "60", "--max-steps", "1",
                           "--init-from", str(base), "--output", str(grown)]) == 0
     old, new = load_pretrained(base), load_pretrained(grown)
     assert new.vocabulary.tokens[:len(old.vocabulary)] == old.vocabulary.tokens  # every old id kept
     assert "N" in new.vocabulary.index and "N" not in old.vocabulary.index
     assert new.model.config.max_length == 60 and new.model.config.vocab_size == len(new.vocabulary)
     assert new.metadata["pretraining"]["initialised_from"]["model"] == str(base)
+    # What the run records (and model cards print) is the architecture it trained, not the defaults.
+    recorded = new.metadata["pretraining"]["arguments"]
+    assert {name: recorded[name] for name in ("d_model", "n_latents", "max_length")} == \
+        {"d_model": 16, "n_latents": 1, "max_length": 60}
     # One step at a small learning rate moves the copied weights a little, not back to random.
     a, b = old.model.state_dict(), new.model.state_dict()
     drift = (b["decoder.norm.weight"] - a["decoder.norm.weight"]).abs().max()

@@ -106,8 +106,9 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
     model = parser.add_argument_group("model (with --resume the checkpoint's are used)")
     model.add_argument("--init-from", metavar="MODEL",
                        help="continue training this pretrained model (directory or bundled name): its "
-                            "architecture and standardiser are kept, its vocabulary is extended with the "
-                            "corpus's new tokens and its position table to --max-length")
+                            "architecture and standardiser are kept (their options are then an error), its "
+                            "vocabulary is extended with the corpus's new tokens and its position table to "
+                            "--max-length")
     for name, help_ in MODEL_HELP.items():
         model.add_argument("--" + name.replace("_", "-"), type=positive_int, default=getattr(MODEL, name),
                            help=help_)
@@ -157,6 +158,21 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
     run.add_argument("--random-state", type=non_negative_int, default=0,
                      help="seed of weights, batch order, dropout and latent noise")
     return parser
+
+
+# What --init-from takes from the model it continues (a --no-... form counts as its option too);
+# --max-length may still grow its position table.
+KEPT_BY_INIT_FROM = (*(name for name in ARCHITECTURE if name != "max_length"), "bias", "largest_fragment",
+                     "neutralize", "isomeric")
+
+
+def given_options(prog: str, argv, names) -> list[str]:
+    """Which of the options ``names`` (dests) ``argv`` sets itself, as flags: argparse keeps no record
+    of it, so ``argv`` is parsed again with a marker for those options' defaults."""
+    probe, unset = build_parser(prog), object()
+    probe.set_defaults(**dict.fromkeys(names, unset))
+    parsed = vars(probe.parse_args(sys.argv[1:] if argv is None else argv))
+    return ["--" + name.replace("_", "-") for name in names if parsed[name] is not unset]
 
 
 def main(argv=None, prog: str = "cmim pretrain") -> int:
@@ -214,6 +230,9 @@ def main(argv=None, prog: str = "cmim pretrain") -> int:
         parser.error("--weights: at least one weight must be above 0")
     if args.init_from and args.vocab_from:
         parser.error("--init-from keeps that model's vocabulary (extended): drop --vocab-from")
+    kept = given_options(prog, argv, KEPT_BY_INIT_FROM) if args.init_from else []
+    if kept:
+        parser.error(f"--init-from keeps that model's architecture and standardiser: drop {', '.join(kept)}")
     from ..chem.corpus import CorpusError
     from ..training.checkpoint import CheckpointError
     from ..training.fit import NonFiniteLossError

@@ -32,10 +32,11 @@ from ..chem.batching import pad
 from ..chem.corpus import Corpus, HoldOut, MoleculeEncoder, validation_sets
 from ..chem.standardize import Standardizer
 from ..chem.tokenizer import Vocabulary
+from ..config import ARCHITECTURE
 from ..nn.device import autocast, resolve_device, resolve_precision
 from ..nn.flops import matmul_peak_flops
 from ..nn.inference import fit_latent_prior
-from ..nn.model import CMIMModel
+from ..nn.model import CMIMModel, ModelConfig
 from ..nn.sampling import LatentPrior
 from ..persistence import Pretrained, save_pretrained
 from .checkpoint import (
@@ -75,6 +76,7 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
     checkpoints = Checkpoints(args.output / "checkpoints", args.keep_checkpoints)
     state = resume_state(args, context, checkpoints)
     config, vocabulary, standardizer, initial = model_spec(args, context, corpora, split, state)
+    args = as_trained(args, config, standardizer)
     settings = train_settings(args)
     validation, peak = {}, None
     if context.is_main:  # before seeding: neither may move the random generators training uses
@@ -371,6 +373,14 @@ def resume_state(args, context: Context, checkpoints: Checkpoints) -> dict | Non
         raise CheckpointError(f"{path} was written by {state['world_size']} process(es); resume it with "
                               f"as many (now {context.world_size}) so that each rank finds its data position")
     return {**state, "path": path}
+
+
+def as_trained(args, config: ModelConfig, standardizer: Standardizer) -> argparse.Namespace:
+    """``args`` with the architecture and standardiser the run really trains: under ``--init-from``
+    or ``--resume`` they come from the model or checkpoint, not the options, and the checkpoints,
+    metadata and model cards must say what was trained."""
+    trained = {name: getattr(config, name) for name in (*ARCHITECTURE, "dropout", "bias")}
+    return argparse.Namespace(**{**vars(args), **trained, **standardizer.to_dict()})
 
 
 def arguments(args) -> dict:
