@@ -52,6 +52,19 @@ def test_standardizer_accepts_mols_and_gives_same_smiles_for_same_molecule():
     assert std(Chem.MolFromSmiles("OCC")) == std("CCO") == std("C(O)C")
 
 
+@pytest.mark.parametrize("written", [
+    "[CH3:1][CH2:2][OH:3]",  # atom-mapped, as reaction tools write it
+    Chem.AddHs(Chem.MolFromSmiles("CCO")),  # explicit hydrogen atoms, as an SDF read with its Hs
+    "[2H]C([2H])C([2H])([2H])O",  # deuterated: the same molecule once isotopes are dropped
+])
+def test_standardizer_gives_the_plain_molecule_for_maps_hydrogen_atoms_and_deuterium(written):
+    assert Standardizer()(written) == "CCO"
+
+
+def test_standardizer_keeps_deuterium_when_isomeric():
+    assert Standardizer(isomeric=True)("[2H]C([2H])([2H])Oc1ccccc1") == "[2H]C([2H])([2H])Oc1ccccc1"
+
+
 @pytest.mark.parametrize("bad", ["", "   ", "C1CC", "not a smiles", "c1cccc1"])
 def test_standardizer_rejects_bad_smiles(bad):
     with pytest.raises(MoleculeError):

@@ -48,6 +48,12 @@ class Standardizer:
     'O=C(O)c1ccccc1'
     >>> Standardizer(isomeric=True)("C[C@H](N)C(=O)O")
     'C[C@H](N)C(=O)O'
+
+    Atom maps, explicit hydrogen atoms and (unless isomeric) deuterium leave the molecule as written
+    without them:
+
+    >>> Standardizer()("[CH3:1][CH2:2][OH:3]"), Standardizer()("[2H]C([2H])([2H])Oc1ccccc1")
+    ('CCO', 'COc1ccccc1')
     """
 
     largest_fragment: bool = True
@@ -66,6 +72,8 @@ class Standardizer:
             if self.neutralize:
                 mol = rdMolStandardize.Uncharger().uncharge(mol)
         smiles = Chem.MolToSmiles(mol, isomericSmiles=self.isomeric, canonical=True)
+        if "[H" in smiles or ":" in smiles:  # a string test spares the common molecule a loop over atoms
+            smiles = Chem.MolToSmiles(self._plain(mol), isomericSmiles=self.isomeric, canonical=True)
         if not smiles:
             raise MoleculeError("molecule has no atoms")
         # Some molecules (metallocenes, hypervalent ions) come out as SMILES RDKit itself cannot
@@ -75,6 +83,17 @@ class Standardizer:
         if smiles != molecule and Chem.MolFromSmiles(smiles) is None:
             raise MoleculeError(f"its standardised SMILES {smiles!r} cannot be read back by RDKit")
         return smiles
+
+    def _plain(self, mol: Chem.Mol) -> Chem.Mol:
+        """``mol`` without atom-map numbers and without hydrogen atoms its SMILES would spell out:
+        explicit ones (a Mol after ``AddHs``) and, unless isomeric, isotopic ones (deuterium would
+        otherwise come out as ``[H]`` atoms). The same molecule, written as any other SMILES is."""
+        mol = Chem.Mol(mol)
+        for atom in mol.GetAtoms():
+            atom.SetAtomMapNum(0)
+            if not self.isomeric and atom.GetAtomicNum() == 1:
+                atom.SetIsotope(0)
+        return Chem.RemoveHs(mol)
 
     def to_dict(self) -> dict:
         return asdict(self)
