@@ -1,10 +1,13 @@
-"""Join the two stages of the GPU run into the bundled model directories (README.md beside this file).
+"""Join the stages of the GPU run into the bundled model directories (README.md beside this file).
 
     python scripts/bundled_models/assemble.py STAGE1 STAGE2 sklearn_cmim/pretrained
+    python scripts/bundled_models/assemble.py --after sklearn_cmim/pretrained STAGE3 sklearn_cmim/pretrained
 
-STAGE1 and STAGE2 hold what train_gpu.py wrote (NAME.config.json, NAME.w*.pt) for the first run
-and for its continuation. The model gets stage 2's weights, in float16, and metadata covering
-both stages: their settings, and one learning curve and training log with continuous step counts.
+Each STAGE holds what train_gpu.py wrote (NAME.config.json, NAME.w*.pt) for one run, each run
+continuing the one before. With --after, the first of them continued the bundled models in that
+folder (``INIT`` naming them), whose own stages come first. The model gets the last stage's
+weights, in float16, and metadata covering every stage: their settings, and one learning curve
+and training log with continuous step counts.
 """
 
 import argparse
@@ -16,52 +19,61 @@ import torch
 from sklearn_cmim.chem.standardize import Standardizer
 from sklearn_cmim.chem.tokenizer import Vocabulary
 from sklearn_cmim.nn.model import CMIMModel, ModelConfig
-from sklearn_cmim.persistence import Pretrained, save_pretrained
+from sklearn_cmim.persistence import Pretrained, load_pretrained, save_pretrained
 
 TWINS = {"cmim": "cmim-broad", "mim": "mim-broad"}
+HARDWARE = "one NVIDIA H200 GPU, shared with its twin trained side by side"
 
 
-def stage(config: dict) -> dict:
-    """One stage's settings, from the arguments its run stored with the model."""
+def stages_of(config: dict) -> list[dict]:
+    """A run's stages: those an assembled model lists, or one, from the arguments a run stored."""
     run = config["metadata"]["pretraining"]
+    if "stages" in run:
+        return run["stages"]
     arguments = run["arguments"]
-    return {
+    return [{
         "steps": run["steps"],
         "molecules_seen": run["molecules_seen"],
         "learning_rate": arguments["learning_rate"],
         "warmup_steps": arguments["warmup_steps"],
         "minutes": arguments["max_minutes"],
         "mim_warmup_steps": arguments["mim_warmup_steps"],
-    }
+    }]
 
 
-def metadata(first: dict, second: dict) -> dict:
-    stages = [stage(first), stage(second)]
-    steps, seen = stages[0]["steps"], stages[0]["molecules_seen"]
+def shifted(records: list[dict], steps: int, seen: int) -> list[dict]:
+    """A later stage's records, counted from the start of the first stage."""
+    return [{**r, "step": r["step"] + steps, "molecules_seen": r["molecules_seen"] + seen} for r in records]
 
-    def shifted(records):  # stage 2's records, counted from the start of stage 1
-        return [
-            {**r, "step": r["step"] + steps, "molecules_seen": r["molecules_seen"] + seen} for r in records
-        ]
 
-    run = first["metadata"]["pretraining"]
+def metadata(configs: list[dict], hardware: str = HARDWARE) -> dict:
+    """One model's metadata from the configs of its stages, in the order they ran."""
+    stages, curve, log, steps, seen = [], [], [], 0, 0
+    for config in configs:
+        curve += shifted(config["metadata"]["learning_curve"], steps, seen)
+        log += shifted(config["metadata"]["training_log"], steps, seen)
+        stages += stages_of(config)
+        steps += config["metadata"]["pretraining"]["steps"]
+        seen += config["metadata"]["pretraining"]["molecules_seen"]
+    first = configs[0]["metadata"]
+    run = first["pretraining"]
     return {
-        "contrastive_weight": first["metadata"]["contrastive_weight"],
-        "temperature": first["metadata"]["temperature"],
+        "contrastive_weight": first["contrastive_weight"],
+        "temperature": first["temperature"],
         "pretraining": {
-            "steps": sum(s["steps"] for s in stages),
-            "molecules_seen": sum(s["molecules_seen"] for s in stages),
+            "steps": steps,
+            "molecules_seen": seen,
             "world_size": 1,
             "skipped_molecules": run["skipped_molecules"],
             "matmul_peak_flops": run["matmul_peak_flops"],
-            "hardware": "one NVIDIA H200 GPU, shared with its twin trained side by side",
+            "hardware": hardware,
             "schedule": "linear warm-up, then cosine decay to 10% of its peak over its wall time",
             "stages": stages,
-            "arguments": {**run["arguments"], "max_steps": sum(s["steps"] for s in stages)},
+            "arguments": {**run["arguments"], "max_steps": steps},
             "validation_match": "decoded string equal to the standardised SMILES (no RDKit on that machine)",
         },
-        "learning_curve": first["metadata"]["learning_curve"] + shifted(second["metadata"]["learning_curve"]),
-        "training_log": first["metadata"]["training_log"] + shifted(second["metadata"]["training_log"]),
+        "learning_curve": curve,
+        "training_log": log,
     }
 
 
@@ -69,9 +81,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("stage1", type=Path)
-    parser.add_argument("stage2", type=Path)
+    parser.add_argument("stages", type=Path, nargs="+", help="what train_gpu.py wrote, one folder a run")
     parser.add_argument("output", type=Path, help="folder to write the model directories into")
+    parser.add_argument("--after", type=Path, metavar="FOLDER",
+                        help="the folder of the bundled models that the first stage continued")
+    parser.add_argument("--hardware", default=HARDWARE, help="what the cards say the stages ran on")
     parser.add_argument(
         "--data",
         type=Path,
@@ -81,19 +95,22 @@ def main() -> None:
     args = parser.parse_args()
     vocabulary = Vocabulary(json.loads((args.data / "settings.json").read_text())["vocabulary"])
     for name, target in TWINS.items():
-        first, second = (
-            json.loads((folder / f"{name}.config.json").read_text()) for folder in (args.stage1, args.stage2)
-        )
+        configs = [json.loads((folder / f"{name}.config.json").read_text()) for folder in args.stages]
+        if args.after:
+            earlier = load_pretrained(args.after / target)
+            if earlier.vocabulary.tokens != vocabulary.tokens:
+                parser.error(f"{args.after / target} has another vocabulary than {args.data}: "
+                             "pack the corpora with its vocabulary (prepare.sh does)")
+            configs.insert(0, {"metadata": earlier.metadata})
+        last = configs[-1]
         state = {}
-        for part in sorted(args.stage2.glob(f"{name}.w*.pt")):
+        for part in sorted(args.stages[-1].glob(f"{name}.w*.pt")):
             state.update(torch.load(part, weights_only=True))
-        model = CMIMModel(ModelConfig.from_dict(second["model"]))
+        model = CMIMModel(ModelConfig.from_dict(last["model"]))
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-        save_pretrained(
-            args.output / target,
-            Pretrained(model, vocabulary, Standardizer(**second["standardizer"]), metadata(first, second)),
-            half=True,
-        )
+        standardizer = Standardizer(**last["standardizer"])
+        pretrained = Pretrained(model, vocabulary, standardizer, metadata(configs, args.hardware))
+        save_pretrained(args.output / target, pretrained, half=True)
         print(f"{target}: {model.num_parameters():,} parameters -> {args.output / target}")
 
 

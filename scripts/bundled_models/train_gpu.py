@@ -7,7 +7,8 @@ Reads the corpora that pack.py wrote to data/ (no RDKit needed: the machine may 
 with the package's own loop for MINUTES of wall time (``cmim pretrain --max-minutes``: a linear
 warm-up of --warmup-steps, 150 unless the options say otherwise, and a cosine decay spread over
 the minutes), and writes the model's config and its fp16 weights, in files under 15 MB, to OUT.
-With INIT=DIR it continues the model that an earlier run left in DIR/run-NAME.
+With INIT=DIR it continues the model that an earlier run left in DIR/run-NAME; with INIT=bundled,
+the bundled model of its name.
 """
 import importlib.util
 import json
@@ -33,6 +34,7 @@ from sklearn_cmim.chem.tokenizer import Vocabulary
 from sklearn_cmim.cli.pretrain import build_parser
 from sklearn_cmim.nn.device import resolve_device, resolve_precision
 from sklearn_cmim.nn.model import CMIMModel
+from sklearn_cmim.persistence import load_pretrained
 from sklearn_cmim.training import reporting
 from sklearn_cmim.training.checkpoint import Checkpoints, check_writable
 from sklearn_cmim.training.distributed import Context
@@ -48,6 +50,7 @@ if STUBBED:  # validation compares the decoded string with the standardised one,
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 NAMES = ["moses", "broad", "fragments"]
+BUNDLED = {"cmim": "cmim-broad", "mim": "mim-broad"}  # what INIT=bundled continues
 ORIGINS = ["../shared/data/moses/train.csv.gz", "../shared/data/pretrain/broad.csv.gz", "fragments.smi"]
 WEIGHTS = ["0.35", "0.58", "0.07"]
 ARCH = ["--d-model", "384", "--n-heads", "6", "--d-ff", "1536", "--n-encoder-layers", "2",
@@ -119,8 +122,11 @@ def main():
     torch.manual_seed(args.random_state)
     model = CMIMModel(new_config(args, len(vocabulary)))
     if os.environ.get("INIT"):
-        from sklearn_cmim.persistence import load_pretrained
-        model.load_state_dict(load_pretrained(os.environ["INIT"] + f"/run-{name}").model.state_dict())
+        init = BUNDLED[name] if os.environ["INIT"] == "bundled" else os.environ["INIT"] + f"/run-{name}"
+        earlier = load_pretrained(init)
+        if earlier.vocabulary.tokens != vocabulary.tokens:
+            sys.exit(f"{init} has another vocabulary than {DATA}: pack the corpora with its own (prepare.sh)")
+        model.load_state_dict(earlier.model.state_dict())
     model = model.to(device)
     split = HoldOut(settings["holdout_every"])
     encoder = MoleculeEncoder(standardizer, vocabulary, args.max_length)
