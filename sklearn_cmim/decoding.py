@@ -70,9 +70,13 @@ class DecodingMixin:
         config = self.model_.config
         n_latent = config.n_latents * config.latent_dim
         has_latent = self.embedding == "latent" or self.informative_with_latent
-        if Z.ndim != 2 or Z.shape[1] not in (n_latent, self._n_features_out()) or not has_latent:
+        if Z.ndim != 2 or Z.shape[1] not in (n_latent, self._n_features_out()):
             raise ValueError(f"expected latent vectors of shape (n, {n_latent}) or embeddings "
                              f"that start with them, got shape {Z.shape}")
+        if Z.shape[1] != n_latent and not has_latent:
+            raise ValueError(f"these embeddings hold no latent part to decode (informative_with_latent="
+                             f"False): pass latent vectors of shape (n, {n_latent}), from "
+                             "embedding='latent'")
         Z = Z[:, :n_latent]
         bad = ~np.isfinite(Z).all(axis=1)
         if bad.any() and self.errors == "raise":
@@ -125,10 +129,10 @@ class DecodingMixin:
         sklearn.exceptions.NotFittedError
             If the estimator is not fitted.
         ValueError
-            If ``n_samples`` is not a positive integer, ``sigma`` is negative, ``prior`` is
-            neither option, ``prior="fitted"`` finds no ``latent_prior_``, or a parameter that
-            inference reads is invalid, or, with ``errors="raise"``, at the first bad item of
-            ``around``.
+            If ``n_samples`` is not a positive integer, ``sigma`` is negative, not finite or so
+            large that the latents overflow, ``prior`` is neither option, ``prior="fitted"`` finds
+            no ``latent_prior_``, or a parameter that inference reads is invalid, or, with
+            ``errors="raise"``, at the first bad item of ``around``.
 
         Examples
         --------
@@ -154,8 +158,8 @@ class DecodingMixin:
         """
         self._check_fitted()
         n_samples = check_n_samples(n_samples)
-        if not (isinstance(sigma, Real) and sigma >= 0):
-            raise ValueError(f"sigma must be a non-negative number, got {sigma!r}")
+        if not (isinstance(sigma, Real) and 0 <= sigma < np.inf):  # NaN fails both comparisons
+            raise ValueError(f"sigma must be a finite non-negative number, got {sigma!r}")
         if prior not in ("fitted", "standard"):
             raise ValueError(f"prior must be 'fitted' or 'standard', got {prior!r}")
         rng = check_random_state(random_state)
@@ -171,8 +175,12 @@ class DecodingMixin:
                              "prior='standard', or fit on more molecules")
         else:
             z = self.latent_prior_.draw(n_samples, rng)
-        z = z.astype(np.float32)
-        return self._decode(z, ~np.isfinite(z).all(axis=1))  # NaN rows: bad molecules of ``around``
+        with np.errstate(over="ignore"):
+            z = z.astype(np.float32)
+        bad = ~np.isfinite(z).all(axis=1)  # NaN rows: bad molecules of ``around``
+        if around is not None and (bad & np.isfinite(centres).all(axis=1)).any():
+            raise ValueError(f"sigma={sigma!r} is too large: the latents it draws overflow float32")
+        return self._decode(z, bad)
 
     def score(self, X, y=None):
         """Exact reconstruction accuracy: share of molecules whose decoded latent mean gives back

@@ -159,4 +159,8 @@ def load_pretrained(name_or_dir: str | os.PathLike) -> Pretrained:
     if prior is not None and len(prior.mean) != width:
         raise ValueError(f"the latent prior in {path / CONFIG_FILE} has {len(prior.mean)} dimensions, "
                          f"its model's latent {width}")
+    # A vocabulary of another size would give ids the weights lack, or decode to the wrong tokens.
+    if len(tokens) != model.config.vocab_size:
+        raise ValueError(f"{path / VOCAB_FILE} holds {len(tokens)} tokens, its model's embedding "
+                         f"{model.config.vocab_size}")
     return Pretrained(model, Vocabulary(tokens), standardizer, config.get("metadata", {}), prior)

@@ -97,6 +97,15 @@ def test_corrupt_weights_give_clear_error(fitted, tmp_path):
         CMIMTransformer(pretrained=path, max_epochs=0).fit(["CCO"])
 
 
+def test_a_vocabulary_that_does_not_fit_the_weights_gives_clear_error(fitted, tmp_path):
+    path = fitted.save_pretrained(tmp_path / "model")
+    tokens = json.loads((path / "vocab.json").read_text())
+    (path / "vocab.json").write_text(json.dumps(tokens[:-2]))  # ids would decode to other tokens
+    message = rf"holds {len(tokens) - 2} tokens, its model's embedding {len(tokens)}"
+    with pytest.raises(ValueError, match=message):
+        CMIMTransformer(pretrained=path, max_epochs=0).fit(["CCO"])
+
+
 def test_weights_that_would_run_code_are_refused_and_never_run(fitted, tmp_path):
     marker = tmp_path / "pwned"
     payload = RunsACommand(marker)

@@ -199,8 +199,12 @@ def test_sample_around_molecules_is_centred_on_their_latent_means(fitted, smiles
     assert a.shape == (6,) and list(a) == list(fitted.sample(3, random_state=0, around=seeds, sigma=0.5))
     with pytest.raises(ValueError, match=r"X\[1\].*'C1CC'"):
         fitted.sample(2, around=["CCO", "C1CC"])
-    with pytest.raises(ValueError, match="sigma must be a non-negative number"):
-        fitted.sample(2, around=["CCO"], sigma=-1.0)
+    for sigma in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="sigma must be a finite non-negative number"):
+            fitted.sample(2, around=["CCO"], sigma=sigma)
+    # A finite sigma whose draws overflow float32 would decode to None silently.
+    with pytest.raises(ValueError, match="too large: the latents it draws overflow float32"):
+        copy.deepcopy(fitted).set_params(errors="nan").sample(2, around=["CCO"], sigma=1e39)
 
 
 def test_sample_around_a_bad_seed_gives_none_with_errors_nan(fitted):
@@ -228,3 +232,14 @@ def test_the_informative_recipe_is_read_at_transform_time(fitted, smiles):
     np.testing.assert_allclose(features["last", False], features["mean", False], rtol=1e-5, atol=1e-6)
     mean, maximum = np.split(features["last", False], 2, axis=1)
     assert (maximum >= mean - 1e-6).all() and (maximum > mean + 1e-3).any()
+
+
+def test_latent_vectors_decode_whatever_the_embedding_setting(fitted, smiles):
+    latent = copy.deepcopy(fitted).set_params(embedding="latent")
+    Z = latent.transform(smiles[:2])
+    bare = copy.deepcopy(fitted).set_params(embedding="informative", informative_with_latent=False)
+    assert list(bare.inverse_transform(Z)) == list(latent.inverse_transform(Z))
+    informative = bare.transform(smiles[:2])
+    assert informative.shape[1] != Z.shape[1]
+    with pytest.raises(ValueError, match="hold no latent part to decode"):
+        bare.inverse_transform(informative)
