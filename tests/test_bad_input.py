@@ -1,9 +1,11 @@
 """Every kind of bad input gets a clear error naming the item, or a NaN row when asked."""
 
+import copy
 import warnings
 
 import numpy as np
 import pytest
+from rdkit import Chem
 
 from sklearn_cmim import CMIMTransformer, UnknownTokenWarning
 from tests.conftest import TINY
@@ -39,6 +41,22 @@ def test_empty_input_raises(tiny, fitted):
 def test_item_that_is_not_a_molecule_raises_type_error_naming_index(fitted, bad):
     with pytest.raises(TypeError, match=r"X\[1\] = .* is neither a SMILES string nor an RDKit Mol"):
         fitted.transform(["CCO", bad])
+
+
+def test_whitespace_inside_a_smiles_string_makes_it_a_bad_item(fitted):
+    # RDKit reads "CCO c1ccccc1" as ethanol named "c1ccccc1": the benzene would vanish unseen.
+    expected = r"X\[1\] = 'CCO c1ccccc1' is not a valid molecule: it contains whitespace"
+    with pytest.raises(ValueError, match=expected):
+        fitted.transform(["CCN", "CCO c1ccccc1"])
+    lenient = copy.copy(fitted).set_params(errors="nan")
+    out = lenient.transform(["CCO c1ccccc1", "C\tC", " CCO\n", "CCO"])
+    assert np.isnan(out[:2]).all() and np.isfinite(out[2:]).all()
+    np.testing.assert_array_equal(out[2], out[3])  # whitespace at the ends is no problem
+
+
+def test_an_empty_mol_is_described_not_shown_as_blank(fitted):
+    with pytest.raises(ValueError, match=r"^X\[0\] = an empty RDKit Mol \(no atoms\) is not a valid"):
+        fitted.transform([Chem.Mol(), "CCO"])
 
 
 def test_single_string_instead_of_a_sequence_is_refused(fitted):

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import csv
 import gzip
-import io
 import math
 import multiprocessing
+import zlib
 from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import closing
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -36,6 +37,10 @@ __all__ = ["SKIP_REASONS", "Corpus", "CorpusError", "HoldOut", "MoleculeEncoder"
 
 FORMATS = {".smi": "lines", ".txt": "lines", ".csv": "csv"}
 SKIP_REASONS = ("invalid", "untokenizable", "unknown_token", "too_long")  # see MoleculeEncoder
+# A long field must reach the molecule checks as one bad item, not stop the csv module at its
+# default 128 KiB. The limit is process-wide, so it is only ever raised, to the largest value a
+# C long holds on every platform (32 bits on Windows).
+CSV_FIELD_LIMIT = 2**31 - 1
 
 
 class CorpusError(ValueError):
@@ -92,24 +97,55 @@ class Corpus:
             raise CorpusError(f"{path}: unknown format; expected .smi, .txt or .csv, optionally .gz")
         return FORMATS[suffix.lower()], compressed
 
-    def _open(self, path: Path) -> io.TextIOBase:
+    def _lines(self, path: Path) -> Iterator[str]:
+        """The lines of a file; a read error is a :class:`CorpusError` naming the file and line."""
         _, compressed = self._format(path)
         try:
-            # The callers close it in their ``with`` block.
-            handle = gzip.open(path, "rt", newline="") if compressed else open(path, newline="")  # noqa: SIM115
+            # utf-8-sig: Excel starts its UTF-8 CSVs with a byte-order mark, which would otherwise
+            # stick to the first column's name.
+            handle = (gzip.open if compressed else open)(path, "rt", encoding="utf-8-sig", newline="")
         except OSError as error:
             raise CorpusError(f"cannot read {path}: {error.strerror or error}") from None
-        return handle
+        number = 0
+        with handle:
+            try:
+                for line in handle:
+                    number += 1
+                    yield line
+            except UnicodeDecodeError:
+                raise CorpusError(self._not_utf8(path)) from None
+            except (OSError, EOFError, zlib.error) as error:  # a truncated or corrupt .gz, mostly
+                after = f" after line {number}" if number else ""
+                raise CorpusError(f"cannot read {path}{after}: {error}") from None
+
+    def _not_utf8(self, path: Path) -> str:
+        """Which line of ``path`` is not UTF-8: the decoder reads ahead, so its error has no line."""
+        _, compressed = self._format(path)
+        with (gzip.open if compressed else open)(path, "rb") as handle:
+            for number, line in enumerate(handle, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as error:
+                    return (f"line {number} of {path} is not UTF-8 text (byte {line[error.start]:#04x}: "
+                            f"{error.reason}); save the file as UTF-8")
+        return f"{path} is not UTF-8 text; save it as UTF-8"
+
+    @staticmethod
+    def _csv_rows(lines: Iterator[str]):
+        if csv.field_size_limit() < CSV_FIELD_LIMIT:
+            csv.field_size_limit(CSV_FIELD_LIMIT)
+        return csv.reader(lines)
 
     def _column_index(self, path: Path) -> int | None:
         kind, _ = self._format(path)
-        with self._open(path) as handle:
+        with closing(self._lines(path)) as lines:
             try:
-                header = next(csv.reader(handle), []) if kind == "csv" else None
-            except (OSError, EOFError, UnicodeDecodeError, csv.Error) as error:
-                raise CorpusError(f"cannot read {path}: {error}") from None
-        if header is None:
+                first = next(self._csv_rows(lines) if kind == "csv" else lines, None)  # reads it now
+            except csv.Error as error:
+                raise CorpusError(f"line 1 of {path}: {error}") from None
+        if kind != "csv":
             return None
+        header = first or []
         if self.column is not None:
             if self.column not in header:
                 raise CorpusError(f"{path} has no column {self.column!r}; its columns are {header}")
@@ -118,16 +154,25 @@ class Corpus:
         return names.index("smiles") if "smiles" in names else 0
 
     def _read(self, path: Path, column: int | None) -> Iterator[str]:
-        with self._open(path) as handle:
+        with closing(self._lines(path)) as lines:
             if column is None:
-                for line in handle:
+                for line in lines:
                     fields = line.split(maxsplit=1)
                     yield fields[0] if fields else ""
-            else:
-                rows = csv.reader(handle)
+                return
+            rows = self._csv_rows(lines)
+            try:
                 next(rows, None)  # the header
+                last = rows.line_num
                 for row in rows:
-                    yield row[column].strip() if column < len(row) else ""
+                    field = row[column] if column < len(row) else ""
+                    if "\n" in field or "\r" in field:  # no SMILES holds a line break; an open quote does
+                        raise CorpusError(f"line {last + 1} of {path}: the SMILES field runs on to line "
+                                          f"{rows.line_num} (an unclosed quote?)")
+                    last = rows.line_num
+                    yield field.strip()
+            except csv.Error as error:
+                raise CorpusError(f"line {rows.line_num} of {path}: {error}") from None
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,10 @@ def as_items(X) -> list:
 
 
 def describe(item, limit: int = 80) -> str:
-    text = Chem.MolToSmiles(item) if isinstance(item, Chem.Mol) else repr(item)
+    if isinstance(item, Chem.Mol):  # an empty Mol's SMILES is "", which would show as nothing
+        text = Chem.MolToSmiles(item) if item.GetNumAtoms() else "an empty RDKit Mol (no atoms)"
+    else:
+        text = repr(item)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

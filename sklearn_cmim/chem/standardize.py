@@ -6,6 +6,7 @@ so that the same molecule written two ways gets the same tokens.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 
 from rdkit import Chem, RDLogger
@@ -16,6 +17,9 @@ __all__ = ["MoleculeError", "Standardizer", "canonical_smiles"]
 # RDKit prints every parse failure to stderr; the package reports them itself, with the index.
 RDLogger.DisableLog("rdApp.*")
 
+# Far beyond any model's max_length; RDKit's canonical SMILES of a chain of some 20,000 atoms
+# overflows the C stack and kills the process.
+MAX_CHARACTERS = 10_000
 CHARGED_ATOM = Chem.MolFromSmarts("[!+0]")  # matched in C++: 7x faster than a Python loop over atoms
 
 
@@ -73,7 +77,8 @@ class Standardizer:
                 mol = rdMolStandardize.Uncharger().uncharge(mol)
         smiles = Chem.MolToSmiles(mol, isomericSmiles=self.isomeric, canonical=True)
         if "[H" in smiles or ":" in smiles:  # a string test spares the common molecule a loop over atoms
-            smiles = Chem.MolToSmiles(self._plain(mol), isomericSmiles=self.isomeric, canonical=True)
+            with suppress(Exception):  # where RDKit cannot take them off (hydrides), they stay
+                smiles = Chem.MolToSmiles(self._plain(mol), isomericSmiles=self.isomeric, canonical=True)
         if not smiles:
             raise MoleculeError("molecule has no atoms")
         # Some molecules (metallocenes, hypervalent ions) come out as SMILES RDKit itself cannot
@@ -112,6 +117,11 @@ def to_mol(molecule: str | Chem.Mol) -> Chem.Mol:
         raise TypeError(f"expected a SMILES string or an RDKit Mol, got {type(molecule).__name__}")
     if not molecule.strip():
         raise MoleculeError("empty SMILES")
+    if len(molecule.split()) > 1:  # RDKit would read what follows as a name and drop it unseen
+        raise MoleculeError("it contains whitespace, after which RDKit would read only a name")
+    if len(molecule) > MAX_CHARACTERS:
+        raise MoleculeError(f"it is {len(molecule):,} characters long, over the {MAX_CHARACTERS:,} "
+                            "read (RDKit can crash on longer chains)")
     try:
         mol = Chem.MolFromSmiles(molecule)
     except UnicodeEncodeError:  # a lone surrogate (e.g. from a bad decode) cannot even reach RDKit

@@ -1,0 +1,136 @@
+"""SMILES files that cannot be read as they are: a clear error naming the file and line, never a
+traceback, or, for a field that is merely not a molecule, a bad item like any other."""
+
+import csv
+import gzip
+import re
+
+import numpy as np
+import pytest
+
+from sklearn_cmim import cli
+from sklearn_cmim.chem import corpus
+from sklearn_cmim.chem.corpus import CorpusError
+from sklearn_cmim.chem.smiles_files import read_smiles
+
+ROWS = "smiles\n" + "CCO\nCCN\n" * 3000  # long enough to be read in several chunks
+
+
+def records(path, column=None):
+    return list(read_smiles(path, column))
+
+
+def named(path) -> str:
+    return re.escape(str(path))
+
+
+def corrupt(data: bytes) -> bytes:
+    """``data`` with a byte of its compressed stream flipped."""
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:]
+
+
+@pytest.mark.parametrize("damage, message", [(lambda d: d[: len(d) // 2], r" after line \d+: Compressed"),
+                                             (corrupt, r" after line \d+: "),
+                                             (lambda d: d[10:], ": Not a gzipped file")],
+                         ids=["truncated", "corrupt", "not gzip"])
+def test_a_damaged_gzip_file_is_a_corpus_error_naming_it(tmp_path, damage, message):
+    path = tmp_path / "in.csv.gz"
+    path.write_bytes(damage(gzip.compress(ROWS.encode(), mtime=0)))
+    with pytest.raises(CorpusError, match=rf"^cannot read {named(path)}{message}"):
+        records(path)
+
+
+def test_a_csv_field_over_the_csv_modules_default_limit_is_read_whole(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text(f'smiles,n\nCCO,1\n"{"C" * 200_000}",2\nCCN,3\n')
+    assert [(line, len(smiles)) for line, smiles in records(path)] == [(2, 3), (3, 200_000), (4, 3)]
+
+
+def test_other_csv_errors_name_the_file_and_line(tmp_path, monkeypatch):
+    path = tmp_path / "in.csv"
+    path.write_text(f"smiles\nCCO\n{'C' * 50}\n")
+    monkeypatch.setattr(corpus, "CSV_FIELD_LIMIT", 20)
+    limit = csv.field_size_limit(20)  # process-wide: restored below
+    try:
+        with pytest.raises(CorpusError, match=rf"^line 3 of {named(path)}: field larger than"):
+            records(path)
+    finally:
+        csv.field_size_limit(limit)
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.smi", "in.csv.gz"])
+@pytest.mark.parametrize("good_lines", [1, 3000])  # in the chunk the header comes in, or far after it
+def test_a_line_that_is_not_utf8_is_named(tmp_path, name, good_lines):
+    path = tmp_path / name
+    data = b"smiles\n" + b"CCO\n" * good_lines + b"CC\xe9\nCCN\n"
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    expected = rf"^line {good_lines + 2} of {named(path)} is not UTF-8 text \(byte 0xe9"
+    with pytest.raises(CorpusError, match=expected):
+        records(path)
+
+
+@pytest.mark.parametrize("name", ["in.csv", "in.smi", "in.csv.gz"])
+def test_a_utf8_byte_order_mark_is_not_part_of_the_text(tmp_path, name):
+    path = tmp_path / name
+    data = "smiles,y\nCCO,1\n".encode("utf-8-sig")
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    if name.endswith(".smi"):
+        assert records(path)[0] == (1, "smiles,y")
+    else:
+        assert records(path, "smiles") == [(2, "CCO")]
+
+
+def test_an_unclosed_quote_is_an_error_not_a_merged_record(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text('smiles,n\nCCO,1\n"CCN,2\nCCC,3\nCCCC,4\n')
+    with pytest.raises(CorpusError, match=rf"^line 3 of {named(path)}: the SMILES field runs on to line 5 "
+                                          r"\(an unclosed quote\?\)"):
+        records(path)
+    path.write_text('smiles,name\nCCO,"two\nlines"\n')  # a line break in another column is fine CSV
+    assert records(path) == [(2, "CCO")]
+
+
+# ----------------------------------------------------------------------------- the commands
+def run(capsys, *argv):
+    """``cmim ARGV`` in-process: (exit status, stdout, stderr), argparse's own exits included."""
+    try:
+        status = cli.main([str(a) for a in argv])
+    except SystemExit as exit_:
+        status = exit_.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture(scope="module")
+def model(fitted, tmp_path_factory):
+    return fitted.save_pretrained(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.mark.parametrize("command", ["embed {input} --output {tmp}/x.npy",
+                                     "reconstruct {input} --output {tmp}/x.tsv",
+                                     "sample --n 2 --around-file {input} --output {tmp}/x.smi",
+                                     "optimize {input} --objective qed --output {tmp}/x.csv"])
+def test_commands_report_a_truncated_gzip_file_in_one_line(capsys, model, tmp_path, command):
+    source = tmp_path / "inputs" / "in.csv.gz"
+    source.parent.mkdir()
+    data = gzip.compress(ROWS.encode())
+    source.write_bytes(data[: len(data) // 2])
+    argv = command.format(input=source, tmp=tmp_path).split()
+    status, out, err = run(capsys, *argv, "--model", model, "--device", "cpu")
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"cmim {argv[0]}: error: cannot read {source} after line ")
+    assert [p.name for p in tmp_path.iterdir()] == ["inputs"]  # nothing written
+
+
+def test_embed_reads_a_field_over_128k_characters_as_one_bad_molecule(capsys, model, tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text(f'smiles,n\nCCO,1\n"CC{"x" * 140_000}",2\nCCN,3\n')
+    status, _, err = run(capsys, "embed", source, "--output", tmp_path / "x.npy", "--model", model,
+                         "--device", "cpu", "--errors", "nan")
+    assert status == 0, err
+    assert np.isnan(np.load(tmp_path / "x.npy")).all(axis=1).tolist() == [False, True, False]
+    status, _, err = run(capsys, "embed", source, "--output", tmp_path / "y.npy", "--model", model,
+                         "--device", "cpu")
+    assert status == 2 and err.startswith(f"cmim embed: error: line 3 of {source}: 'CCxxx")
+    assert not (tmp_path / "y.npy").exists()
