@@ -91,7 +91,9 @@ class ChunkEmbedder:
             line, smiles = chunk[row]
             kind, reason = self.problem(smiles)
             if self.errors == "raise":
-                raise BadMolecule(f"{self.where.format(line)}: {smiles!r} {kind}: {reason}")
+                from .chem.inputs import describe  # shortens a field of any length to one line
+
+                raise BadMolecule(f"{self.where.format(line)}: {describe(smiles)} {kind}: {reason}")
             self.bad[kind] += 1
         return X
 

@@ -107,16 +107,18 @@ def test_errors_nan_gives_nan_rows_where_the_bad_molecules_are(capsys, model, sm
     np.testing.assert_array_equal(X[~bad], reference(model, good).transform(good))
 
 
-@pytest.mark.parametrize(("bad", "why"), [("C1CC", "cannot be read: RDKit cannot parse"),
-                                          ("C" * 200, "is too long: it is 202 tokens long")])
-def test_errors_raise_names_the_line_and_writes_nothing(capsys, model, smiles, tmp_path, bad, why):
+@pytest.mark.parametrize(("bad", "shown", "why"), [
+    ("C1CC", "'C1CC'", "cannot be read: RDKit cannot parse"),
+    ("C" * 200, "'" + "C" * 76 + "...", "is too long: it is 202 tokens long"),  # a long field, shortened
+])
+def test_errors_raise_names_the_line_and_writes_nothing(capsys, model, smiles, tmp_path, bad, shown, why):
     source = tmp_path / "in.smi"
     source.write_text("\n".join([*smiles[:3], bad, *smiles[3:6]]) + "\n")
     for output in ("x.npy", "x.csv"):
         status, out, err = run(capsys, "embed", source, "--output", tmp_path / output, "--model", model,
                                "--chunk-size", 2)  # the bad molecule is in the second chunk
         assert status == 2 and out == ""
-        assert err.startswith(f"cmim embed: error: line 4 of {source}: {bad!r} {why}")
+        assert err.startswith(f"cmim embed: error: line 4 of {source}: {shown} {why}")
         assert err.endswith(" (with --errors nan it gets a NaN row)\n") and err.count("\n") == 1
     assert os.listdir(tmp_path) == ["in.smi"]
 
@@ -225,6 +227,8 @@ USER_ERRORS = [
     (["embed", "{smi}", "--output", "{tmp}/x.npy", "--device", "gpu0"], "not a torch device"),
     (["embed", "{smi}"], "--output"),
     (["sample", "--n", "0"], "positive integer"),
+    (["sample", "--n", "2", "--around", "CCO", "--sigma", "inf"], "must be a finite positive number"),
+    (["sample", "--n", "2", "--around", "CCO", "--sigma", "nan"], "must be a finite positive number"),
     (["sample", "--n", "2", "--around", "C", "--around-file", "{smi}"], "not allowed"),
     (["sample", "--n", "2", "--around", "CCO", "C1CC", "--model", "{model}"], "--around molecule 2: 'C1CC'"),
     (["reconstruct", "{tmp}/missing.csv", "--model", "{model}"], "cannot read"),

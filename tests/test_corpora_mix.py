@@ -12,6 +12,7 @@ import torch
 from rdkit import Chem
 
 from sklearn_cmim import CMIMTransformer
+from sklearn_cmim.chem import fragments
 from sklearn_cmim.chem.corpus import (
     Corpus,
     CorpusError,
@@ -186,3 +187,18 @@ def test_fragments_leave_out_excluded_molecules():
     assert all(Chem.MolFromSmiles(s).GetNumHeavyAtoms() <= 8 for s in found)
     assert "CCOC(=O)c1ccccc1N" not in found  # the whole molecule (11 heavy atoms) is too large
     assert all(s == Standardizer()(s) for s in found)  # written standardised
+
+
+def test_fragments_command_writes_the_file_or_fails_before_cutting(tmp_path, capsys):
+    source, excluded = tmp_path / "in.smi", tmp_path / "eval.smi"
+    source.write_text("CCOC(=O)c1ccccc1N\nCCN(CC)C(=O)c1ccccc1\n")
+    excluded.write_text("Nc1ccccc1\n")
+    output = tmp_path / "fragments.smi"
+    assert fragments.main([str(source), "--exclude", str(excluded), "--output", str(output)]) == 0
+    written = output.read_text().splitlines()
+    assert written == brics_fragments(["CCOC(=O)c1ccccc1N", "CCN(CC)C(=O)c1ccccc1"], Standardizer(), 12,
+                                      exclude=frozenset({"Nc1ccccc1"}))
+    assert written and "Nc1ccccc1" not in written
+    capsys.readouterr()
+    assert fragments.main([str(source), "--output", str(tmp_path / "no" / "f.smi")]) == 2
+    assert "cannot write" in capsys.readouterr().err and not (tmp_path / "no").exists()

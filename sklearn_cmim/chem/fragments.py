@@ -21,6 +21,7 @@ from rdkit import Chem
 from rdkit.Chem import BRICS
 
 from .corpus import Corpus, CorpusError
+from .smiles_files import text_output
 from .standardize import MoleculeError, Standardizer
 
 __all__ = ["brics_fragments", "main"]
@@ -83,6 +84,10 @@ def main(argv=None) -> int:
     parser.add_argument("--exclude", nargs="*", type=Path, default=[], metavar="FILE",
                         help="SMILES files whose molecules must not be written (evaluation sets)")
     args = parser.parse_args(argv)
+    if args.output.is_dir() or not args.output.parent.is_dir():  # now, not after minutes of cutting
+        print(f"{parser.prog}: error: cannot write {args.output}: it is a directory, or its directory "
+              "does not exist", file=sys.stderr)
+        return 2
     standardizer = Standardizer()
     try:
         sampled = []
@@ -96,7 +101,8 @@ def main(argv=None) -> int:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
     fragments = brics_fragments(sampled, standardizer, args.max_heavy_atoms, exclude)
-    args.output.write_text("".join(f + "\n" for f in fragments))
+    with text_output(args.output) as handle:  # a failed run leaves no half-written file
+        handle.writelines(f + "\n" for f in fragments)
     print(f"{len(fragments):,} fragments of {len(sampled):,} molecules written to {args.output} "
           f"({len(exclude):,} excluded molecules)")
     return 0

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 
-__all__ = ["chunked", "count_smiles", "read_smiles", "text_output", "written_atomically"]
+__all__ = ["chunked", "count_smiles", "current_umask", "read_smiles", "text_output", "written_atomically"]
 
 
 def read_smiles(path: str | os.PathLike, column: str | None = None) -> Iterator[tuple[int, str]]:
@@ -26,21 +26,23 @@ def read_smiles(path: str | os.PathLike, column: str | None = None) -> Iterator[
     ----------
     path : str or path
         A ``.smi`` or ``.txt`` file (first whitespace-separated field of each line) or a ``.csv``
-        file, each optionally gzip-compressed (``.csv.gz``).
+        file, each optionally gzip-compressed (``.csv.gz``), in UTF-8 (a byte-order mark is skipped).
     column : str, optional
         CSV column holding the SMILES. Default: a column named ``smiles`` (any case), else the first.
 
     Returns
     -------
     records : iterator of (int, str)
-        Line numbers count from 1 and include a CSV's header line (one line per CSV row is
-        assumed: SMILES hold no newlines). An empty line gives an empty string, so that records
-        stay aligned with lines.
+        Line numbers count from 1 and include a CSV's header line (one line per CSV row: a SMILES
+        field holding a line break is an error). An empty line gives an empty string, so that
+        records stay aligned with lines.
 
     Raises
     ------
     CorpusError
         At once rather than on first iteration: a missing file, an unknown format or column.
+        While iterating, naming the file and line: a damaged file (a truncated ``.gz``), text that
+        is not UTF-8, a SMILES field that runs over several lines (an unclosed quote).
 
     Examples
     --------
@@ -87,9 +89,17 @@ def written_atomically(path: str | os.PathLike) -> Iterator[Path]:
     temporary = Path(name)
     try:
         yield temporary
+        temporary.chmod(0o666 & ~current_umask())  # mkstemp's file is private; the output need not be
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    """The process's umask: reading it means setting it, so it is set back at once."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 @contextmanager

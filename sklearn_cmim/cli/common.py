@@ -8,6 +8,7 @@ under ``torchrun`` every line names its rank.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import warnings
@@ -19,8 +20,9 @@ from ..config import DEFAULT_MODEL
 from ..exceptions import UnknownTokenWarning
 
 __all__ = ["OPTIONS", "ArgumentParser", "HelpFormatter", "add_file_options", "add_options",
-           "checked", "device_name", "non_negative_float", "non_negative_int", "plain_warnings",
-           "positive_float", "positive_int", "probability", "report_error", "report_warning"]
+           "check_output", "checked", "device_name", "non_negative_float", "non_negative_int",
+           "plain_warnings", "positive_float", "positive_int", "probability", "report_error",
+           "report_warning"]
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows each option's default, except the uninformative ``None`` and ``False``."""
@@ -76,6 +78,28 @@ def plain_warnings(prog: str):
         yield unknown
 
 
+def check_output(output: Path | None, *inputs: Path | None) -> None:
+    """Raise ``ValueError`` now, before any work, if the file ``output`` cannot be written or would
+    replace one of ``inputs``: a run must not fail at its end, nor destroy what it reads.
+
+    ``None`` (stdout, an absent option) is always fine. The file itself is written atomically
+    later (:func:`sklearn_cmim.chem.smiles_files.written_atomically`).
+    """
+    if output is None:
+        return
+    if output.is_dir():
+        raise ValueError(f"cannot write {output}: it is a directory")
+    folder = output.parent
+    if not folder.is_dir():
+        why = f"{folder} is not a directory" if folder.exists() else f"directory {folder} does not exist"
+        raise ValueError(f"cannot write {output}: {why}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {output}: directory {folder} is not writable")
+    for path in inputs:  # samefile: a link or another spelling of the input is the input too
+        if path is not None and output.exists() and path.exists() and output.samefile(path):
+            raise ValueError(f"cannot write {output}: it is the input file {path}; choose another output")
+
+
 def checked(kind, test, requirement: str):
     """An argparse ``type``: ``kind(text)``, which must pass ``test`` (described by ``requirement``)."""
     def parse(text):
@@ -90,8 +114,9 @@ def checked(kind, test, requirement: str):
 
 
 positive_int = checked(int, lambda v: v > 0, "a positive integer")
-positive_float = checked(float, lambda v: v > 0, "positive")
-non_negative_float = checked(float, lambda v: v >= 0, "zero or positive")
+# float() reads "inf" and "nan" too; neither is a usable scale, rate or weight (NaN fails both tests).
+positive_float = checked(float, lambda v: 0 < v < math.inf, "a finite positive number")
+non_negative_float = checked(float, lambda v: 0 <= v < math.inf, "a finite number, zero or positive")
 non_negative_int = checked(int, lambda v: v >= 0, "zero or a positive integer")
 probability = checked(float, lambda v: 0 <= v < 1, "in [0, 1)")
 

@@ -14,7 +14,15 @@ from pathlib import Path
 
 from ..chem.smiles_files import read_smiles
 from ..file_embedding import WRITERS, BadMolecule, describe_bad, embed_file, load_model
-from .common import ArgumentParser, HelpFormatter, add_file_options, add_options, report_error, report_warning
+from .common import (
+    ArgumentParser,
+    HelpFormatter,
+    add_file_options,
+    add_options,
+    check_output,
+    report_error,
+    report_warning,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -85,6 +93,7 @@ def main(argv=None, prog: str = "cmim embed") -> int:
     if args.output.suffix.lower() not in WRITERS:  # before loading the model
         return report_error(prog, f"--output must end in .npy or .csv, got {args.output}")
     try:
+        check_output(args.output, args.input)
         read_smiles(args.input, args.column)  # a bad path or column fails here, before the model loads
         model = load_model(args.model, embedding=args.embedding, inference_batch_size=args.batch_size,
                            device=args.device, precision=args.precision)

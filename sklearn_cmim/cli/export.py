@@ -118,6 +118,8 @@ def main(argv=None, prog: str = "cmim export") -> int:
     >>> tmp.cleanup()
     """
     args = build_parser(prog).parse_args(argv)
+    if args.output.exists() and not args.output.is_dir():  # before any work (it may be the checkpoint)
+        return report_error(prog, f"cannot write {args.output}: it is a file, not a model directory")
     from ..training.checkpoint import CheckpointError  # after parsing: --help must not load torch
 
     try:

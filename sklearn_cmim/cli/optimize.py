@@ -28,6 +28,7 @@ from .common import (
     ArgumentParser,
     HelpFormatter,
     add_options,
+    check_output,
     checked,
     non_negative_int,
     positive_float,
@@ -40,6 +41,8 @@ __all__ = ["COLUMNS", "build_parser", "load_objective", "main"]
 # The columns of the output, one row per seed.
 COLUMNS = ("seed", "smiles", "score", "improvement", "similarity")
 NAMED_OBJECTIVES = ("qed", "plogp")  # sklearn_cmim.optimization.OBJECTIVES, which loads RDKit
+# How a file joblib.dump wrote starts: a pickle (protocol 2 or later), or a compressor's magic number.
+JOBLIB_STARTS = (b"\x80", b"x", b"\x1f\x8b", b"BZ", b"]\x00", b"\xfd7zXZ", b'\x04"M\x18', b"ZF")
 
 similarity_threshold = checked(float, lambda v: 0 <= v <= 1, "in [0, 1]")
 population_size = checked(int, lambda v: v >= 2, "an integer of at least 2")
@@ -60,6 +63,10 @@ def load_objective(text: str):
     if not path.is_file():
         raise ValueError(f"--objective {text!r} is neither one of {', '.join(NAMED_OBJECTIVES)} nor a "
                          "joblib file of a fitted estimator")
+    with open(path, "rb") as handle:
+        if not handle.read(5).startswith(JOBLIB_STARTS):  # unpickling text fails with a riddle
+            raise ValueError(f"cannot load the estimator in {path}: it is not a joblib file (--objective "
+                             f"is {', '.join(NAMED_OBJECTIVES)} or a file joblib.dump wrote)")
     import joblib
 
     try:
@@ -131,6 +138,8 @@ def main(argv=None, prog: str = "cmim optimize") -> int:
     """
     args = build_parser(prog).parse_args(argv)
     try:
+        objective_file = None if args.objective.lower() in NAMED_OBJECTIVES else Path(args.objective)
+        check_output(args.output, args.seeds, objective_file)  # before the search, which takes a while
         seeds = list(read_smiles(args.seeds, args.column))  # a bad path or column fails here
         if not seeds:
             raise ValueError(f"{args.seeds} holds no molecules")

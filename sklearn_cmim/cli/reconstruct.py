@@ -16,7 +16,15 @@ from pathlib import Path
 from ..chem.smiles_files import chunked, count_smiles, read_smiles, text_output
 from ..file_embedding import CHUNK_SIZE, BadMolecule, ChunkEmbedder, describe_bad, load_model
 from ..progress import SHOW_AFTER, progress
-from .common import ArgumentParser, HelpFormatter, add_file_options, add_options, report_error, report_warning
+from .common import (
+    ArgumentParser,
+    HelpFormatter,
+    add_file_options,
+    add_options,
+    check_output,
+    report_error,
+    report_warning,
+)
 
 __all__ = ["build_parser", "main", "reconstruct_file"]
 
@@ -117,21 +125,22 @@ def main(argv=None, prog: str = "cmim reconstruct") -> int:
     """
     args = build_parser(prog).parse_args(argv)
     try:
+        check_output(args.output, args.input)
         read_smiles(args.input, args.column)  # a bad path or column fails here, before the model loads
         model = load_model(args.model, embedding="latent", inference_batch_size=args.batch_size,
                            device=args.device)
         with text_output(args.output) as handle:
             n_matches, n_read, bad = reconstruct_file(model, args.input, handle, args.column,
                                                       args.errors, args.chunk_size)
+            n_bad = sum(bad.values())
+            left_out = describe_bad(bad, n_read, model.model_.config.max_length) if n_bad else ""
+            if n_bad == n_read:  # raised within the block, so that the run leaves no output file
+                raise ValueError(f"no molecule of {args.input} can be decoded: {left_out}")
     except BadMolecule as error:
         return report_error(prog, f"{error} (with --errors nan it is left out)")
     except (OSError, ValueError) as error:
         return report_error(prog, error)
-    n_bad = sum(bad.values())
     if n_bad:
-        left_out = describe_bad(bad, n_read, model.model_.config.max_length)
-        if n_bad == n_read:
-            return report_error(prog, f"no molecule of {args.input} can be decoded: {left_out}")
         report_warning(prog, f"{left_out}; they are left out")
     print(f"exact-match accuracy {n_matches / (n_read - n_bad):.6f} "
           f"({n_matches} of {n_read - n_bad} molecules decoded to themselves)", file=sys.stderr)

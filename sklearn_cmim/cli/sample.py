@@ -28,6 +28,7 @@ from .common import (
     ArgumentParser,
     HelpFormatter,
     add_options,
+    check_output,
     non_negative_int,
     positive_float,
     positive_int,
@@ -117,6 +118,7 @@ def main(argv=None, prog: str = "cmim sample") -> int:
     """
     args = build_parser(prog).parse_args(argv)
     try:
+        check_output(args.output, args.around_file)  # before the sampling, which takes a while
         if args.around_file is not None:
             seeds, where = list(read_smiles(args.around_file)), f"line {{}} of {args.around_file}"
             if not seeds:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..chem.smiles_files import current_umask
 from ..persistence import load_error_reason
 
 __all__ = ["CheckpointError", "CheckpointSchedule", "CheckpointWarning", "Checkpoints",
@@ -54,6 +55,7 @@ class Checkpoints:
         path = self.directory / f"step-{step:08d}.pt"
         temporary = None
         try:
+            self.directory.mkdir(parents=True, exist_ok=True)  # with the first checkpoint, not before
             with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".step-", suffix=".tmp",
                                              delete=False) as handle:
                 temporary = Path(handle.name)
@@ -106,18 +108,16 @@ class Checkpoints:
         return None
 
 
-def current_umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
 def check_writable(*directories: Path) -> None:
-    """Create the directories and fail now, with the reason, if files could not be written there."""
+    """Fail now, with the reason, if files could not be written in the directories.
+
+    Creates none of them (a missing one is tried in its nearest existing parent): a run that fails
+    before its first checkpoint leaves no empty folder behind.
+    """
     for directory in directories:
+        existing = next(path for path in (directory, *directory.parents) if path.exists())
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=directory):
+            with tempfile.TemporaryFile(dir=existing):
                 pass
         except OSError as error:
             raise CheckpointError(f"cannot write to {directory}: {error.strerror or error}") from None
@@ -125,6 +125,16 @@ def check_writable(*directories: Path) -> None:
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read one checkpoint safely; any damage becomes a :class:`CheckpointError` naming the file."""
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(4)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {error.strerror or error}") from None
+    if not start.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip, or before 1.6 a pickle
+        why = "the file is empty" if not start else "it is not a PyTorch checkpoint"
+        raise CheckpointError(f"checkpoint {path} is unreadable: {why}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
