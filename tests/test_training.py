@@ -243,3 +243,9 @@ def test_latent_vectors_decode_whatever_the_embedding_setting(fitted, smiles):
     assert informative.shape[1] != Z.shape[1]
     with pytest.raises(ValueError, match="hold no latent part to decode"):
         bare.inverse_transform(informative)
+
+
+@pytest.mark.parametrize("n_samples", [0, -1, 1.5, "2", True, None])
+def test_sample_refuses_a_count_that_is_not_a_positive_integer(fitted, n_samples):
+    with pytest.raises(ValueError, match=rf"n_samples must be a positive integer, got {n_samples!r}"):
+        fitted.sample(n_samples)

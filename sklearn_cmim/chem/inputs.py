@@ -157,7 +157,8 @@ def encode_smiles(smiles: list[str | None], vocabulary: Vocabulary) -> EncodedIn
 
 
 def check_n_samples(n_samples) -> int:
-    if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+    # bool is an Integral; sample(True) is a slip, not a request for one molecule
+    if not isinstance(n_samples, numbers.Integral) or isinstance(n_samples, bool) or n_samples < 1:
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}")
     return int(n_samples)
 
