@@ -202,3 +202,12 @@ def test_fragments_command_writes_the_file_or_fails_before_cutting(tmp_path, cap
     capsys.readouterr()
     assert fragments.main([str(source), "--output", str(tmp_path / "no" / "f.smi")]) == 2
     assert "cannot write" in capsys.readouterr().err and not (tmp_path / "no").exists()
+
+
+def test_an_empty_corpus_is_named_as_such(tmp_path, corpora, capsys):
+    empty = tmp_path / "empty.smi"
+    empty.write_text("")
+    assert pretrain.main([corpora[0], str(empty), *TINY, "--max-steps", "1",
+                          "--output", str(tmp_path / "run")]) == 2
+    assert f"{empty} holds no molecules" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -315,7 +315,10 @@ def build_vocabulary(corpora: list[Corpus], split: HoldOut, standardizer: Standa
     """
     smiles = []
     for corpus in corpora:
-        stride = max(1, math.ceil(corpus.count() / max_records))
+        n_records = corpus.count()
+        if not n_records:
+            raise CorpusError(f"{', '.join(map(str, corpus.paths))} holds no molecules")
+        stride = max(1, math.ceil(n_records / max_records))
         for record, text in corpus.records():
             if record % stride or split.is_validation(record):
                 continue
