@@ -20,21 +20,12 @@ from sklearn_cmim.cli.sample import build_parser as sample_parser
 from sklearn_cmim.config import DEFAULT_MODEL
 from sklearn_cmim.nn.sampling import DEFAULT_SIGMA
 from tests.conftest import TINY
+from tests.conftest import run_cmim as run
 
 # A model that learns to give a few of these alcohols and amines back within a second of training,
 # so that reconstruction accuracy is not trivially zero.
 ALCOHOLS = ["C" * n + "O" for n in range(1, 9)] + ["C" * n + "N" for n in range(1, 9)]
 DECODER = {**TINY, "max_epochs": 60, "learning_rate": 3e-3, "mim_warmup_steps": 0, "max_length": 16}
-
-
-def run(capsys, *argv):
-    """``cmim ARGV`` in-process: (exit status, stdout, stderr), argparse's own exits included."""
-    try:
-        status = cli.main([str(a) for a in argv])
-    except SystemExit as exit_:
-        status = exit_.code
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def reference(model, smiles, **params):

@@ -7,18 +7,8 @@ import stat
 import numpy as np
 import pytest
 
-from sklearn_cmim import cli
 from sklearn_cmim.training.checkpoint import Checkpoints
-
-
-def run(capsys, *argv):
-    """``cmim ARGV`` in-process: (exit status, stdout, stderr), argparse's own exits included."""
-    try:
-        status = cli.main([str(a) for a in argv])
-    except SystemExit as exit_:
-        status = exit_.code
-    out, err = capsys.readouterr()
-    return status, out, err
+from tests.conftest import run_cmim as run
 
 
 def one_error(status, out, err, command):
@@ -127,7 +117,7 @@ def test_a_pretraining_run_that_fails_before_training_leaves_no_folder(capsys, t
     (tmp_path / "empty.smi").write_text("")
     err = one_error(*run(capsys, "pretrain", tmp_path / "empty.smi", "--output", tmp_path / "run",
                          "--max-steps", 2, "--device", "cpu"), "pretrain")
-    assert "no valid molecule" in err  # the run failed on its input, after checking --output
+    assert "empty.smi holds no molecules" in err  # the run failed on its input, after checking --output
     assert os.listdir(tmp_path) == ["empty.smi"]  # neither run/ nor run/checkpoints/
 
 

@@ -8,10 +8,10 @@ import re
 import numpy as np
 import pytest
 
-from sklearn_cmim import cli
 from sklearn_cmim.chem import corpus
 from sklearn_cmim.chem.corpus import CorpusError
 from sklearn_cmim.chem.smiles_files import read_smiles
+from tests.conftest import run_cmim as run
 
 ROWS = "smiles\n" + "CCO\nCCN\n" * 3000  # long enough to be read in several chunks
 
@@ -92,16 +92,6 @@ def test_an_unclosed_quote_is_an_error_not_a_merged_record(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the commands
-def run(capsys, *argv):
-    """``cmim ARGV`` in-process: (exit status, stdout, stderr), argparse's own exits included."""
-    try:
-        status = cli.main([str(a) for a in argv])
-    except SystemExit as exit_:
-        status = exit_.code
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
 @pytest.fixture(scope="module")
 def model(fitted, tmp_path_factory):
     return fitted.save_pretrained(tmp_path_factory.mktemp("tiny") / "model")
