@@ -38,8 +38,8 @@ class Standardizer:
     neutralize : bool, default=True
         Neutralise charges where a neutral form exists.
     isomeric : bool, default=False
-        Keep stereochemistry and isotopes in the SMILES. Off by default because the
-        pretraining corpus (MOSES) has none, so stereo tokens would be unknown to it.
+        Keep stereochemistry and isotopes in the SMILES. Off by default because the bundled
+        models read their corpora without them, so stereo tokens would be unknown to them.
 
     Examples
     --------
