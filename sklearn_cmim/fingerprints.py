@@ -45,6 +45,8 @@ class ECFPTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
     True
     >>> bool(np.isnan(ECFPTransformer(errors="nan").transform(["not a molecule"])).all())
     True
+    >>> ECFPTransformer(n_bits=3).get_feature_names_out()
+    array(['ecfp4_0', 'ecfp4_1', 'ecfp4_2'], dtype=object)
     """
 
     _requires_fit = False  # stateless: transform works on an unfitted instance
@@ -52,7 +54,7 @@ class ECFPTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
     # Checked by ``fit`` and, since it works unfitted, by ``transform``.
     _parameter_constraints: ClassVar[dict] = {
         "radius": [Interval(Integral, 0, None, closed="left")],
-        "n_bits": [Interval(Integral, 1, None, closed="left")],
+        "n_bits": [Interval(Integral, 1, 2**24, closed="both")],  # RDKit's fpSize is a 32-bit count
         "errors": [StrOptions(set(ERRORS))],
     }
 
@@ -76,3 +78,8 @@ class ECFPTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
             if s is not None:
                 out[row] = generator.GetFingerprintAsNumPy(Chem.MolFromSmiles(s))
         return out
+
+    def get_feature_names_out(self, input_features=None):
+        """One name per bit, ``ecfp{diameter}_{bit}``; with it, ``set_output(transform="pandas")`` works."""
+        self._validate_params()
+        return np.asarray([f"ecfp{2 * self.radius}_{bit}" for bit in range(self.n_bits)], dtype=object)

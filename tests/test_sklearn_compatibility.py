@@ -117,3 +117,17 @@ def test_unsupervised_grid_search_uses_reconstruction_score(smiles):
     search.fit(smiles)
     scores = search.cv_results_["mean_test_score"]
     assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_fingerprints_and_descriptors_name_their_columns_in_a_union_with_pandas_output():
+    from sklearn.pipeline import make_union
+
+    from sklearn_cmim import ECFPTransformer
+    from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
+
+    union = make_union(ECFPTransformer(radius=1, n_bits=4),
+                       RDKitDescriptorsTransformer(descriptors=["MolWt"])).set_output(transform="pandas")
+    frame = union.fit_transform(pd.Series(["CCO", "c1ccccc1"], index=["ethanol", "benzene"]))
+    assert list(frame.columns) == [*(f"ecfptransformer__ecfp2_{bit}" for bit in range(4)),
+                                   "rdkitdescriptorstransformer__MolWt"]
+    assert list(frame.index) == ["ethanol", "benzene"]
