@@ -115,6 +115,19 @@ def test_pretraining_on_two_corpora_reports_each_and_resumes_exactly(tmp_path, c
     assert validation["n"] == sum(c["n"] for c in validation["corpora"].values())
     state = load_checkpoint(tmp_path / "a" / "checkpoints" / "step-00000008.pt")["ranks"][0]["data"]
     assert state["mixed"] and len(state["streams"]) == 2
+    # Resumed with one of its two files, the run says so (it used to fail on a missing key).
+    alone = [corpora[0], *TINY, "--max-steps", "12", "--output", str(tmp_path / "a"), "--resume"]
+    assert pretrain.main(alone) == 2
+    assert "read 2 corpus(es); resume it with the same input files (now 1)" in capsys.readouterr().err
+
+
+def test_corpora_whose_files_share_a_name_are_refused(tmp_path, corpora, capsys):
+    twin = tmp_path / "other" / "alcohols.csv"
+    twin.parent.mkdir()
+    twin.write_text("smiles\n" + "\n".join(AMINES) + "\n")
+    assert pretrain.main([corpora[0], str(twin), *TINY, "--max-steps", "1",
+                          "--output", str(tmp_path / "run")]) == 2
+    assert "share the name 'alcohols': rename one" in capsys.readouterr().err
 
 
 def test_prepared_corpora_get_a_file_each(tmp_path, corpora):

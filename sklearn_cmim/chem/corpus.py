@@ -332,7 +332,15 @@ def build_vocabulary(corpora: list[Corpus], split: HoldOut, standardizer: Standa
 
 
 def validation_sets(corpora: list[Corpus], split: HoldOut, encoder: MoleculeEncoder, size: int) -> dict:
-    """:func:`validation_set` of each corpus, by name: what a pretraining run validates on."""
+    """:func:`validation_set` of each corpus, by name: what a pretraining run validates on.
+
+    Names must differ, or one corpus's set would replace another's (``a/data.smi``, ``b/data.csv``).
+    """
+    names = [corpus.name for corpus in corpora]
+    if clash := sorted({name for name in names if names.count(name) > 1}):
+        files = ", ".join(str(corpus.paths[0]) for corpus in corpora if corpus.name in clash)
+        raise CorpusError(f"corpora are reported by file name, and {files} share the name "
+                          f"{clash[0]!r}: rename one")
     return {corpus.name: validation_set(corpus, split, encoder, size) for corpus in corpora}
 
 

@@ -41,6 +41,9 @@ class StreamPosition:
         return {"prepared": self.prepared, **self.start, "taken": self.taken}
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("mixed"):  # a run over several corpora, resumed with one input file
+            raise CorpusError(f"the checkpoint was written by a run that read {len(state['streams'])} "
+                              "corpus(es); resume it with the same input files (now 1)")
         if bool(state.get("prepared")) != self.prepared:
             raise CorpusError(self.wrong_kind_error)
         self.start = {key: state[key] for key in self.start}
