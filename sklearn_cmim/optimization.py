@@ -228,7 +228,8 @@ def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, po
         Codes decoded per seed and generation; ``None`` is CMA-ES's default, ``4 + 3 ln(n)`` for
         ``n`` latent dimensions (20 for the bundled models).
     sigma0 : float, default=0.1
-        CMA-ES's initial step size in the latent space, in units of the prior's standard deviation.
+        CMA-ES's initial step size in the latent space, in units of the prior's standard deviation
+        (at most 10).
     max_iter : int, optional
         Most generations per seed, which bounds the decoding work when few decodings are new
         feasible molecules; ``None`` allows ``ceil(5 * budget / popsize)``.
@@ -280,7 +281,8 @@ def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, po
     score = _as_objective(objective)
     similarity = float(_check_number("similarity", similarity, Real, 0.0, 1.0))
     budget = int(_check_number("budget", budget, Integral, 1))
-    sigma0 = float(_check_number("sigma0", sigma0, Real, 0.0, low_open=True))
+    # In prior standard deviations: far beyond 10 no draw decodes, and CMA-ES's arithmetic overflows.
+    sigma0 = float(_check_number("sigma0", sigma0, Real, 0.0, 10.0, low_open=True))
     config = cmim.model_.config
     n_latent = config.n_latents * config.latent_dim
     if popsize is None:

@@ -129,6 +129,8 @@ BAD_INPUT = [
     (dict(budget=0), ValueError, "budget must be a whole number >= 1"),
     (dict(budget=2.5), ValueError, "budget must be a whole number"),
     (dict(sigma0=0), ValueError, "sigma0 must be a number > 0"),
+    (dict(sigma0=float("inf")), ValueError, "sigma0 must be a number > 0 and <= 10, got inf"),
+    (dict(sigma0=1e308), ValueError, "sigma0 must be a number > 0 and <= 10"),  # overflowed in CMA-ES
     (dict(popsize=1), ValueError, "popsize must be a whole number >= 2"),
 ]
 
