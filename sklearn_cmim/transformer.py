@@ -19,7 +19,7 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.validation import check_is_fitted
 
 from .chem.inputs import ERRORS, MoleculeInputMixin, as_items, encode_items
-from .chem.standardize import Standardizer
+from .chem.standardize import MAX_CHARACTERS, Standardizer
 from .decoding import DecodingMixin
 from .embedding import EmbeddingMixin
 from .nn.device import cpu_threads
@@ -208,7 +208,8 @@ class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingM
         "n_latents": [_POSITIVE_INT],
         "latent_dim": [_POSITIVE_INT],
         "dropout": [Interval(Real, 0, 1, closed="left")],
-        "max_length": [Interval(Integral, 3, None, closed="left")],  # <bos>, one token, <eos>
+        # <bos>, one token, <eos>; longer than the longest SMILES read is memory spent for nothing
+        "max_length": [Interval(Integral, 3, MAX_CHARACTERS + 2, closed="both")],
         "max_epochs": [_NON_NEGATIVE_INT],
         "batch_size": [_POSITIVE_INT],
         "learning_rate": [_POSITIVE],

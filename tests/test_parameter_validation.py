@@ -34,6 +34,7 @@ BAD = [
     ("latent_dim", "8"),
     ("dropout", 1.0),
     ("max_length", 2),
+    ("max_length", 10**9),  # its position table would not fit in memory
     ("max_epochs", -1),
     ("batch_size", 0),
     ("learning_rate", 0.0),
