@@ -115,10 +115,13 @@ def test_pretraining_on_two_corpora_reports_each_and_resumes_exactly(tmp_path, c
     assert validation["n"] == sum(c["n"] for c in validation["corpora"].values())
     state = load_checkpoint(tmp_path / "a" / "checkpoints" / "step-00000008.pt")["ranks"][0]["data"]
     assert state["mixed"] and len(state["streams"]) == 2
-    # Resumed with one of its two files, the run says so (it used to fail on a missing key).
+    # Resumed with one of its two files, the run says so (it used to fail on a missing key), and so
+    # does the stream, for a checkpoint that stores no input files.
     alone = [corpora[0], *TINY, "--max-steps", "12", "--output", str(tmp_path / "a"), "--resume"]
     assert pretrain.main(alone) == 2
-    assert "read 2 corpus(es); resume it with the same input files (now 1)" in capsys.readouterr().err
+    assert "(input files alcohols.smi, amines.smi, now alcohols.smi)" in capsys.readouterr().err
+    with pytest.raises(CorpusError, match=r"read 2 corpus\(es\); resume it with the same input files"):
+        mixed_stream(corpora[:1], [1]).streams[0].load_state_dict(state)
 
 
 def test_corpora_whose_files_share_a_name_are_refused(tmp_path, corpora, capsys):
@@ -224,3 +227,16 @@ def test_an_empty_corpus_is_named_as_such(tmp_path, corpora, capsys):
                           "--output", str(tmp_path / "run")]) == 2
     assert f"{empty} holds no molecules" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_other_held_out_records_or_other_files(tmp_path, corpora, capsys):
+    out = str(tmp_path / "run")
+    assert pretrain.main([corpora[0], *TINY, "--max-steps", "2", "--checkpoint-every-steps", "1",
+                          "--output", out]) == 0
+    resume = [*TINY, "--max-steps", "4", "--output", out, "--resume"]
+    capsys.readouterr()
+    assert pretrain.main([corpora[0], *resume, "--holdout-every", "5"]) == 2
+    assert "other data options (--holdout-every 10, now 5)" in capsys.readouterr().err
+    assert pretrain.main([corpora[1], *resume]) == 2
+    assert "(input files alcohols.smi, now amines.smi)" in capsys.readouterr().err
+    assert pretrain.main([corpora[0], *resume]) == 0  # the same options resume
