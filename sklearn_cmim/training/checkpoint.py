@@ -23,7 +23,7 @@ from ..chem.smiles_files import current_umask
 from ..persistence import load_error_reason
 
 __all__ = ["CheckpointError", "CheckpointSchedule", "CheckpointWarning", "Checkpoints",
-           "capture_rng", "check_writable", "load_checkpoint", "restore_rng"]
+           "capture_rng", "changed_data_options", "check_writable", "load_checkpoint", "restore_rng"]
 
 NAME = re.compile(r"^step-(\d{8})\.pt$")
 REQUIRED = ("step", "model", "optimizer", "scheduler", "ranks", "config", "vocabulary", "standardizer")
@@ -121,6 +121,18 @@ def check_writable(*directories: Path) -> None:
                 pass
         except OSError as error:
             raise CheckpointError(f"cannot write to {directory}: {error.strerror or error}") from None
+
+
+def changed_data_options(before: dict, args) -> list[str]:
+    """What a resumed run reads differently: which records are held out, and from which files (by
+    name), would make it train on held-out records or take up another file's position."""
+    changed = [f"--{name.replace('_', '-')} {before[name]!r}, now {getattr(args, name)!r}"
+               for name in ("holdout_every", "column")
+               if name in before and before[name] != getattr(args, name)]
+    files = [Path(path).name for path in before.get("inputs", [])]
+    if files and files != [Path(path).name for path in args.inputs]:
+        changed.append(f"input files {', '.join(files)}, now {', '.join(Path(p).name for p in args.inputs)}")
+    return changed
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -44,6 +44,7 @@ from .checkpoint import (
     Checkpoints,
     CheckpointSchedule,
     capture_rng,
+    changed_data_options,
     check_writable,
     load_checkpoint,
     restore_rng,
@@ -376,18 +377,6 @@ def resume_state(args, context: Context, checkpoints: Checkpoints) -> dict | Non
         raise CheckpointError(f"{path} was written by a run with other data options ({'; '.join(changed)}); "
                               "resume it with the same ones")
     return {**state, "path": path}
-
-
-def changed_data_options(before: dict, args) -> list[str]:
-    """What a resumed run reads differently: which records are held out, and from which files (by
-    name), would make it train on held-out records or take up another file's position."""
-    changed = [f"--{name.replace('_', '-')} {before[name]!r}, now {getattr(args, name)!r}"
-               for name in ("holdout_every", "column")
-               if name in before and before[name] != getattr(args, name)]
-    files = [Path(path).name for path in before.get("inputs", [])]
-    if files and files != [Path(path).name for path in args.inputs]:
-        changed.append(f"input files {', '.join(files)}, now {', '.join(Path(p).name for p in args.inputs)}")
-    return changed
 
 
 def as_trained(args, config: ModelConfig, standardizer: Standardizer) -> argparse.Namespace:
