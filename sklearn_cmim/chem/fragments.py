@@ -20,8 +20,8 @@ from pathlib import Path
 from rdkit import Chem
 from rdkit.Chem import BRICS
 
-from .corpus import Corpus, CorpusError
-from .smiles_files import text_output
+from .corpus import Corpus
+from .smiles_files import check_output, text_output
 from .standardize import MoleculeError, Standardizer
 
 __all__ = ["brics_fragments", "main"]
@@ -84,12 +84,9 @@ def main(argv=None) -> int:
     parser.add_argument("--exclude", nargs="*", type=Path, default=[], metavar="FILE",
                         help="SMILES files whose molecules must not be written (evaluation sets)")
     args = parser.parse_args(argv)
-    if args.output.is_dir() or not args.output.parent.is_dir():  # now, not after minutes of cutting
-        print(f"{parser.prog}: error: cannot write {args.output}: it is a directory, or its directory "
-              "does not exist", file=sys.stderr)
-        return 2
     standardizer = Standardizer()
     try:
+        check_output(args.output, *args.inputs)  # now, not after minutes of cutting
         sampled = []
         for path in args.inputs:
             corpus = Corpus([path])
@@ -97,7 +94,7 @@ def main(argv=None) -> int:
             sampled.extend(islice((text for number, text in corpus.records() if number % stride == 0),
                                   args.sample))
         exclude = standardised_set(args.exclude, standardizer)
-    except CorpusError as error:
+    except ValueError as error:  # CorpusError is one
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
     fragments = brics_fragments(sampled, standardizer, args.max_heavy_atoms, exclude)

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 
-__all__ = ["chunked", "count_smiles", "current_umask", "read_smiles", "text_output", "written_atomically"]
+__all__ = ["check_output", "chunked", "count_smiles", "current_umask", "read_smiles", "text_output",
+           "written_atomically"]
 
 
 def read_smiles(path: str | os.PathLike, column: str | None = None) -> Iterator[tuple[int, str]]:
@@ -73,6 +74,28 @@ def chunked(items: Iterable, size: int) -> Iterator[list]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
+
+
+def check_output(output: Path | None, *inputs: Path | None) -> None:
+    """Raise ``ValueError`` now, before any work, if the file ``output`` cannot be written or would
+    replace one of ``inputs``: a run must not fail at its end, nor destroy what it reads.
+
+    ``None`` (stdout, an absent option) is always fine. The file itself is written atomically
+    later (:func:`written_atomically`).
+    """
+    if output is None:
+        return
+    if output.is_dir():
+        raise ValueError(f"cannot write {output}: it is a directory")
+    folder = output.parent
+    if not folder.is_dir():
+        why = f"{folder} is not a directory" if folder.exists() else f"directory {folder} does not exist"
+        raise ValueError(f"cannot write {output}: {why}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {output}: directory {folder} is not writable")
+    for path in inputs:  # samefile: a link or another spelling of the input is the input too
+        if path is not None and output.exists() and path.exists() and output.samefile(path):
+            raise ValueError(f"cannot write {output}: it is the input file {path}; choose another output")
 
 
 @contextmanager

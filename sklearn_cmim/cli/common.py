@@ -20,9 +20,8 @@ from ..config import DEFAULT_MODEL
 from ..exceptions import UnknownTokenWarning
 
 __all__ = ["OPTIONS", "ArgumentParser", "HelpFormatter", "add_file_options", "add_options",
-           "check_output", "checked", "device_name", "non_negative_float", "non_negative_int",
-           "plain_warnings", "positive_float", "positive_int", "probability", "report_error",
-           "report_warning"]
+           "checked", "device_name", "non_negative_float", "non_negative_int", "plain_warnings",
+           "positive_float", "positive_int", "probability", "report_error", "report_warning"]
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows each option's default, except the uninformative ``None`` and ``False``."""
@@ -76,28 +75,6 @@ def plain_warnings(prog: str):
         warnings.simplefilter("always", UnknownTokenWarning)  # a repeated message still counts
         warnings.showwarning = show
         yield unknown
-
-
-def check_output(output: Path | None, *inputs: Path | None) -> None:
-    """Raise ``ValueError`` now, before any work, if the file ``output`` cannot be written or would
-    replace one of ``inputs``: a run must not fail at its end, nor destroy what it reads.
-
-    ``None`` (stdout, an absent option) is always fine. The file itself is written atomically
-    later (:func:`sklearn_cmim.chem.smiles_files.written_atomically`).
-    """
-    if output is None:
-        return
-    if output.is_dir():
-        raise ValueError(f"cannot write {output}: it is a directory")
-    folder = output.parent
-    if not folder.is_dir():
-        why = f"{folder} is not a directory" if folder.exists() else f"directory {folder} does not exist"
-        raise ValueError(f"cannot write {output}: {why}")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write {output}: directory {folder} is not writable")
-    for path in inputs:  # samefile: a link or another spelling of the input is the input too
-        if path is not None and output.exists() and path.exists() and output.samefile(path):
-            raise ValueError(f"cannot write {output}: it is the input file {path}; choose another output")
 
 
 def checked(kind, test, requirement: str):

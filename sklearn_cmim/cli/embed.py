@@ -12,17 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..chem.smiles_files import read_smiles
+from ..chem.smiles_files import check_output, read_smiles
 from ..file_embedding import WRITERS, BadMolecule, describe_bad, embed_file, load_model
-from .common import (
-    ArgumentParser,
-    HelpFormatter,
-    add_file_options,
-    add_options,
-    check_output,
-    report_error,
-    report_warning,
-)
+from .common import ArgumentParser, HelpFormatter, add_file_options, add_options, report_error, report_warning
 
 __all__ = ["build_parser", "main"]
 

@@ -22,13 +22,12 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..chem.smiles_files import read_smiles, text_output
+from ..chem.smiles_files import check_output, read_smiles, text_output
 from ..exceptions import UnknownTokenWarning
 from .common import (
     ArgumentParser,
     HelpFormatter,
     add_options,
-    check_output,
     checked,
     non_negative_int,
     positive_float,

@@ -13,18 +13,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from ..chem.smiles_files import chunked, count_smiles, read_smiles, text_output
+from ..chem.smiles_files import check_output, chunked, count_smiles, read_smiles, text_output
 from ..file_embedding import CHUNK_SIZE, BadMolecule, ChunkEmbedder, describe_bad, load_model
 from ..progress import SHOW_AFTER, progress
-from .common import (
-    ArgumentParser,
-    HelpFormatter,
-    add_file_options,
-    add_options,
-    check_output,
-    report_error,
-    report_warning,
-)
+from .common import ArgumentParser, HelpFormatter, add_file_options, add_options, report_error, report_warning
 
 __all__ = ["build_parser", "main", "reconstruct_file"]
 

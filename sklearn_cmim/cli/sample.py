@@ -20,7 +20,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..chem.smiles_files import read_smiles, text_output
+from ..chem.smiles_files import check_output, read_smiles, text_output
 from ..exceptions import UnknownTokenWarning
 from ..file_embedding import ChunkEmbedder, load_model
 from ..nn.sampling import DEFAULT_SIGMA
@@ -28,7 +28,6 @@ from .common import (
     ArgumentParser,
     HelpFormatter,
     add_options,
-    check_output,
     non_negative_int,
     positive_float,
     positive_int,
