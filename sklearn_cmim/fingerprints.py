@@ -9,10 +9,11 @@ import numpy as np
 from rdkit import Chem
 from rdkit.Chem import rdFingerprintGenerator
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import StrOptions
 
 from .chem.inputs import ERRORS, MoleculeInputMixin, as_items, standardize_items
 from .chem.standardize import Standardizer
+from .params import Range
 
 __all__ = ["ECFPTransformer"]
 
@@ -53,8 +54,8 @@ class ECFPTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
 
     # Checked by ``fit`` and, since it works unfitted, by ``transform``.
     _parameter_constraints: ClassVar[dict] = {
-        "radius": [Interval(Integral, 0, None, closed="left")],
-        "n_bits": [Interval(Integral, 1, 2**24, closed="both")],  # RDKit's fpSize is a 32-bit count
+        "radius": [Range(Integral, 0, None, closed="left")],
+        "n_bits": [Range(Integral, 1, 2**24, closed="both")],  # RDKit's fpSize is a 32-bit count
         "errors": [StrOptions(set(ERRORS))],
     }
 

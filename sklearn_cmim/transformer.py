@@ -15,7 +15,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
+from sklearn.utils._param_validation import StrOptions, validate_parameter_constraints
 from sklearn.utils.validation import check_is_fitted
 
 from .chem.inputs import ERRORS, MoleculeInputMixin, as_items, encode_items
@@ -25,14 +25,15 @@ from .embedding import EmbeddingMixin
 from .nn.device import cpu_threads
 from .nn.embeddings import KINDS, LAYERS, POOLINGS, EmbeddingSpec
 from .nn.inference import embed_sequences
+from .params import Range
 from .saving import SavingMixin
 
 __all__ = ["CMIMTransformer"]
 
-_POSITIVE_INT = Interval(Integral, 1, None, closed="left")
-_NON_NEGATIVE_INT = Interval(Integral, 0, None, closed="left")
-_NON_NEGATIVE = Interval(Real, 0, None, closed="left")
-_POSITIVE = Interval(Real, 0, None, closed="neither")
+_POSITIVE_INT = Range(Integral, 1, None, closed="left")
+_NON_NEGATIVE_INT = Range(Integral, 0, None, closed="left")
+_NON_NEGATIVE = Range(Real, 0, None, closed="left")
+_POSITIVE = Range(Real, 0, None, closed="neither")
 
 # What the methods of a fitted estimator read: checked again by them, because ``set_params`` may
 # change these after ``fit`` (``set_params(embedding="latent").transform(X)``).
@@ -207,9 +208,9 @@ class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingM
         "n_decoder_layers": [_POSITIVE_INT],
         "n_latents": [_POSITIVE_INT],
         "latent_dim": [_POSITIVE_INT],
-        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "dropout": [Range(Real, 0, 1, closed="left")],
         # <bos>, one token, <eos>; longer than the longest SMILES read is memory spent for nothing
-        "max_length": [Interval(Integral, 3, MAX_CHARACTERS + 2, closed="both")],
+        "max_length": [Range(Integral, 3, MAX_CHARACTERS + 2, closed="both")],
         "max_epochs": [_NON_NEGATIVE_INT],
         "batch_size": [_POSITIVE_INT],
         "learning_rate": [_POSITIVE],

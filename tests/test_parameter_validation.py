@@ -23,9 +23,11 @@ from tests.conftest import TINY
 BAD = [
     ("pretrained", 3),
     ("contrastive_weight", -0.5),
+    ("contrastive_weight", True),
     ("temperature", 0.0),
     ("contrastive_positive", "other"),
     ("d_model", 0),
+    ("d_model", True),  # Python's 1, but no one means a model one unit wide
     ("n_heads", 2.5),
     ("d_ff", -1),
     ("n_encoder_layers", 0),
@@ -37,6 +39,7 @@ BAD = [
     ("max_length", 10**9),  # its position table would not fit in memory
     ("max_epochs", -1),
     ("batch_size", 0),
+    ("batch_size", True),
     ("learning_rate", 0.0),
     ("weight_decay", -1e-3),
     ("mim_warmup_steps", 1.5),
@@ -197,8 +200,8 @@ def test_fitted_methods_ignore_training_parameters(fitted):
 
 
 # --------------------------------------------------------------- the baseline transformers
-@pytest.mark.parametrize(("param", "value"), [("radius", -1), ("radius", 2.5), ("n_bits", 0),
-                                              ("errors", "ignore")])
+@pytest.mark.parametrize(("param", "value"), [("radius", -1), ("radius", 2.5), ("radius", True),
+                                              ("n_bits", 0), ("n_bits", False), ("errors", "ignore")])
 def test_ecfp_refuses_bad_values_in_fit_and_unfitted_transform(param, value):
     est = ECFPTransformer(**{param: value})
     expected = names_parameter_and_value("ECFPTransformer", param, value)
