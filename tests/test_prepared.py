@@ -100,6 +100,10 @@ def test_pretraining_prepares_once_reuses_the_file_and_refuses_one_made_otherwis
     os.truncate(prepared, 100)
     assert pretrain.main([*common, "--output", str(tmp_path / "d")]) == 2
     assert "cannot read the prepared corpus" in capsys.readouterr().err
+    # --prepared naming the corpus itself: it is not an .npz, and is not to be deleted.
+    assert pretrain.main([*common[:-1], DELANEY, "--output", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert f"{DELANEY} is not a prepared corpus" in err and "delete" not in err
 
 
 def test_a_worker_dying_while_preparing_is_a_clear_error(tmp_path):

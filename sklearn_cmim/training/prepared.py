@@ -122,6 +122,10 @@ class PreparedCorpus:
     @classmethod
     def load(cls, path: Path, expected_settings: dict) -> PreparedCorpus:
         """Read ``path``; a file made from other data or settings, or an unreadable one, is an error."""
+        with open(path, "rb") as handle:
+            if handle.read(4) != b"PK\x03\x04":  # an .npz is a zip; this may be the user's own data
+                raise CorpusError(f"{path} is not a prepared corpus (the .npz file --prepared writes); "
+                                  "give --prepared a path of its own")
         try:
             with np.load(path, allow_pickle=False) as arrays:
                 fields = {name: arrays[name] for name in ("tokens", "offsets", "records", "skipped_records",
