@@ -245,10 +245,12 @@ class MoleculeEncoder:
             return "too_long"
         return ids, standard
 
-    def count(self, result: tuple[list[int], str] | str) -> tuple[list[int], str] | None:
-        """A result of :meth:`encode`, with a skipped molecule counted and returned as ``None``."""
+    def count(self, result: tuple[list[int], str] | str, tally: bool = True) -> tuple[list[int], str] | None:
+        """A result of :meth:`encode`, with a skipped molecule returned as ``None`` and counted
+        (unless ``tally`` is false: a molecule met again in a later epoch is not another one)."""
         if isinstance(result, str):
-            self.skipped[result] += 1
+            if tally:
+                self.skipped[result] += 1
             return None
         return result
 

@@ -134,7 +134,7 @@ class BatchStream(StreamPosition):
         ends_without_molecule = 0  # two ends of the corpus with nothing between: none will ever come
         while True:
             for number, result in records:
-                encoded = self.encoder.count(result)
+                encoded = self.encoder.count(result, tally=epoch == 0)  # each bad record counts once
                 if encoded is None:
                     continue
                 pool.append(encoded[0])
