@@ -28,15 +28,58 @@ def test_exported_checkpoint_equals_the_finished_run(tmp_path, esol):
     assert exported.latent_prior_ == finished.latent_prior_ and exported.latent_prior_.n_molecules == 8
 
 
-def test_an_exported_checkpoint_whose_corpora_moved_has_no_latent_prior(tmp_path):
+def test_an_exported_checkpoint_whose_corpora_moved_has_no_latent_prior_and_says_why(tmp_path, capsys):
     corpus = tmp_path / "delaney.csv"
     shutil.copy(DELANEY, corpus)
     run = tmp_path / "run"
     assert cli.main(["pretrain", str(corpus), "--output", str(run), *TINY, "--max-steps", "2"]) == 0
     corpus.unlink()
     checkpoint = next((run / "checkpoints").glob("step-*.pt"))
+    capsys.readouterr()
     assert cli.main(["export", str(checkpoint), str(tmp_path / "out")]) == 0
     assert load_pretrained(tmp_path / "out").latent_prior is None
+    warning = capsys.readouterr().err.strip()
+    assert warning.startswith("cmim export: warning: ") and len(warning.splitlines()) == 1
+    assert f"corpus {corpus} is not there any more" in warning and "prior='standard'" in warning
+
+
+def test_export_refits_the_prior_on_the_runs_own_corpus_from_any_directory(tmp_path, monkeypatch, capsys):
+    # The run read "delaney.csv" relative to its directory; the export runs where another file of
+    # that name lies, and must not fit the prior to it.
+    (tmp_path / "train").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copy(DELANEY, tmp_path / "train" / "delaney.csv")
+    (tmp_path / "elsewhere" / "delaney.csv").write_text("smiles\n" + "CCO\n" * 400)
+    monkeypatch.chdir(tmp_path / "train")
+    assert cli.main(["pretrain", "delaney.csv", "--output", "run", *TINY, "--max-steps", "2"]) == 0
+    finished = load_pretrained(tmp_path / "train" / "run").latent_prior
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    checkpoint = next((tmp_path / "train" / "run" / "checkpoints").glob("step-*.pt"))
+    assert cli.main(["export", str(checkpoint), "out"]) == 0
+    assert load_pretrained(tmp_path / "elsewhere" / "out").latent_prior == finished
+    # A corpus changed since the run is not the one it read: no prior, and the reason.
+    with open(tmp_path / "train" / "delaney.csv", "a") as handle:
+        handle.write("CCCCO,1.0\n")
+    capsys.readouterr()
+    assert cli.main(["export", str(checkpoint), "changed"]) == 0
+    assert load_pretrained(tmp_path / "elsewhere" / "changed").latent_prior is None
+    assert "has changed since" in capsys.readouterr().err
+
+
+def test_export_does_not_replace_a_model_unless_told(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["pretrain", DELANEY, "--output", str(run), *TINY, "--max-steps", "2"]) == 0
+    finished = (run / "weights.pt").read_bytes()
+    checkpoint = next((run / "checkpoints").glob("step-*.pt"))
+    capsys.readouterr()
+    # Exporting into the run's own directory would replace its finished model.
+    assert cli.main(["export", str(checkpoint), str(run), "--half"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"cmim export: error: {run} already holds a model; choose another directory, or pass "
+        "--overwrite to replace it")
+    assert (run / "weights.pt").read_bytes() == finished
+    assert cli.main(["export", str(checkpoint), str(run), "--half", "--overwrite"]) == 0
+    assert (run / "weights.pt").read_bytes() != finished
 
 
 def test_exporting_a_damaged_checkpoint_is_a_one_line_error(tmp_path, capsys):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import ArgumentParser, HelpFormatter, report_error
+from .common import ArgumentParser, HelpFormatter, plain_warnings, report_error
 
 __all__ = ["build_parser", "export_checkpoint", "main"]
 
@@ -17,17 +17,20 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
 
     The metadata keeps what the finished run would have stored: the learning curve, the training
     log and the run's arguments, with the step reached. So does the latent prior, fitted to the
-    run's validation molecules, where its corpora are still at the paths it read them from; the
-    directory has none otherwise (``sample`` then needs ``prior="standard"``).
+    run's validation molecules, where its corpora are still where it read them and unchanged; the
+    directory has none otherwise (``sample`` then needs ``prior="standard"``), with a warning that
+    says why.
     """
     # On use: --help must not load torch or RDKit.
+    import warnings
+
     import torch
 
     from ..chem.corpus import Corpus, HoldOut, MoleculeEncoder, validation_sets
     from ..chem.standardize import Standardizer
     from ..chem.tokenizer import Vocabulary
     from ..persistence import Pretrained, build_model, save_pretrained
-    from ..training.checkpoint import load_checkpoint
+    from ..training.checkpoint import load_checkpoint, run_corpora
     from ..training.pretraining import held_out_prior
 
     state = load_checkpoint(checkpoint)
@@ -50,9 +53,14 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
         metadata["pretraining"]["initialised_from"] = initial_summary(arguments["init_from"])
     vocabulary, standardizer = Vocabulary(state["vocabulary"]), Standardizer(**state["standardizer"])
     prior = None
-    inputs = [Path(p) for p in arguments.get("inputs", [])]
+    inputs, missing = run_corpora(state)
     needed = ("holdout_every", "validation_size", "batch_size")  # what the run's own validation read
-    if inputs and all(p.is_file() for p in inputs) and all(k in arguments for k in needed):
+    if not missing and not all(k in arguments for k in needed):
+        missing = "the checkpoint does not record how the run held molecules out"
+    if missing:
+        warnings.warn(f"{directory} gets no latent prior ({missing}): sample() there needs "
+                      "prior='standard'", stacklevel=2)
+    else:
         encoder = MoleculeEncoder(standardizer, vocabulary, model.config.max_length)
         split = HoldOut(arguments["holdout_every"])
         corpora = [Corpus([p], arguments.get("column")) for p in inputs]
@@ -75,6 +83,8 @@ def build_parser(prog: str = "cmim export") -> ArgumentParser:
     parser.add_argument("checkpoint", type=Path, help="a checkpoint written by cmim pretrain")
     parser.add_argument("output", type=Path, help="model directory to write")
     parser.add_argument("--half", action="store_true", help="store the weights in float16 (half the size)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the model an existing output directory holds (refused otherwise)")
     return parser
 
 
@@ -84,8 +94,8 @@ def main(argv=None, prog: str = "cmim export") -> int:
     Returns
     -------
     status : int
-        0 on success; 2 when the checkpoint cannot be read or the directory cannot be written
-        (reported in one line on stderr).
+        0 on success; 2 when the checkpoint cannot be read, the directory cannot be written, or it
+        holds a model already and ``--overwrite`` was not given (reported in one line on stderr).
 
     Examples
     --------
@@ -118,12 +128,19 @@ def main(argv=None, prog: str = "cmim export") -> int:
     >>> tmp.cleanup()
     """
     args = build_parser(prog).parse_args(argv)
-    if args.output.exists() and not args.output.is_dir():  # before any work (it may be the checkpoint)
-        return report_error(prog, f"cannot write {args.output}: it is a file, not a model directory")
-    from ..training.checkpoint import CheckpointError  # after parsing: --help must not load torch
+    # After parsing: --help must not load torch.
+    from ..persistence import CONFIG_FILE
+    from ..training.checkpoint import CheckpointError
 
+    # Before any work: the output may be the checkpoint, or the run's finished model.
+    if args.output.exists() and not args.output.is_dir():
+        return report_error(prog, f"cannot write {args.output}: it is a file, not a model directory")
+    if (args.output / CONFIG_FILE).exists() and not args.overwrite:
+        return report_error(prog, f"{args.output} already holds a model; choose another directory, or "
+                                  "pass --overwrite to replace it")
     try:
-        path = export_checkpoint(args.checkpoint, args.output, args.half)
+        with plain_warnings(prog):
+            path = export_checkpoint(args.checkpoint, args.output, args.half)
     except (CheckpointError, OSError) as error:
         return report_error(prog, error)
     print(f"wrote {path}")

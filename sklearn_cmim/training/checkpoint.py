@@ -23,7 +23,8 @@ from ..chem.smiles_files import current_umask
 from ..persistence import load_error_reason
 
 __all__ = ["CheckpointError", "CheckpointSchedule", "CheckpointWarning", "Checkpoints",
-           "capture_rng", "changed_data_options", "check_writable", "load_checkpoint", "restore_rng"]
+           "capture_rng", "changed_data_options", "check_writable", "input_files", "load_checkpoint",
+           "restore_rng", "run_corpora"]
 
 NAME = re.compile(r"^step-(\d{8})\.pt$")
 REQUIRED = ("step", "model", "optimizer", "scheduler", "ranks", "config", "vocabulary", "standardizer")
@@ -133,6 +134,30 @@ def changed_data_options(before: dict, args) -> list[str]:
     if files and files != [Path(path).name for path in args.inputs]:
         changed.append(f"input files {', '.join(files)}, now {', '.join(Path(p).name for p in args.inputs)}")
     return changed
+
+
+def input_files(paths) -> list[dict]:
+    """Each corpus a run reads, as an absolute path and a size: what ``cmim export`` needs to find
+    the same files again, from whatever directory it runs in."""
+    return [{"path": str(Path(path).resolve()), "bytes": Path(path).stat().st_size} for path in paths]
+
+
+def run_corpora(state: dict) -> tuple[list[Path], str | None]:
+    """The corpora a checkpoint's run read, found again; or none and the reason.
+
+    Checkpoints from before :func:`input_files` hold only the paths as given, relative to a
+    directory they do not record: those are tried from the current one.
+    """
+    files = state.get("input_files") or [{"path": p} for p in state.get("arguments", {}).get("inputs", [])]
+    if not files:
+        return [], "the checkpoint names no corpus"
+    for file in files:
+        path = Path(file["path"])
+        if not path.is_file():
+            return [], f"the run's corpus {path} is not there any more"
+        if "bytes" in file and path.stat().st_size != file["bytes"]:
+            return [], f"the run's corpus {path} has changed since (its size differs)"
+    return [Path(file["path"]) for file in files], None
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -46,6 +46,7 @@ from .checkpoint import (
     capture_rng,
     changed_data_options,
     check_writable,
+    input_files,
     load_checkpoint,
     restore_rng,
 )
@@ -286,7 +287,7 @@ class Run:
                 "ranks": rank_states, "world_size": len(rank_states),
                 "config": self.model.config.to_dict(), "vocabulary": self.vocabulary.to_list(),
                 "standardizer": self.standardizer.to_dict(), "history": self.history,
-                "arguments": arguments(args)}
+                "arguments": arguments(args), "input_files": input_files(args.inputs)}
 
     def restore(self, state: dict, rank: int, device: torch.device) -> None:
         self.model.load_state_dict(state["model"])
