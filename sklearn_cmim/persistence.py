@@ -134,7 +134,11 @@ def save_pretrained(directory: str | os.PathLike, pretrained: Pretrained, half: 
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         (tmp / VOCAB_FILE).write_text(json.dumps(pretrained.vocabulary.to_list()))
         (tmp / WEIGHTS_FILE).write_bytes(weights_to_bytes(pretrained.model, half=half))
-        for name in (WEIGHTS_FILE, VOCAB_FILE, CONFIG_FILE):  # config last: it marks completeness
+        # The config marks a complete directory: a model being replaced loses it first, so that a
+        # crash between the renames leaves a directory that refuses to load, not one that loads
+        # one model's weights with another's vocabulary and metadata.
+        (directory / CONFIG_FILE).unlink(missing_ok=True)
+        for name in (WEIGHTS_FILE, VOCAB_FILE, CONFIG_FILE):
             os.replace(tmp / name, directory / name)
     return directory
 

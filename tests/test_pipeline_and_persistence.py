@@ -4,6 +4,7 @@ import io
 import json
 import os
 import pickle
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -88,6 +89,28 @@ def test_fine_tuning_from_pretrained_uses_its_vocabulary_and_changes_weights(fit
 def test_missing_pretrained_directory_gives_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a bundled model"):
         CMIMTransformer(pretrained=tmp_path / "nothing").fit(["CCO"])
+
+
+def test_a_save_over_a_model_that_stops_midway_leaves_no_loadable_mix(fitted, tmp_path, monkeypatch):
+    path = fitted.save_pretrained(tmp_path / "model")
+    other = CMIMTransformer(**{**TINY, "max_epochs": 1, "random_state": 1}).fit(["CCO", "CCN", "c1ccccc1"])
+    replace = os.replace
+
+    def crash_after_the_weights(source, target):
+        replace(source, target)
+        if Path(target).name == "weights.pt":
+            raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash_after_the_weights)
+    with pytest.raises(OSError, match="disk full"):
+        other.save_pretrained(path)
+    monkeypatch.undo()
+    # The new weights are in, the old vocabulary and metadata too: it must not load as a model.
+    with pytest.raises(FileNotFoundError, match="nor a directory holding config.json"):
+        CMIMTransformer(pretrained=path, max_epochs=0).fit(["CCO"])
+    other.save_pretrained(path)
+    np.testing.assert_array_equal(CMIMTransformer(pretrained=path, max_epochs=0).fit(["CCO"]).transform(["CCO"]),
+                                  other.transform(["CCO"]))
 
 
 def test_corrupt_weights_give_clear_error(fitted, tmp_path):
