@@ -1,6 +1,7 @@
 """scikit-learn's estimator contract, checked on SMILES input (the checks in
 ``sklearn.utils.estimator_checks`` assume numeric arrays, so each is restated here)."""
 
+import copy
 import pickle
 
 import numpy as np
@@ -84,8 +85,14 @@ def test_accepts_lists_arrays_series_frames_and_mols(fitted, smiles):
     expected = fitted.transform(smiles)
     for X in (np.array(smiles), np.array(smiles).reshape(-1, 1), pd.Series(smiles),
               pd.DataFrame({"smiles": smiles}), tuple(smiles),
-              [Chem.MolFromSmiles(s) for s in smiles]):
+              [Chem.MolFromSmiles(s) for s in smiles],
+              [[s] for s in smiles], pd.DataFrame({"smiles": smiles})[["smiles"]].values.tolist()):
         np.testing.assert_allclose(fitted.transform(X), expected, rtol=1e-6, atol=1e-6)
+    # Rows of another width are a shape error, not a NaN row each.
+    lenient = copy.deepcopy(fitted).set_params(errors="nan")
+    for rows in ([["CCO", 1.0], ["CCN", 2.0]], [["CCO"], ["CCN", "CCC"]]):
+        with pytest.raises(ValueError, match=r"one column of molecules, got rows of \[\d(, 2)?\] items"):
+            lenient.transform(rows)
 
 
 def test_set_output_pandas(smiles):

@@ -44,7 +44,8 @@ class MoleculeInputMixin:
 
 
 def as_items(X) -> list:
-    """A flat list of the molecules in X (list, tuple, 1-D or (n, 1) array, Series, DataFrame)."""
+    """A flat list of the molecules in X (list, tuple, 1-D or (n, 1) array or nested list, Series,
+    DataFrame)."""
     if isinstance(X, (str, bytes, Chem.Mol)):
         raise TypeError("X must be a sequence of molecules, not a single one: wrap it in a list")
     if hasattr(X, "to_numpy"):  # pandas Series or one-column DataFrame
@@ -57,6 +58,11 @@ def as_items(X) -> list:
     items = list(X)
     if not items:
         raise ValueError("X is empty: at least one molecule is needed")
+    if all(isinstance(item, (list, tuple)) for item in items):  # rows, as scikit-learn reads a nested list
+        widths = sorted({len(item) for item in items})
+        if widths != [1]:
+            raise ValueError(f"X must be 1-D or have one column of molecules, got rows of {widths} items")
+        items = [item[0] for item in items]
     return items
 
 
