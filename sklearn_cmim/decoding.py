@@ -158,7 +158,8 @@ class DecodingMixin:
         """
         self._check_fitted()
         n_samples = check_n_samples(n_samples)
-        if not (isinstance(sigma, Real) and 0 <= sigma < np.inf):  # NaN fails both comparisons
+        # NaN fails both comparisons; True is a Real to Python, and no one means a noise of 1.0.
+        if isinstance(sigma, bool) or not (isinstance(sigma, Real) and 0 <= sigma < np.inf):
             raise ValueError(f"sigma must be a finite non-negative number, got {sigma!r}")
         if prior not in ("fitted", "standard"):
             raise ValueError(f"prior must be 'fitted' or 'standard', got {prior!r}")

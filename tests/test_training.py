@@ -199,7 +199,7 @@ def test_sample_around_molecules_is_centred_on_their_latent_means(fitted, smiles
     assert a.shape == (6,) and list(a) == list(fitted.sample(3, random_state=0, around=seeds, sigma=0.5))
     with pytest.raises(ValueError, match=r"X\[1\].*'C1CC'"):
         fitted.sample(2, around=["CCO", "C1CC"])
-    for sigma in (-1.0, float("inf"), float("nan")):
+    for sigma in (-1.0, float("inf"), float("nan"), True):
         with pytest.raises(ValueError, match="sigma must be a finite non-negative number"):
             fitted.sample(2, around=["CCO"], sigma=sigma)
     # A finite sigma whose draws overflow float32 would decode to None silently.
