@@ -155,7 +155,8 @@ class EmbeddingMixin(TransformerMixin):
                     latent_prior = fit_latent_prior(model, sequences, self.inference_batch_size, device,
                                                     self._inference_precision(precision), rng)
         # Attributes are set only now, so an interrupted or failed fit leaves the estimator as it was.
-        self._set_fitted(model, vocabulary, standardizer, device, precision, history, latent_prior)
+        self._set_fitted(model, vocabulary, standardizer, device, precision, history, latent_prior,
+                         start.metadata if self.pretrained is not None else {})
         return encoded
 
     def _model_config(self, vocab_size: int) -> ModelConfig:

@@ -75,13 +75,17 @@ class SavingMixin:
         device = resolve_device(estimator.device)
         start = load_pretrained(name_or_dir)
         estimator._set_fitted(start.model.to(device), start.vocabulary, start.standardizer, device,
-                              resolve_precision(estimator.precision, device), [], start.latent_prior)
+                              resolve_precision(estimator.precision, device), [], start.latent_prior,
+                              start.metadata)
         return estimator
 
     def save_pretrained(self, directory, half=False):
         """Write config, vocabulary and weights to ``directory`` (loadable by ``pretrained=``).
 
-        The config also holds ``latent_prior_``, so the directory samples as this estimator does.
+        The config also holds ``latent_prior_``, so the directory samples as this estimator does,
+        and the metadata: a model loaded with ``pretrained=`` keeps its own (what it was trained on
+        and how, its learning curve), with a ``fine_tuning`` record if ``fit`` trained it further;
+        a model trained from scratch records its contrastive weight, temperature and ``history_``.
 
         Parameters
         ----------
@@ -119,8 +123,12 @@ class SavingMixin:
         True
         """
         check_is_fitted(self, "model_")
-        metadata = {"contrastive_weight": self.contrastive_weight,
-                    "temperature": self.temperature, "history": self.history_}
+        metadata = {"contrastive_weight": self.contrastive_weight, "temperature": self.temperature,
+                    "history": self.history_}
+        loaded = getattr(self, "_pretrained_metadata", {})  # a pickle from before it was kept has none
+        # A loaded model keeps its own record, with what fit trained on it, if anything, added.
+        if loaded:
+            metadata = {**loaded, "fine_tuning": metadata} if self.history_ else loaded
         return save_pretrained(directory, Pretrained(self.model_, self.vocabulary_, self.standardizer_,
                                                      metadata, self.latent_prior_), half=half)
 

@@ -291,7 +291,8 @@ class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingM
             self._parameter_constraints, {name: getattr(self, name) for name in _INFERENCE_PARAMETERS},
             caller_name=type(self).__name__)
 
-    def _set_fitted(self, model, vocabulary, standardizer, device, precision, history, latent_prior) -> None:
+    def _set_fitted(self, model, vocabulary, standardizer, device, precision, history, latent_prior,
+                    pretrained_metadata: dict) -> None:
         self.model_ = model.eval()
         self.vocabulary_ = vocabulary
         self.standardizer_ = standardizer
@@ -299,6 +300,8 @@ class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingM
         self.precision_ = precision
         self.history_ = history
         self.latent_prior_ = latent_prior
+        # A loaded model's own record (corpora, pretraining, learning curve), for save_pretrained.
+        self._pretrained_metadata = pretrained_metadata
 
     # ---------------------------------------------- what fitting, embedding and decoding share
     def _embedding_spec(self) -> EmbeddingSpec:

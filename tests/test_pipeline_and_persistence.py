@@ -15,6 +15,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
 from sklearn_cmim import CMIMTransformer
+from sklearn_cmim.persistence import load_pretrained
 from tests.conftest import TINY, RunsACommand
 
 
@@ -106,11 +107,25 @@ def test_a_save_over_a_model_that_stops_midway_leaves_no_loadable_mix(fitted, tm
         other.save_pretrained(path)
     monkeypatch.undo()
     # The new weights are in, the old vocabulary and metadata too: it must not load as a model.
-    with pytest.raises(FileNotFoundError, match="nor a directory holding config.json"):
+    with pytest.raises(FileNotFoundError, match=r"nor a directory holding config\.json"):
         CMIMTransformer(pretrained=path, max_epochs=0).fit(["CCO"])
     other.save_pretrained(path)
-    np.testing.assert_array_equal(CMIMTransformer(pretrained=path, max_epochs=0).fit(["CCO"]).transform(["CCO"]),
-                                  other.transform(["CCO"]))
+    again = CMIMTransformer(pretrained=path, max_epochs=0).fit(["CCO"])
+    np.testing.assert_array_equal(again.transform(["CCO"]), other.transform(["CCO"]))
+
+
+def test_a_loaded_model_saved_again_keeps_its_own_record(tmp_path):
+    bundled = load_pretrained("mim-broad").metadata
+    # The estimator's default contrastive weight is 1.0; the model was trained at 0.0.
+    loaded = CMIMTransformer.from_pretrained("mim-broad")
+    assert load_pretrained(loaded.save_pretrained(tmp_path / "same")).metadata == bundled
+    copy = pickle.loads(pickle.dumps(loaded))
+    assert load_pretrained(copy.save_pretrained(tmp_path / "copy")).metadata == bundled
+    tuned = CMIMTransformer(pretrained="mim-broad", max_epochs=1, batch_size=4, mim_warmup_steps=0,
+                            random_state=0, n_threads=1).fit(["CCO", "CCN", "CCCO", "c1ccccc1"])
+    meta = load_pretrained(tuned.save_pretrained(tmp_path / "tuned")).metadata
+    assert {k: v for k, v in meta.items() if k != "fine_tuning"} == bundled
+    assert meta["fine_tuning"]["contrastive_weight"] == 1.0 and len(meta["fine_tuning"]["history"]) == 1
 
 
 def test_corrupt_weights_give_clear_error(fitted, tmp_path):
