@@ -593,20 +593,25 @@ def test_pretrained_metrics_quick_measures_the_bundled_model_and_writes_its_card
     around = report["sampling_around_held_out"]
     fitted = report["sampling_fitted_prior"]
     sampled = [report["sampling_standard_normal"], fitted, *around]
-    assert [m["n"] for m in sampled] == [8] * 6
+    assert [m["n"] for m in sampled] == [8] * 7
     bundled = load_pretrained("cmim-broad").latent_prior  # the prior is the model's own
     assert (fitted["fitted_to"], fitted["temperature"]) == (10_000, bundled.temperature)
     assert all(0 <= m[k] <= 1 for m in sampled for k in ("validity", "uniqueness", "novelty"))
     # Draws this close to ESOL molecules' latents decode mostly to those molecules: not novel
     # against ESOL, which only holds if novelty compares canonical forms.
-    assert [m["sigma"] for m in around] == [0.05, 0.07, 0.1, 0.2]
+    assert [m["sigma"] for m in around] == [0.05, 0.07, 0.1, 0.13, 0.2]
     assert around[0]["validity"] >= 0.5 and around[0]["novelty"] <= 0.5 and around[0]["changed"] <= 0.5
+    # Effective novelty counts a draw only if it is valid, new and not its seed.
+    assert all(0 <= m["effective_novelty"] <= min(m["validity"] * m["changed"], m["valid_distinct_new"])
+               for m in around)
     assert report["learning_curve"] and report["pretraining"]["steps"] > 0
     assert finite(report["seconds"]) and report["seconds"] > 0
     card = (tmp_path / "cmim-broad.md").read_text()
     assert card.startswith("# Model card: `cmim-broad`") and "**Quick mode**" in card
     assert "| greedy exact reconstruction, 8 bundled ESOL molecules | " in card
-    assert card.count("| around held-out molecules") == 4 and "## Learning curve" in card
+    assert card.count("| around held-out molecules") == 5 and "## Learning curve" in card
+    # MolMIM's published figures stand beside this model's best noise scale.
+    assert "## Beside MolMIM" in card and "effective novelty 68%" in card
 
 
 @pytest.mark.slow
