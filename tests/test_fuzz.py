@@ -153,7 +153,9 @@ def item_sequences(draw):
     """1 to 10 items, as a list, a tuple, an object array or a pandas Series."""
     items = draw(st.lists(any_item, min_size=1, max_size=10))
     kind = draw(st.sampled_from(["list", "tuple", "array", "series"]))
-    if kind in ("list", "tuple"):
+    # A list of nothing but lists is a table whose rows hold the molecules, as scikit-learn reads
+    # it (test_sklearn_compatibility); here each item must stay an item.
+    if kind in ("list", "tuple") and not all(isinstance(item, (list, tuple)) for item in items):
         return items, (list if kind == "list" else tuple)(items)
     array = np.empty(len(items), dtype=object)
     for i, item in enumerate(items):  # item by item: a list item must not become an axis
@@ -163,8 +165,15 @@ def item_sequences(draw):
 
 
 def alone(model, items) -> np.ndarray:
-    """Each item's embedding when it is the only one (a NaN row if it is bad)."""
-    return np.vstack([model.transform([item]) for item in items])
+    """Each item's embedding when it is the only one (a NaN row if it is bad). The item goes in
+    a 1-D object array: ``[["CCO"]]`` would be a one-row table, whose row is a molecule."""
+    return np.vstack([model.transform(one_item(item)) for item in items])
+
+
+def one_item(item) -> np.ndarray:
+    array = np.empty(1, dtype=object)
+    array[0] = item
+    return array
 
 
 def assert_first_bad_item_named(call, items, bad):

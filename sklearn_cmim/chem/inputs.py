@@ -58,7 +58,8 @@ def as_items(X) -> list:
     items = list(X)
     if not items:
         raise ValueError("X is empty: at least one molecule is needed")
-    if all(isinstance(item, (list, tuple)) for item in items):  # rows, as scikit-learn reads a nested list
+    # A list of lists is a table, as scikit-learn reads it; in a 1-D array a list is one item.
+    if isinstance(X, (list, tuple)) and all(isinstance(item, (list, tuple)) for item in items):
         widths = sorted({len(item) for item in items})
         if widths != [1]:
             raise ValueError(f"X must be 1-D or have one column of molecules, got rows of {widths} items")
