@@ -2,11 +2,15 @@
 left out altogether by a failed run, and with the permissions of any new file."""
 
 import os
+import signal
 import stat
+import time
 
 import numpy as np
 import pytest
 
+from sklearn_cmim.chem.smiles_files import written_atomically
+from sklearn_cmim.cli.common import run_interruptible
 from sklearn_cmim.training.checkpoint import Checkpoints
 from tests.conftest import run_cmim as run
 
@@ -126,3 +130,22 @@ def test_the_first_checkpoint_creates_its_folder(tmp_path):
     assert checkpoints.paths() == [] and checkpoints.load_latest() is None  # --resume: a new run
     path = checkpoints.save({"step": 1}, 1)
     assert path == tmp_path / "run" / "checkpoints" / "step-00000001.pt" and path.is_file()
+
+
+@pytest.mark.parametrize(("signum", "status", "said"), [(signal.SIGTERM, 143, "terminated"),
+                                                        (signal.SIGINT, 130, "interrupted")])
+def test_sigterm_and_ctrl_c_end_a_command_in_one_line_with_no_partial_output(tmp_path, capsys, signum,
+                                                                             status, said):
+    # SIGTERM is how batch schedulers stop a job: it used to leave the hidden partial file behind.
+    def command():
+        with written_atomically(tmp_path / "out.npy") as temporary:
+            temporary.write_bytes(b"half an output")
+            os.kill(os.getpid(), signum)
+            time.sleep(30)  # the signal arrives here
+        return 0
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert run_interruptible("cmim embed", command) == status
+    assert capsys.readouterr().err == f"cmim embed: {said}\n"
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is before

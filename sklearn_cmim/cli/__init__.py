@@ -22,7 +22,7 @@ import argparse
 import importlib
 
 from ..exceptions import UnknownTokenWarning
-from .common import ArgumentParser, plain_warnings, report_warning
+from .common import ArgumentParser, plain_warnings, report_warning, run_interruptible
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -63,7 +63,8 @@ def main(argv=None) -> int:
     -------
     status : int
         The command's exit status: 0 on success, 2 after a user error (reported in one line on
-        stderr); see each command's ``main``.
+        stderr), 130 after Ctrl-C and 143 after SIGTERM (both leave no partial output); see each
+        command's ``main``.
 
     Raises
     ------
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
     module = importlib.import_module(COMMANDS[args.command][0])
     prog = f"cmim {args.command}"
     with plain_warnings(prog) as unknown_tokens:
-        status = module.main(args.args, prog=prog)
+        status = run_interruptible(prog, lambda: module.main(args.args, prog=prog))
     if unknown_tokens and status == 0:  # after a failed run, its one-line error says enough
         report_warning(prog, UnknownTokenWarning(unknown_tokens))
     return status

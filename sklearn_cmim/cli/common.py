@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections import Counter
 from contextlib import contextmanager
@@ -20,8 +22,9 @@ from ..config import DEFAULT_MODEL
 from ..exceptions import UnknownTokenWarning
 
 __all__ = ["OPTIONS", "ArgumentParser", "HelpFormatter", "add_file_options", "add_options",
-           "checked", "device_name", "non_negative_float", "non_negative_int", "plain_warnings",
-           "positive_float", "positive_int", "probability", "report_error", "report_warning"]
+           "checked", "device_name", "given_options", "non_negative_float", "non_negative_int",
+           "plain_warnings", "positive_float", "positive_int", "probability", "report_error",
+           "report_warning", "run_interruptible"]
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows each option's default, except the uninformative ``None`` and ``False``."""
@@ -51,6 +54,32 @@ def report_warning(prog: str, message) -> None:
     print(f"{rank_prefix()}{prog}: warning: {message}", file=sys.stderr)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds like Ctrl-C."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+def run_interruptible(prog: str, run) -> int:
+    """``run()``'s exit status. Ctrl-C, and SIGTERM (how batch schedulers stop a job), unwind the
+    command like an error, so every ``finally`` runs and no partial output stays; they end it with
+    one line instead of a traceback, and the shell's status for the signal (130 or 143)."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # signal handlers live there only
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return run()
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        print(f"{rank_prefix()}{prog}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def rank_prefix() -> str:
     # Under torchrun a message may come from one rank only, so every rank names itself.
     return f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", 1)) > 1 else ""
@@ -75,6 +104,16 @@ def plain_warnings(prog: str):
         warnings.simplefilter("always", UnknownTokenWarning)  # a repeated message still counts
         warnings.showwarning = show
         yield unknown
+
+
+def given_options(build_parser, argv, names) -> list[str]:
+    """Which of the options ``names`` (dests) ``argv`` sets itself, as flags: argparse keeps no
+    record of it, so ``argv`` is parsed again by a fresh ``build_parser()`` with a marker for those
+    options' defaults."""
+    probe, unset = build_parser(), object()
+    probe.set_defaults(**dict.fromkeys(names, unset))
+    parsed = vars(probe.parse_args(sys.argv[1:] if argv is None else argv))
+    return ["--" + name.replace("_", "-") for name in names if parsed[name] is not unset]
 
 
 def checked(kind, test, requirement: str):
