@@ -168,7 +168,7 @@ def test_load_extended_copies_every_old_row_and_keeps_the_new_ones():
             assert torch.equal(got[value.shape[0]:], fresh[name][value.shape[0]:]), name
 
 
-def test_init_from_continues_a_model_with_its_ids_and_longer_positions(tmp_path, corpora):
+def test_init_from_continues_a_model_with_its_ids_and_longer_positions(tmp_path, corpora, capsys):
     base = tmp_path / "base"
     assert pretrain.main([corpora[0], *TINY, "--max-steps", "2", "--output", str(base)]) == 0
     grown = tmp_path / "grown"
@@ -193,6 +193,19 @@ def test_init_from_continues_a_model_with_its_ids_and_longer_positions(tmp_path,
     # A checkpoint exported mid-run says where the run started too.
     exported = export_checkpoint(next((grown / "checkpoints").glob("*.pt")), tmp_path / "exported")
     assert load_pretrained(exported).metadata["pretraining"]["initialised_from"]["model"] == str(base)
+    # Without --max-length a continued model keeps its own; a shorter one is refused, not ignored.
+    again = [*corpora, *continued[2:], "--max-steps", "1", "--init-from", str(grown)]  # no --max-length
+    assert pretrain.main([*again, "--output", str(tmp_path / "again")]) == 0
+    assert load_pretrained(tmp_path / "again").model.config.max_length == 60
+    capsys.readouterr()
+    assert pretrain.main([*again, "--max-length", "40", "--output", str(tmp_path / "short")]) == 2
+    assert f"--max-length 40 is below {grown}'s 60" in capsys.readouterr().err
+    # A directory holding a model (here an exported one) is replaced only when asked.
+    with pytest.raises(SystemExit) as exit_:
+        pretrain.main([*again, "--output", str(exported)])
+    assert exit_.value.code == 2 and "already holds a model" in capsys.readouterr().err
+    assert pretrain.main([*again, "--output", str(exported), "--overwrite"]) == 0
+    assert load_pretrained(exported).metadata["pretraining"]["initialised_from"]["model"] == str(grown)
 
 
 def test_fragments_leave_out_excluded_molecules():

@@ -96,7 +96,8 @@ def test_pretraining_prepares_once_reuses_the_file_and_refuses_one_made_otherwis
     assert "they differ in: max_length" in capsys.readouterr().err
     assert pretrain.main([*TINY, DELANEY, "--output", str(tmp_path / "a"), "--max-steps", "6",
                           "--resume"]) == 2  # a run that trained from arrays cannot stream on
-    assert "resume it with the same --prepared path" in capsys.readouterr().err
+    assert "(a prepared corpus (--prepared), now streamed files); resume it with the same" in \
+        capsys.readouterr().err
     os.truncate(prepared, 100)
     assert pretrain.main([*common, "--output", str(tmp_path / "d")]) == 2
     assert "cannot read the prepared corpus" in capsys.readouterr().err

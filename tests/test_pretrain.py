@@ -232,7 +232,12 @@ def test_resume_after_corrupt_checkpoint_end_to_end(tmp_path, capsys):
         assert pretrain.main([*common, "--max-steps", "8", "--resume"]) == 0
     assert re.search(r"resumed from \S*step-00000003\.pt at step 3\n", capsys.readouterr().out)
     assert metadata(out)["pretraining"]["steps"] == 8
-    # Without --resume an existing run is never overwritten.
+    # Without --resume an existing run is never overwritten: a finished one holds its model...
+    with pytest.raises(SystemExit) as exit_:
+        pretrain.main([*common, "--max-steps", "8"])
+    assert exit_.value.code == 2 and "already holds a model" in capsys.readouterr().err
+    # ... and an unfinished one its checkpoints.
+    (out / "config.json").unlink()
     assert pretrain.main([*common, "--max-steps", "8"]) == 2
     assert "pass --resume" in capsys.readouterr().err
 

@@ -24,12 +24,14 @@ from .common import (
     HelpFormatter,
     add_options,
     checked,
+    given_options,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
     probability,
     report_error,
+    run_interruptible,
 )
 
 __all__ = ["build_parser", "main"]
@@ -72,8 +74,9 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
     data.add_argument("inputs", nargs="+", metavar="FILE",
                       help="SMILES files: .smi, .txt, .csv, each optionally .gz (e.g. .csv.gz). Each "
                            "file is a corpus with its own held-out records; batches are drawn by --weights")
-    data.add_argument("--weights", nargs="+", type=non_negative_float, metavar="W",
-                      help="one sampling weight per FILE: its share of the batches (default: equal)")
+    data.add_argument("--weights", nargs="+", type=weight, metavar="W",
+                      help="one sampling weight per FILE, given after the files: its share of the "
+                           "batches (default: equal)")
     data.add_argument("--column",
                       help="CSV column holding the SMILES (default: one named smiles, else the first)")
     data.add_argument("--holdout-every", type=checked(int, lambda v: v >= 2, "at least 2"), default=1000,
@@ -146,6 +149,8 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
                      help="model directory to write; checkpoints go to DIR/checkpoints")
     run.add_argument("--resume", action="store_true",
                      help="continue from the newest readable checkpoint in DIR/checkpoints, if any")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the model DIR already holds (refused otherwise, unless --resume)")
     run.add_argument("--checkpoint-every-steps", type=positive_int, default=1000, help="checkpoint interval")
     run.add_argument("--checkpoint-every-minutes", type=positive_float, default=30.0,
                      help="also checkpoint after this long (checked at logging steps)")
@@ -166,13 +171,41 @@ KEPT_BY_INIT_FROM = (*(name for name in ARCHITECTURE if name != "max_length"), "
                      "neutralize", "isomeric")
 
 
-def given_options(prog: str, argv, names) -> list[str]:
-    """Which of the options ``names`` (dests) ``argv`` sets itself, as flags: argparse keeps no record
-    of it, so ``argv`` is parsed again with a marker for those options' defaults."""
-    probe, unset = build_parser(prog), object()
-    probe.set_defaults(**dict.fromkeys(names, unset))
-    parsed = vars(probe.parse_args(sys.argv[1:] if argv is None else argv))
-    return ["--" + name.replace("_", "-") for name in names if parsed[name] is not unset]
+def weight(text: str) -> float:
+    """A ``--weights`` value. ``--weights`` takes every number after it, so it goes after the
+    files, and a file name in its place gets that advice."""
+    try:
+        return non_negative_float(text)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{error}; give --weights after the input files "
+                                         "(cmim pretrain A.smi B.csv --weights 1 3)") from None
+
+
+def check_arguments(parser: ArgumentParser, args, rebuild, argv):
+    """``args``, checked before any work as argparse cannot (``parser.error`` on a problem), with
+    ``--max-length`` set to 0 under ``--init-from`` when not given: the continued model's own."""
+    if args.d_model % args.n_heads:
+        parser.error(f"--d-model ({args.d_model}) must be a multiple of --n-heads ({args.n_heads})")
+    if args.weights is not None and len(args.weights) != len(args.inputs):
+        parser.error(f"--weights takes one weight per FILE: {len(args.inputs)} file(s), "
+                     f"{len(args.weights)} weight(s)")
+    if args.weights is not None and not any(args.weights):
+        parser.error("--weights: at least one weight must be above 0")
+    if args.init_from and args.vocab_from:
+        parser.error("--init-from keeps that model's vocabulary (extended): drop --vocab-from")
+    kept = given_options(rebuild, argv, KEPT_BY_INIT_FROM) if args.init_from else []
+    if kept:
+        parser.error(f"--init-from keeps that model's architecture and standardiser: drop {', '.join(kept)}")
+    if args.init_from and not given_options(rebuild, argv, ["max_length"]):
+        args.max_length = 0  # the continued model's own length, unless asked to extend it
+    # Before any work: a finished model, or the prepared corpus's folder, must not fail the end.
+    if (args.output / "config.json").exists() and not (args.resume or args.overwrite):
+        parser.error(f"{args.output} already holds a model; choose another --output, --resume its "
+                     "run, or pass --overwrite to replace it")
+    if args.prepared is not None and (args.prepared.is_dir() or not args.prepared.parent.is_dir()):
+        why = "it is a directory" if args.prepared.is_dir() else f"{args.prepared.parent} does not exist"
+        parser.error(f"--prepared {args.prepared}: {why}; give a file path in an existing directory")
+    return args
 
 
 def main(argv=None, prog: str = "cmim pretrain") -> int:
@@ -220,19 +253,7 @@ def main(argv=None, prog: str = "cmim pretrain") -> int:
     >>> tmp.cleanup()
     """
     parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    if args.d_model % args.n_heads:
-        parser.error(f"--d-model ({args.d_model}) must be a multiple of --n-heads ({args.n_heads})")
-    if args.weights is not None and len(args.weights) != len(args.inputs):
-        parser.error(f"--weights takes one weight per FILE: {len(args.inputs)} file(s), "
-                     f"{len(args.weights)} weight(s)")
-    if args.weights is not None and not any(args.weights):
-        parser.error("--weights: at least one weight must be above 0")
-    if args.init_from and args.vocab_from:
-        parser.error("--init-from keeps that model's vocabulary (extended): drop --vocab-from")
-    kept = given_options(prog, argv, KEPT_BY_INIT_FROM) if args.init_from else []
-    if kept:
-        parser.error(f"--init-from keeps that model's architecture and standardiser: drop {', '.join(kept)}")
+    args = check_arguments(parser, parser.parse_args(argv), lambda: build_parser(prog), argv)
     from ..chem.corpus import CorpusError
     from ..training.checkpoint import CheckpointError
     from ..training.fit import NonFiniteLossError
@@ -249,5 +270,5 @@ def main(argv=None, prog: str = "cmim pretrain") -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # how torchrun starts each process
+    sys.exit(run_interruptible("cmim pretrain", main))

@@ -130,6 +130,10 @@ def changed_data_options(before: dict, args) -> list[str]:
     changed = [f"--{name.replace('_', '-')} {before[name]!r}, now {getattr(args, name)!r}"
                for name in ("holdout_every", "column")
                if name in before and before[name] != getattr(args, name)]
+    # Caught here, before a --prepared corpus is prepared for a run that cannot use it.
+    if "prepared" in before and (before["prepared"] is None) != (args.prepared is None):
+        changed.append("a prepared corpus (--prepared), now streamed files" if before["prepared"] is not None
+                       else "streamed files, now a prepared corpus (--prepared)")
     files = [Path(path).name for path in before.get("inputs", [])]
     if files and files != [Path(path).name for path in args.inputs]:
         changed.append(f"input files {', '.join(files)}, now {', '.join(Path(p).name for p in args.inputs)}")

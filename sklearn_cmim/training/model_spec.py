@@ -32,6 +32,9 @@ def model_spec(args, context: Context, corpora: list[Corpus], split: HoldOut, st
         return new_config(args, len(vocabulary)), vocabulary, standardizer, None
     vocabulary = initial.vocabulary.extended(vocabulary)
     base = initial.model.config
+    if 0 < args.max_length < base.max_length:  # its position table can grow, not shrink
+        raise CorpusError(f"--max-length {args.max_length} is below {args.init_from}'s {base.max_length}: "
+                          "a continued model keeps its positions (drop --max-length, or give a larger one)")
     config = dataclasses.replace(base, vocab_size=len(vocabulary), dropout=args.dropout,
                                  max_length=max(base.max_length, args.max_length))
     return config, vocabulary, standardizer, initial
