@@ -224,6 +224,17 @@ USER_ERRORS = [
     (["sample", "--n", "2", "--around", "CCO", "C1CC", "--model", "{model}"], "--around molecule 2: 'C1CC'"),
     (["reconstruct", "{tmp}/missing.csv", "--model", "{model}"], "cannot read"),
     (["reconstruct", "{smi}", "--model", "{tmp}"], "neither a bundled model"),
+    (["sample", "--n", "2", "--sigma", "0.1"], "--sigma is the noise around the given molecules"),
+    (["sample", "--n", "2", "--around", "CCO", "--prior", "standard"], "drop one"),
+    (["demo", "--folds", "1"], "an integer of 2 or more"),
+    (["demo", "--molecules", "0"], "positive integer"),
+    (["demo", "--molecules", "3"], "--molecules 3 is fewer than --folds 5"),
+    (["pretrain", "--weights", "1", "{smi}", "{smi}", "--output", "{tmp}/run"],
+     "give --weights after the input files"),
+    (["pretrain", "{smi}", "--output", "{tmp}/run", "--prepared", "{tmp}/no/p.npz"], "no does not exist"),
+    (["pretrain", "{smi}", "--output", "{tmp}/run", "--prepared", "{tmp}"], "it is a directory"),
+    # A finished model is not replaced unasked (the model fixture's directory holds one).
+    (["pretrain", "{smi}", "--output", "{model}"], "already holds a model"),
 ]
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..datasets import load_esol
 from ..progress import progress
-from .common import ArgumentParser, HelpFormatter, add_options, report_error
+from .common import ArgumentParser, HelpFormatter, add_options, checked, positive_int, report_error
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -37,8 +37,9 @@ def build_parser(prog: str = "cmim demo") -> argparse.ArgumentParser:
     """
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     add_options(parser, "--model")
-    parser.add_argument("--folds", type=int, default=5, help="cross-validation folds")
-    parser.add_argument("--molecules", type=int, help="use only the first N ESOL molecules")
+    parser.add_argument("--folds", type=checked(int, lambda v: v >= 2, "an integer of 2 or more"), default=5,
+                        help="cross-validation folds")
+    parser.add_argument("--molecules", type=positive_int, help="use only the first N ESOL molecules")
     return parser
 
 
@@ -87,7 +88,10 @@ def main(argv=None, prog: str = "cmim demo") -> int:
     ... s in all
     0
     """
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.molecules is not None and args.molecules < args.folds:
+        parser.error(f"--molecules {args.molecules} is fewer than --folds {args.folds}: each fold needs one")
     from sklearn.base import clone  # after parsing: --help must not load scikit-learn or torch
     from sklearn.model_selection import KFold
 
@@ -95,7 +99,7 @@ def main(argv=None, prog: str = "cmim demo") -> int:
     from ..transformer import CMIMTransformer
 
     smiles, y = load_esol()
-    if args.molecules:
+    if args.molecules is not None:
         smiles, y = smiles[: args.molecules], y[: args.molecules]
     try:
         # Loads the model, so that a bad --model fails now, in one line, not inside the first

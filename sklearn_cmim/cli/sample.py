@@ -28,6 +28,7 @@ from .common import (
     ArgumentParser,
     HelpFormatter,
     add_options,
+    given_options,
     non_negative_int,
     positive_float,
     positive_int,
@@ -115,7 +116,14 @@ def main(argv=None, prog: str = "cmim sample") -> int:
     3
     >>> tmp.cleanup()
     """
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    around = args.around is not None or args.around_file is not None
+    if around and args.prior != "fitted":
+        parser.error("--prior chooses what to draw from without --around; with it, draws are around "
+                     "the given molecules: drop one")
+    if not around and given_options(lambda: build_parser(prog), argv, ["sigma"]):
+        parser.error("--sigma is the noise around the given molecules: it needs --around or --around-file")
     try:
         check_output(args.output, args.around_file)  # before the sampling, which takes a while
         if args.around_file is not None:
