@@ -28,6 +28,7 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+from rdkit import Chem
 
 from .standardize import MoleculeError, Standardizer
 from .tokenizer import Vocabulary
@@ -91,7 +92,7 @@ class Corpus:
 
     @staticmethod
     def _format(path: Path) -> tuple[str, bool]:
-        compressed = path.suffix == ".gz"
+        compressed = path.suffix.lower() == ".gz"
         suffix = Path(path.stem).suffix if compressed else path.suffix
         if suffix.lower() not in FORMATS:
             raise CorpusError(f"{path}: unknown format; expected .smi, .txt or .csv, optionally .gz")
@@ -145,13 +146,19 @@ class Corpus:
                 raise CorpusError(f"line 1 of {path}: {error}") from None
         if kind != "csv":
             return None
-        header = first or []
+        names = [name.strip() for name in first or []]
         if self.column is not None:
-            if self.column not in header:
-                raise CorpusError(f"{path} has no column {self.column!r}; its columns are {header}")
-            return header.index(self.column)
-        names = [name.strip().lower() for name in header]
-        return names.index("smiles") if "smiles" in names else 0
+            if self.column.strip() not in names:
+                raise CorpusError(f"{path} has no column {self.column!r}; its columns are {names}")
+            return names.index(self.column.strip())
+        lowered = [name.lower() for name in names]
+        if "smiles" in lowered:
+            return lowered.index("smiles")
+        # Read as a header, a file without one would lose its first molecule, silently.
+        if names and names[0] and Chem.MolFromSmiles(names[0]) is not None:
+            raise CorpusError(f"{path}: line 1 starts with {names[0]!r}, a molecule, where a .csv file has "
+                              "its header (the column names): add one, or name the file .smi")
+        return 0
 
     def _read(self, path: Path, column: int | None) -> Iterator[str]:
         with closing(self._lines(path)) as lines:
