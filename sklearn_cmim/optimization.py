@@ -67,7 +67,13 @@ def _as_objective(objective):
 def _scores(objective, smiles: list[str], owners: list[str]) -> np.ndarray:
     """``objective(smiles)`` as one finite float per molecule; ``owners[i]`` says whose molecule
     ``smiles[i]`` is, for the error messages."""
-    values = objective(list(smiles))
+    try:
+        values = objective(list(smiles))
+    except Exception as error:  # the user's code: say where it failed, keep its traceback chained
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ValueError(f"the objective failed on a list of {len(smiles)} SMILES ({owners[0]} among "
+                         f"them): {type(error).__name__}: {first_line} (an estimator must read SMILES "
+                         "itself, as a pipeline that starts with a featuriser does)") from error
     try:
         scores = np.asarray(values, dtype=float)
     except (TypeError, ValueError):

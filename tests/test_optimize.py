@@ -121,6 +121,10 @@ BAD_INPUT = [
     (dict(objective=lambda s: [0.0 if x in SEEDS else math.inf for x in s]), ValueError,
      r"gave inf for '.+' \(a candidate for seeds\[\d\] = '.+'\)"),
     (dict(objective=lambda s: ["high"] * len(s)), TypeError, "must return numbers"),
+    # An estimator fitted on numbers, not SMILES: its error is named, in one line.
+    (dict(objective=Ridge().fit([[0.0], [1.0]], [0.0, 1.0])), ValueError,
+     r"^the objective failed on a list of 2 SMILES \(seeds\[0\] among them\): ValueError: [^\n]+ \(an "
+     r"estimator must read SMILES itself"),
     (dict(seeds=["CCO", "C1CC"]), ValueError, r"seeds\[1\] = 'C1CC' is not a SMILES RDKit can read"),
     (dict(seeds=["CCO", "C" * 300]), ValueError, r"seeds\[1\] = 'CCCC.+ cannot be encoded: it is 302 tokens"),
     (dict(seeds="CCO"), TypeError, "not a single one"),
