@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,6 +191,12 @@ def test_sample_around_molecules_from_arguments_or_a_file(capsys, model, tmp_pat
     produced = (tmp_path / "a.smi").read_text()
     assert len(produced.splitlines()) == 6  # --n per molecule
     assert (tmp_path / "b.smi").read_text() == produced
+    # A CSV's SMILES column need not be the first, nor be named smiles.
+    table = tmp_path / "seeds.csv"
+    table.write_text("id,structure\nm1,CCO\nm2,c1ccccc1\n")
+    assert run(capsys, "sample", "--around-file", table, "--column", "structure", "--output",
+               tmp_path / "c.smi", *common)[0] == 0
+    assert (tmp_path / "c.smi").read_text() == produced
 
 
 def test_reconstruct_accuracy_agrees_with_score(capsys, tmp_path):
@@ -226,6 +233,7 @@ USER_ERRORS = [
     (["reconstruct", "{smi}", "--model", "{tmp}"], "neither a bundled model"),
     (["sample", "--n", "2", "--sigma", "0.1"], "--sigma is the noise around the given molecules"),
     (["sample", "--n", "2", "--around", "CCO", "--prior", "standard"], "drop one"),
+    (["sample", "--n", "2", "--around", "CCO", "--column", "smiles"], "it needs one"),
     (["demo", "--folds", "1"], "an integer of 2 or more"),
     (["demo", "--molecules", "0"], "positive integer"),
     (["demo", "--molecules", "3"], "--molecules 3 is fewer than --folds 5"),
@@ -331,6 +339,7 @@ def test_other_warnings_are_one_plain_line_too(capsys, model, smi, tmp_path):
 # Runs `cmim ARGV` in a fresh interpreter, then names the heavy libraries it imported on stderr.
 HELP_PROBE = """
 import sys
+from pathlib import Path
 from sklearn_cmim.cli import main
 try:
     status = main(sys.argv[1:])
@@ -350,3 +359,12 @@ def test_help_answers_without_loading_torch_rdkit_or_sklearn(command):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"usage: cmim {command or ''}".rstrip())
     assert done.stderr.splitlines()[-1] == "imported:"
+
+
+@pytest.mark.parametrize("command", ["sample", "reconstruct"])
+def test_output_dash_is_stdout_not_a_file_named_dash(capsys, model, smi, tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--n", 2, "--random-state", 0] if command == "sample" else [smi]
+    status, out, _ = run(capsys, command, *argv, "--model", model, "--output", "-")
+    assert status == 0 and out and not Path("-").exists()
+    assert out == run(capsys, command, *argv, "--model", model)[1]

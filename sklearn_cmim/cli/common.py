@@ -23,7 +23,7 @@ from ..exceptions import UnknownTokenWarning
 
 __all__ = ["OPTIONS", "ArgumentParser", "HelpFormatter", "add_file_options", "add_options",
            "checked", "device_name", "given_options", "non_negative_float", "non_negative_int",
-           "plain_warnings", "positive_float", "positive_int", "probability", "report_error",
+           "output_path", "plain_warnings", "positive_float", "positive_int", "probability", "report_error",
            "report_warning", "run_interruptible"]
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -104,6 +104,11 @@ def plain_warnings(prog: str):
         warnings.simplefilter("always", UnknownTokenWarning)  # a repeated message still counts
         warnings.showwarning = show
         yield unknown
+
+
+def output_path(text: str) -> Path | None:
+    """A text ``--output``: a file, or ``-`` for stdout, as without the option."""
+    return None if text == "-" else Path(text)
 
 
 def given_options(build_parser, argv, names) -> list[str]:

@@ -30,6 +30,7 @@ from .common import (
     add_options,
     checked,
     non_negative_int,
+    output_path,
     positive_float,
     positive_int,
     report_error,
@@ -103,7 +104,7 @@ def build_parser(prog: str = "cmim optimize") -> ArgumentParser:
     parser.add_argument("--max-iter", type=positive_int,
                         help="most generations per seed (default: 5 x budget / popsize)")
     parser.add_argument("--random-state", type=non_negative_int, help="seed, for reproducible results")
-    parser.add_argument("--output", type=Path, help="CSV file to write (default: stdout)")
+    parser.add_argument("--output", type=output_path, help="CSV file to write (default, or -: stdout)")
     add_options(parser, "--column", "--model", "--device")
     return parser
 

@@ -11,12 +11,19 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from pathlib import Path
 
 from ..chem.smiles_files import check_output, chunked, count_smiles, read_smiles, text_output
 from ..file_embedding import CHUNK_SIZE, BadMolecule, ChunkEmbedder, describe_bad, load_model
 from ..progress import SHOW_AFTER, progress
-from .common import ArgumentParser, HelpFormatter, add_file_options, add_options, report_error, report_warning
+from .common import (
+    ArgumentParser,
+    HelpFormatter,
+    add_file_options,
+    add_options,
+    output_path,
+    report_error,
+    report_warning,
+)
 
 __all__ = ["build_parser", "main", "reconstruct_file"]
 
@@ -83,7 +90,8 @@ def build_parser(prog: str = "cmim reconstruct") -> ArgumentParser:
     """
     parser = ArgumentParser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     add_options(parser, "input")
-    parser.add_argument("--output", type=Path, help="file to write the lines to (default: stdout)")
+    parser.add_argument("--output", type=output_path,
+                        help="file to write the lines to (default, or -: stdout)")
     add_options(parser, "--model")
     add_file_options(parser, chunk_size="molecules read and decoded at a time",
                      errors="a bad molecule stops the run, or is written undecoded and not counted")

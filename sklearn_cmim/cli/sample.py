@@ -30,6 +30,7 @@ from .common import (
     add_options,
     given_options,
     non_negative_int,
+    output_path,
     positive_float,
     positive_int,
     report_error,
@@ -72,13 +73,15 @@ def build_parser(prog: str = "cmim sample") -> ArgumentParser:
     around.add_argument("--around", nargs="+", metavar="SMILES", help="sample around these molecules")
     around.add_argument("--around-file", type=Path, metavar="FILE",
                         help="sample around the molecules of this SMILES file (.smi, .txt or .csv)")
+    add_options(parser, "--column")
     parser.add_argument("--sigma", type=positive_float, default=DEFAULT_SIGMA,
                         help="standard deviation of the noise added to each molecule's latent: larger "
                              "gives more new molecules, fewer of them valid")
     parser.add_argument("--prior", choices=("fitted", "standard"), default="fitted",
                         help="without --around: draw from the model's fitted latent prior, or from N(0, I)")
     parser.add_argument("--random-state", type=non_negative_int, help="seed, for reproducible samples")
-    parser.add_argument("--output", type=Path, help="file to write the SMILES to (default: stdout)")
+    parser.add_argument("--output", type=output_path,
+                        help="file to write the SMILES to (default, or -: stdout)")
     add_options(parser, "--device")
     return parser
 
@@ -124,10 +127,13 @@ def main(argv=None, prog: str = "cmim sample") -> int:
                      "the given molecules: drop one")
     if not around and given_options(lambda: build_parser(prog), argv, ["sigma"]):
         parser.error("--sigma is the noise around the given molecules: it needs --around or --around-file")
+    if args.column is not None and args.around_file is None:
+        parser.error("--column names the SMILES column of --around-file: it needs one")
     try:
         check_output(args.output, args.around_file)  # before the sampling, which takes a while
         if args.around_file is not None:
-            seeds, where = list(read_smiles(args.around_file)), f"line {{}} of {args.around_file}"
+            seeds = list(read_smiles(args.around_file, args.column))
+            where = f"line {{}} of {args.around_file}"
             if not seeds:
                 raise ValueError(f"{args.around_file} holds no molecules")
         else:
