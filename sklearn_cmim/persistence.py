@@ -98,6 +98,8 @@ def load_error_reason(error: Exception) -> str:
 
 def load_weights(source, origin: str) -> dict:
     """Read a state dict safely (no pickled code), as float32 on the CPU."""
+    if isinstance(source, (str, os.PathLike)) and not os.path.exists(source):
+        raise ValueError(f"cannot load weights from {origin}: the file is missing")
     try:
         state = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as error:

@@ -133,6 +133,9 @@ def test_corrupt_weights_give_clear_error(fitted, tmp_path):
     (path / "weights.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot load weights"):
         CMIMTransformer(pretrained=path, max_epochs=0).fit(["CCO"])
+    (path / "weights.pt").unlink()
+    with pytest.raises(ValueError, match=r"cannot load weights from .*weights\.pt: the file is missing"):
+        CMIMTransformer(pretrained=path, max_epochs=0).fit(["CCO"])
 
 
 def test_a_vocabulary_that_does_not_fit_the_weights_gives_clear_error(fitted, tmp_path):
