@@ -422,6 +422,19 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, capsys, argv, mess
     assert err.count("\n") == 1 and message in err and err.startswith("cmim pretrain: error:")
 
 
+@pytest.mark.parametrize(("lines", "message"), [
+    # One molecule is record 0, which validation holds out: nothing is left to train on.
+    (["CCO"], "the corpora hold no training record: record 0 and every 10th after it are held out"),
+    (["CCO", "C1CC", "not-a-molecule"], "no valid molecule among the 2 training records read"),
+])
+def test_a_corpus_with_nothing_to_train_on_says_why(tmp_path, capsys, lines, message):
+    corpus = tmp_path / "tiny.smi"
+    corpus.write_text("\n".join(lines) + "\n")
+    assert cli.main(["pretrain", str(corpus), *TINY, "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
 def test_cli_dispatches_and_documents_pretrain(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["pretrain", "--help"])

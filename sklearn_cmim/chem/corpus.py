@@ -322,7 +322,7 @@ def build_vocabulary(corpora: list[Corpus], split: HoldOut, standardizer: Standa
     keeps start-up time bounded. Molecules whose tokens are too rare for an id are skipped in
     training (counted as ``unknown_token``).
     """
-    smiles = []
+    smiles, read = [], 0
     for corpus in corpora:
         n_records = corpus.count()
         if not n_records:
@@ -331,12 +331,17 @@ def build_vocabulary(corpora: list[Corpus], split: HoldOut, standardizer: Standa
         for record, text in corpus.records():
             if record % stride or split.is_validation(record):
                 continue
+            read += 1
             try:
                 smiles.append(standardizer(text))
             except MoleculeError:
                 continue
+    if not read:
+        raise CorpusError(f"the corpora hold no training record: record 0 and every {split.every}th after "
+                          "it are held out for validation (give more molecules, or another --holdout-every)")
     if not smiles:
-        raise CorpusError(f"no valid molecule among the {max_records:,} records sampled from each corpus")
+        raise CorpusError(f"no valid molecule among the {read:,} training records read to learn the "
+                          "vocabulary")
     return Vocabulary.build(smiles, min_count)
 
 
