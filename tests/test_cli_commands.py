@@ -234,6 +234,11 @@ USER_ERRORS = [
     (["sample", "--n", "2", "--sigma", "0.1"], "--sigma is the noise around the given molecules"),
     (["sample", "--n", "2", "--around", "CCO", "--prior", "standard"], "drop one"),
     (["sample", "--n", "2", "--around", "CCO", "--column", "smiles"], "it needs one"),
+    # --column on a file that has no columns was ignored.
+    (["embed", "{smi}", "--output", "{tmp}/x.npy", "--column", "smiles", "--model", "{model}"],
+     "is not a .csv file, so it has no column 'smiles'"),
+    (["reconstruct", "{smi}", "--column", "smiles", "--model", "{model}"], "is not a .csv file"),
+    (["pretrain", "{smi}", "--output", "{tmp}/run", "--column", "smiles"], "no input file is a .csv"),
     (["demo", "--folds", "1"], "an integer of 2 or more"),
     (["demo", "--molecules", "0"], "positive integer"),
     (["demo", "--molecules", "3"], "--molecules 3 is fewer than --folds 5"),

@@ -29,7 +29,8 @@ def read_smiles(path: str | os.PathLike, column: str | None = None) -> Iterator[
         A ``.smi`` or ``.txt`` file (first whitespace-separated field of each line) or a ``.csv``
         file, each optionally gzip-compressed (``.csv.gz``), in UTF-8 (a byte-order mark is skipped).
     column : str, optional
-        CSV column holding the SMILES. Default: a column named ``smiles`` (any case), else the first.
+        CSV column holding the SMILES. Default: a column named ``smiles`` (any case), else the
+        first. Given for a file that is not a CSV, it is an error.
 
     Returns
     -------
@@ -51,9 +52,12 @@ def read_smiles(path: str | os.PathLike, column: str | None = None) -> Iterator[
     >>> next(read_smiles(DATA_DIR / "delaney.csv"))
     (2, 'OCC3OC(OCC2OC(OC(C#N)c1ccccc1)C(O)C(O)C2O)C(O)C(O)C3O')
     """
-    from .corpus import Corpus  # on use: --help must not load RDKit
+    from .corpus import Corpus, CorpusError  # on use: --help must not load RDKit
 
     corpus = Corpus([path], column)  # opens the file now, so a bad path or column fails here
+    if column is not None and corpus.columns[0] is None:  # an option ignored would hide a mistake
+        raise CorpusError(f"{path} is not a .csv file, so it has no column {column!r}: each of its lines "
+                          "starts with a SMILES")
     first_line = 1 if corpus.columns[0] is None else 2
     return ((first_line + record, smiles) for record, smiles in corpus.records())
 

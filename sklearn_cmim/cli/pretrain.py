@@ -191,6 +191,8 @@ def check_arguments(parser: ArgumentParser, args, rebuild, argv):
                      f"{len(args.weights)} weight(s)")
     if args.weights is not None and not any(args.weights):
         parser.error("--weights: at least one weight must be above 0")
+    if args.column is not None and not any(".csv" in Path(path).name.lower() for path in args.inputs):
+        parser.error(f"--column names a CSV column, and no input file is a .csv: drop --column {args.column}")
     if args.init_from and args.vocab_from:
         parser.error("--init-from keeps that model's vocabulary (extended): drop --vocab-from")
     kept = given_options(rebuild, argv, KEPT_BY_INIT_FROM) if args.init_from else []
