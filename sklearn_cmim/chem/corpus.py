@@ -28,9 +28,8 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
-from rdkit import Chem
 
-from .standardize import MoleculeError, Standardizer
+from .standardize import MoleculeError, Standardizer, canonical_smiles
 from .tokenizer import Vocabulary
 
 __all__ = ["SKIP_REASONS", "Corpus", "CorpusError", "HoldOut", "MoleculeEncoder", "build_vocabulary",
@@ -155,7 +154,7 @@ class Corpus:
         if "smiles" in lowered:
             return lowered.index("smiles")
         # Read as a header, a file without one would lose its first molecule, silently.
-        if names and names[0] and Chem.MolFromSmiles(names[0]) is not None:
+        if names and canonical_smiles(names[0]) is not None:
             raise CorpusError(f"{path}: line 1 starts with {names[0]!r}, a molecule, where a .csv file has "
                               "its header (the column names): add one, or name the file .smi")
         return 0

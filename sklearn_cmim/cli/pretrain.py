@@ -191,17 +191,17 @@ def check_arguments(parser: ArgumentParser, args, rebuild, argv):
                      f"{len(args.weights)} weight(s)")
     if args.weights is not None and not any(args.weights):
         parser.error("--weights: at least one weight must be above 0")
-    if args.column is not None and not any(".csv" in Path(path).name.lower() for path in args.inputs):
-        parser.error(f"--column names a CSV column, and no input file is a .csv: drop --column {args.column}")
     if args.init_from and args.vocab_from:
         parser.error("--init-from keeps that model's vocabulary (extended): drop --vocab-from")
-    kept = given_options(rebuild, argv, KEPT_BY_INIT_FROM) if args.init_from else []
-    if kept:
+    given = given_options(rebuild, argv, (*KEPT_BY_INIT_FROM, "max_length")) if args.init_from else []
+    if kept := [flag for flag in given if flag != "--max-length"]:
         parser.error(f"--init-from keeps that model's architecture and standardiser: drop {', '.join(kept)}")
-    if args.init_from and not given_options(rebuild, argv, ["max_length"]):
+    if args.init_from and "--max-length" not in given:
         args.max_length = 0  # the continued model's own length, unless asked to extend it
+    from ..persistence import CONFIG_FILE  # after parsing: --help must not load torch
+
     # Before any work: a finished model, or the prepared corpus's folder, must not fail the end.
-    if (args.output / "config.json").exists() and not (args.resume or args.overwrite):
+    if (args.output / CONFIG_FILE).exists() and not (args.resume or args.overwrite):
         parser.error(f"{args.output} already holds a model; choose another --output, --resume its "
                      "run, or pass --overwrite to replace it")
     if args.prepared is not None and (args.prepared.is_dir() or not args.prepared.parent.is_dir()):

@@ -29,7 +29,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..chem.batching import pad
-from ..chem.corpus import Corpus, HoldOut, MoleculeEncoder, validation_sets
+from ..chem.corpus import Corpus, CorpusError, HoldOut, MoleculeEncoder, validation_sets
 from ..chem.standardize import Standardizer
 from ..chem.tokenizer import Vocabulary
 from ..config import ARCHITECTURE
@@ -75,6 +75,9 @@ def pretrain(args: argparse.Namespace) -> Path:
 def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) -> Path:
     precision = resolve_precision(args.precision, device)
     corpora, split = [Corpus([path], args.column) for path in args.inputs], HoldOut(args.holdout_every)
+    if args.column is not None and all(corpus.columns[0] is None for corpus in corpora):  # none a CSV
+        raise CorpusError(f"--column names a CSV column, and no input file is a .csv: drop --column "
+                          f"{args.column}")
     checkpoints = Checkpoints(args.output / "checkpoints", args.keep_checkpoints)
     state = resume_state(args, context, checkpoints)
     config, vocabulary, standardizer, initial = model_spec(args, context, corpora, split, state)
