@@ -192,7 +192,14 @@ def test_init_from_continues_a_model_with_its_ids_and_longer_positions(tmp_path,
     assert cmim.transform(["CCCN"]).shape[0] == 1
     # A checkpoint exported mid-run says where the run started too.
     exported = export_checkpoint(next((grown / "checkpoints").glob("*.pt")), tmp_path / "exported")
-    assert load_pretrained(exported).metadata["pretraining"]["initialised_from"]["model"] == str(base)
+    summary = load_pretrained(exported).metadata["pretraining"]["initialised_from"]
+    assert summary == {"model": str(base), "steps": 2, "molecules_seen": 8}
+    # The run summed up its start when it began: once that model has moved, the run still finishes.
+    base.rename(tmp_path / "moved")
+    (grown / "config.json").unlink()
+    assert pretrain.main([*corpora, *continued, "--max-length", "60", "--max-steps", "2",
+                          "--init-from", str(base), "--output", str(grown), "--resume"]) == 0
+    assert load_pretrained(grown).metadata["pretraining"]["initialised_from"] == summary
     # Without --max-length a continued model keeps its own; a shorter one is refused, not ignored.
     again = [*corpora, *continued[2:], "--max-steps", "1", "--init-from", str(grown)]  # no --max-length
     assert pretrain.main([*again, "--output", str(tmp_path / "again")]) == 0
@@ -252,4 +259,7 @@ def test_resume_refuses_other_held_out_records_or_other_files(tmp_path, corpora,
     assert "other data options (--holdout-every 10, now 5)" in capsys.readouterr().err
     assert pretrain.main([corpora[1], *resume]) == 2
     assert "(input files alcohols.smi, now amines.smi)" in capsys.readouterr().err
+    # Another batch size would cut the pool it resumes in differently, and miscount molecules seen.
+    assert pretrain.main([corpora[0], *resume, "--batch-size", "8"]) == 2
+    assert "(--batch-size 4, now 8)" in capsys.readouterr().err
     assert pretrain.main([corpora[0], *resume]) == 0  # the same options resume

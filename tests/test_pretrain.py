@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import errno
 import gzip
 import json
 import os
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,8 +29,8 @@ from sklearn_cmim.cli import pretrain
 from sklearn_cmim.datasets import DATA_DIR, load_esol
 from sklearn_cmim.nn.losses import contrastive_loss
 from sklearn_cmim.persistence import load_pretrained
+from sklearn_cmim.training import checkpoint, pretraining
 from sklearn_cmim.training import fit as training
-from sklearn_cmim.training import pretraining
 from sklearn_cmim.training.checkpoint import CheckpointError, Checkpoints, CheckpointWarning, load_checkpoint
 from sklearn_cmim.training.distributed import Context, LatentGather
 from sklearn_cmim.training.schedule import TrainingClock
@@ -183,7 +185,12 @@ def test_stream_reads_the_corpus_once_per_epoch_and_fails_clearly_without_molecu
     assert opened == [0, 0]  # never re-read from the start to find a pool's first record
 
     path.write_text("not-a-smiles\nnor-this\n" * 3)
-    with pytest.raises(CorpusError, match=r"rank 0 of 1 found no usable training molecule.*'invalid': 5}"):
+    with pytest.raises(CorpusError, match=r"rank 0 of 1 has 0 usable training molecule.*'invalid': 5}"):
+        next(iter(make_stream(path)))
+    # Fewer molecules than a batch: every batch would repeat them, so it is refused as --prepared does.
+    path.write_text("\n".join(ALCOHOLS[:4]) + "\n")  # record 0 is held out: 3 left, batches of 4
+    with pytest.raises(CorpusError, match=r"has 3 usable training molecule\(s\) in .*fewer than a batch of 4"
+                       ):
         next(iter(make_stream(path)))
 
 
@@ -232,14 +239,79 @@ def test_resume_after_corrupt_checkpoint_end_to_end(tmp_path, capsys):
         assert pretrain.main([*common, "--max-steps", "8", "--resume"]) == 0
     assert re.search(r"resumed from \S*step-00000003\.pt at step 3\n", capsys.readouterr().out)
     assert metadata(out)["pretraining"]["steps"] == 8
+    # Under torchrun, as under cmim, the fallback is one warning line.
+    newest = out / "checkpoints" / "step-00000008.pt"
+    newest.write_bytes(b"")
+    resumed = run_cli("-m", "sklearn_cmim.cli.pretrain", *common, "--max-steps", "9", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.startswith("cmim pretrain: warning: checkpoint ")
+    assert resumed.stderr.count("\n") == 1
     # Without --resume an existing run is never overwritten: a finished one holds its model...
     with pytest.raises(SystemExit) as exit_:
-        pretrain.main([*common, "--max-steps", "8"])
+        pretrain.main([*common, "--max-steps", "9"])
     assert exit_.value.code == 2 and "already holds a model" in capsys.readouterr().err
     # ... and an unfinished one its checkpoints.
     (out / "config.json").unlink()
-    assert pretrain.main([*common, "--max-steps", "8"]) == 2
+    assert pretrain.main([*common, "--max-steps", "9"]) == 2
     assert "pass --resume" in capsys.readouterr().err
+
+
+def test_a_disk_error_on_the_newest_checkpoint_stops_the_search_and_renames_nothing(tmp_path, monkeypatch):
+    checkpoints = Checkpoints(tmp_path, keep=3)
+    for step in (1, 2):
+        checkpoints.save({key: step for key in ("step", "model", "optimizer", "scheduler", "ranks",
+                                                "config", "vocabulary", "standardizer")}, step)
+    real_open = open
+
+    def failing_open(path, *args, **kwargs):
+        if Path(path).name == "step-00000002.pt":
+            raise OSError(errno.EIO, "Input/output error")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "open", failing_open, raising=False)
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*step-00000002\.pt: Input/output"):
+        checkpoints.load_latest()
+    assert checkpoint_steps(tmp_path) == [1, 2] and not checkpoints.damaged()  # a good file is kept
+
+
+def test_resume_with_nothing_to_resume_replaces_no_model(tmp_path, capsys):
+    out = tmp_path / "run"
+    common = [DELANEY, "--output", str(out), *TINY, "--max-steps", "2", "--resume"]
+    assert pretrain.main(common) == 0  # nothing to resume yet: a new run
+    weights = (out / "weights.pt").read_bytes()
+    shutil.rmtree(out / "checkpoints")
+    capsys.readouterr()
+    assert pretrain.main(common) == 2
+    assert "holds a model and no checkpoint to resume: pass --overwrite" in capsys.readouterr().err
+    assert (out / "weights.pt").read_bytes() == weights
+    # Checkpoints found damaged are not buried under a new run either, at the first try or later.
+    assert pretrain.main([*common, "--checkpoint-every-steps", "1", "--overwrite"]) == 0
+    for path in Checkpoints(out / "checkpoints").paths():
+        path.write_bytes(b"PK\x03\x04 truncated")
+    (out / "config.json").unlink()
+    with pytest.warns(CheckpointWarning):
+        assert pretrain.main(common) == 2
+    assert "none of the checkpoints" in capsys.readouterr().err
+    assert pretrain.main(common) == 2
+    assert "holds only damaged checkpoints (step-00000002.pt.corrupt and older)" in capsys.readouterr().err
+    assert not (out / "config.json").exists()
+
+
+def test_a_resumed_run_trains_at_the_learning_rate_it_is_given(tmp_path, capsys):
+    common = [DELANEY, *TINY, "--max-steps", "10", "--checkpoint-every-steps", "5", "--warmup-steps", "2"]
+    assert pretrain.main([*common, "--output", str(tmp_path / "a")]) == 0
+    (tmp_path / "b" / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "a" / "checkpoints" / "step-00000005.pt", tmp_path / "b" / "checkpoints")
+    capsys.readouterr()
+    assert pretrain.main([*common, "--output", str(tmp_path / "b"), "--resume", "--learning-rate", "1e-3",
+                          "--weight-decay", "0.5"]) == 0
+    resumed = "at step 5 (learning rate 0.003, now 0.001; weight decay 0.001, now 0.5)"
+    assert resumed in capsys.readouterr().out
+    rates = {name: {r["step"]: r["lr"] for r in metadata(tmp_path / name)["training_log"]} for name in "ab"}
+    assert rates["b"][5] == rates["a"][5] and rates["b"][10] == pytest.approx(rates["a"][10] / 3)
+    groups = load_checkpoint(tmp_path / "b" / "checkpoints" / "step-00000010.pt")["optimizer"]["param_groups"]
+    assert [group["weight_decay"] for group in groups] == [0.5, 0.0]  # biases and norms never decay
+    assert metadata(tmp_path / "b")["pretraining"]["arguments"]["learning_rate"] == 1e-3
 
 
 @pytest.mark.parametrize(("checked_on", "message", "checkpoints"), [

@@ -48,9 +48,8 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
         "training_log": state["history"]["training"],
     }
     if arguments.get("init_from"):  # a run that continued a pretrained model says which
-        from ..training.model_spec import initial_summary
-
-        metadata["pretraining"]["initialised_from"] = initial_summary(arguments["init_from"])
+        metadata["pretraining"]["initialised_from"] = (state.get("initialised_from")
+                                                        or {"model": arguments["init_from"]})
     vocabulary, standardizer = Vocabulary(state["vocabulary"]), Standardizer(**state["standardizer"])
     prior = None
     inputs, missing = run_corpora(state)

@@ -27,6 +27,7 @@ from .common import (
     given_options,
     non_negative_float,
     non_negative_int,
+    plain_warnings,
     positive_float,
     positive_int,
     probability,
@@ -273,4 +274,5 @@ def main(argv=None, prog: str = "cmim pretrain") -> int:
 
 
 if __name__ == "__main__":  # how torchrun starts each process
-    sys.exit(run_interruptible("cmim pretrain", main))
+    with plain_warnings("cmim pretrain"):
+        sys.exit(run_interruptible("cmim pretrain", main))

@@ -20,11 +20,12 @@ from pathlib import Path
 import torch
 
 from ..chem.smiles_files import current_umask
-from ..persistence import load_error_reason
+from ..persistence import CONFIG_FILE, load_error_reason
+from .distributed import Context
 
-__all__ = ["CheckpointError", "CheckpointSchedule", "CheckpointWarning", "Checkpoints",
-           "capture_rng", "changed_data_options", "check_writable", "input_files", "load_checkpoint",
-           "restore_rng", "run_corpora"]
+__all__ = ["CheckpointError", "CheckpointSchedule", "CheckpointWarning", "Checkpoints", "DamagedCheckpoint",
+           "capture_rng", "changed_data_options", "changed_rates", "check_writable", "input_files",
+           "load_checkpoint", "restore_rng", "resume_state", "run_corpora"]
 
 NAME = re.compile(r"^step-(\d{8})\.pt$")
 REQUIRED = ("step", "model", "optimizer", "scheduler", "ranks", "config", "vocabulary", "standardizer")
@@ -32,6 +33,11 @@ REQUIRED = ("step", "model", "optimizer", "scheduler", "ranks", "config", "vocab
 
 class CheckpointError(OSError):
     """Checkpoints cannot be written, or none of them can be read."""
+
+
+class DamagedCheckpoint(CheckpointError):
+    """A checkpoint file's contents cannot be read: truncated, corrupt, foreign or unsafe. A file
+    that cannot be opened raises a plain :class:`CheckpointError`: the disk may be the trouble."""
 
 
 class CheckpointWarning(UserWarning):
@@ -88,9 +94,10 @@ class Checkpoints:
     def load_latest(self) -> tuple[Path, dict] | None:
         """The newest readable checkpoint, or ``None`` if there is none at all.
 
-        An unreadable one (truncated by a crash, corrupted on disk) is renamed ``*.corrupt``, so
-        that it is neither retried nor counted among the kept ones, and the previous one is tried.
-        Temporary files of interrupted writes are removed.
+        A damaged one (truncated by a crash, corrupted on disk) is renamed ``*.corrupt``, so that it
+        is neither retried nor counted among the kept ones, and the previous one is tried. A file
+        that cannot be opened stops the search instead: a passing disk error must not cost a good
+        checkpoint. Temporary files of interrupted writes are removed.
         """
         for partial in self.directory.glob(".step-*.tmp"):  # left by a run killed while writing
             partial.unlink()
@@ -99,7 +106,7 @@ class Checkpoints:
             path = paths[index]
             try:
                 return path, load_checkpoint(path)
-            except CheckpointError as error:
+            except DamagedCheckpoint as error:
                 fallback = f"falling back to {paths[index - 1].name}" if index else "no older one left"
                 path.rename(path.with_name(path.name + ".corrupt"))
                 warnings.warn(f"{error}; renamed it to {path.name}.corrupt, {fallback}",
@@ -107,6 +114,55 @@ class Checkpoints:
         if paths:
             raise CheckpointError(f"none of the checkpoints in {self.directory} is readable")
         return None
+
+    def damaged(self) -> list[Path]:
+        """Checkpoints found damaged earlier (renamed ``*.corrupt``)."""
+        return sorted(self.directory.glob("step-*.pt.corrupt")) if self.directory.is_dir() else []
+
+
+def resume_state(args, context: Context, checkpoints: Checkpoints) -> dict | None:
+    """The checkpoint to start from (``None``: a fresh run); rank 0 picks it, every rank reads it."""
+    found = None
+    if context.is_main:
+        check_writable(args.output, checkpoints.directory)  # before any work, so a bad --output fails fast
+        if not args.resume and checkpoints.paths():
+            raise CheckpointError(f"{checkpoints.directory} already holds checkpoints: pass --resume to "
+                                  "continue that run, or choose another --output")
+        found = checkpoints.load_latest() if args.resume else None
+        if args.resume and found is None:
+            refuse_new_run(args, checkpoints)
+            print(f"no checkpoint in {checkpoints.directory}: starting a new run", flush=True)
+    path = context.broadcast(None if found is None else str(found[0]))
+    if path is None:
+        return None
+    state = found[1] if context.is_main else load_checkpoint(path)
+    if state["world_size"] != context.world_size:
+        raise CheckpointError(f"{path} was written by {state['world_size']} process(es); resume it with "
+                              f"as many (now {context.world_size}) so that each rank finds its data position")
+    if changed := changed_data_options(state.get("arguments", {}), args):
+        raise CheckpointError(f"{path} was written by a run with other data options ({'; '.join(changed)}); "
+                              "resume it with the same ones")
+    return {**state, "path": path}
+
+
+def changed_rates(state: dict, args) -> str:
+    """What of the optimisation the resumed run changes, for its log line."""
+    before = state.get("arguments", {})
+    changed = [f"{name.replace('_', ' ')} {before[name]:g}, now {getattr(args, name):g}"
+               for name in ("learning_rate", "weight_decay")
+               if name in before and before[name] != getattr(args, name)]
+    return f" ({'; '.join(changed)})" if changed else ""
+
+
+def refuse_new_run(args, checkpoints: Checkpoints) -> None:
+    """``--resume`` found nothing to resume: starting afresh must not replace a finished model, nor
+    bury the checkpoints found damaged earlier (they may only have met a passing disk error)."""
+    if damaged := checkpoints.damaged():
+        raise CheckpointError(f"{checkpoints.directory} holds only damaged checkpoints ({damaged[-1].name} "
+                              "and older): move them away to start a new run there")
+    if (args.output / CONFIG_FILE).exists() and not args.overwrite:
+        raise CheckpointError(f"{args.output} holds a model and no checkpoint to resume: pass --overwrite "
+                              "to train a new one in its place, or choose another --output")
 
 
 def check_writable(*directories: Path) -> None:
@@ -126,9 +182,10 @@ def check_writable(*directories: Path) -> None:
 
 def changed_data_options(before: dict, args) -> list[str]:
     """What a resumed run reads differently: which records are held out, and from which files (by
-    name), would make it train on held-out records or take up another file's position."""
+    name), would make it train on held-out records or take up another file's position; another
+    batch or pool size would cut the pool it resumes in differently and miscount the molecules seen."""
     changed = [f"--{name.replace('_', '-')} {before[name]!r}, now {getattr(args, name)!r}"
-               for name in ("holdout_every", "column")
+               for name in ("holdout_every", "column", "batch_size", "pool_batches")
                if name in before and before[name] != getattr(args, name)]
     # Caught here, before a --prepared corpus is prepared for a run that cannot use it.
     if "prepared" in before and (before["prepared"] is None) != (args.prepared is None):
@@ -175,15 +232,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"cannot read checkpoint {path}: {error.strerror or error}") from None
     if not start.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip, or before 1.6 a pickle
         why = "the file is empty" if not start else "it is not a PyTorch checkpoint"
-        raise CheckpointError(f"checkpoint {path} is unreadable: {why}")
+        raise DamagedCheckpoint(f"checkpoint {path} is unreadable: {why}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(f"checkpoint {path} is unreadable (truncated, corrupt or unsafe: "
+        raise DamagedCheckpoint(f"checkpoint {path} is unreadable (truncated, corrupt or unsafe: "
                               f"{load_error_reason(error)})") from None
     missing = [key for key in REQUIRED if not isinstance(state, dict) or key not in state]
     if missing:
-        raise CheckpointError(f"checkpoint {path} is unreadable (missing {', '.join(missing)})")
+        raise DamagedCheckpoint(f"checkpoint {path} is unreadable (missing {', '.join(missing)})")
     return state
 
 

@@ -68,8 +68,8 @@ def load_model_option(option: str, name: str) -> Pretrained:
         raise CorpusError(f"{option}: {error}") from None
 
 
-def initial_summary(name: str) -> dict:
+def initial_summary(name: str, initial: Pretrained) -> dict:
     """What the model a run started from was: its name and its own pretraining's size."""
-    pretraining = load_pretrained(name).metadata.get("pretraining", {})
+    pretraining = initial.metadata.get("pretraining", {})
     return {"model": str(name), **{key: pretraining[key] for key in ("steps", "molecules_seen")
                                     if key in pretraining}}

@@ -40,15 +40,13 @@ from ..nn.model import CMIMModel, ModelConfig
 from ..nn.sampling import LatentPrior
 from ..persistence import Pretrained, save_pretrained
 from .checkpoint import (
-    CheckpointError,
     Checkpoints,
     CheckpointSchedule,
     capture_rng,
-    changed_data_options,
-    check_writable,
+    changed_rates,
     input_files,
-    load_checkpoint,
     restore_rng,
+    resume_state,
 )
 from .distributed import Context, LatentGather
 from .fit import NonFiniteLossError, StepSkipper, TrainSettings, make_optimizer, train_step
@@ -99,11 +97,13 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
                              MoleculeEncoder(standardizer, vocabulary, config.max_length))
     cleanup.callback(stream.close)
     run = Run.new(args, model, settings, stream, vocabulary, standardizer)
+    if initial is not None:
+        run.initialised_from = initial_summary(args.init_from, initial)
     torch.manual_seed(args.random_state + context.rank)  # distinct dropout and latent noise per rank
     loop = Loop(args, context, device, precision, settings, run, checkpoints, validation, peak)
     if state is not None:
         run.restore(state, context.rank, device)
-        loop.log(f"resumed from {state['path']} at step {run.step}")
+        loop.log(f"resumed from {state['path']} at step {run.step}{changed_rates(state, args)}")
         del state  # the loaded copy of the weights and optimiser state is no longer needed
     loop.log_start(initial)  # None when resuming: the checkpoint holds the weights
     loop.train()
@@ -244,8 +244,8 @@ class Loop:
         pretraining = {"steps": run.step, "molecules_seen": run.step * args.batch_size * context.world_size,
                        "world_size": context.world_size, "skipped_molecules": dict(skipped),
                        "matmul_peak_flops": self.peak, "arguments": arguments(args)}
-        if args.init_from:
-            pretraining["initialised_from"] = initial_summary(args.init_from)
+        if run.initialised_from is not None:
+            pretraining["initialised_from"] = run.initialised_from
         metadata = {"contrastive_weight": args.contrastive_weight, "temperature": args.temperature,
                     "pretraining": pretraining, "learning_curve": run.history["validation"],
                     "training_log": run.history["training"]}
@@ -269,6 +269,7 @@ class Run:
     clock: TrainingClock
     step: int = 0
     history: dict = field(default_factory=lambda: {"training": [], "validation": []})
+    initialised_from: dict | None = None  # the --init-from model, summed up when the run started
 
     @classmethod
     def new(cls, args, model: CMIMModel, settings: TrainSettings, stream, vocabulary: Vocabulary,
@@ -290,12 +291,22 @@ class Run:
                 "ranks": rank_states, "world_size": len(rank_states),
                 "config": self.model.config.to_dict(), "vocabulary": self.vocabulary.to_list(),
                 "standardizer": self.standardizer.to_dict(), "history": self.history,
-                "arguments": arguments(args), "input_files": input_files(args.inputs)}
+                "arguments": arguments(args), "input_files": input_files(args.inputs),
+                "initialised_from": self.initialised_from}
 
     def restore(self, state: dict, rank: int, device: torch.device) -> None:
+        """Continue where ``state`` stopped, at this command's learning rate and weight decay: a run
+        resumed after diverging must train at the lower rate it was given."""
+        chosen = [{key: group[key] for key in ("initial_lr", "weight_decay")}
+                  for group in self.optimizer.param_groups]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        for group, options in zip(self.optimizer.param_groups, chosen, strict=True):
+            group["lr"] *= options["initial_lr"] / group["initial_lr"]  # same point of the schedule
+            group.update(options)
+        self.scheduler.base_lrs = [options["initial_lr"] for options in chosen]
+        self.initialised_from = state.get("initialised_from")
         restore_rng(state["ranks"][rank]["rng"], device)
         self.stream.load_state_dict(state["ranks"][rank]["data"])
         self.step, self.history = state["step"], state["history"]
@@ -357,30 +368,6 @@ def prepared_path(path: Path, index: int, n_corpora: int) -> Path:
     'mix.1.npz'
     """
     return path if n_corpora == 1 else path.with_name(f"{path.stem}.{index}{path.suffix}")
-
-
-def resume_state(args, context: Context, checkpoints: Checkpoints) -> dict | None:
-    """The checkpoint to start from (``None``: a fresh run); rank 0 picks it, every rank reads it."""
-    found = None
-    if context.is_main:
-        check_writable(args.output, checkpoints.directory)  # before any work, so a bad --output fails fast
-        if not args.resume and checkpoints.paths():
-            raise CheckpointError(f"{checkpoints.directory} already holds checkpoints: pass --resume to "
-                                  "continue that run, or choose another --output")
-        found = checkpoints.load_latest() if args.resume else None
-        if args.resume and found is None:
-            print(f"no checkpoint in {checkpoints.directory}: starting a new run", flush=True)
-    path = context.broadcast(None if found is None else str(found[0]))
-    if path is None:
-        return None
-    state = found[1] if context.is_main else load_checkpoint(path)
-    if state["world_size"] != context.world_size:
-        raise CheckpointError(f"{path} was written by {state['world_size']} process(es); resume it with "
-                              f"as many (now {context.world_size}) so that each rank finds its data position")
-    if changed := changed_data_options(state.get("arguments", {}), args):
-        raise CheckpointError(f"{path} was written by a run with other data options ({'; '.join(changed)}); "
-                              "resume it with the same ones")
-    return {**state, "path": path}
 
 
 def as_trained(args, config: ModelConfig, standardizer: Standardizer) -> argparse.Namespace:

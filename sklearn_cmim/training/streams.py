@@ -131,22 +131,23 @@ class BatchStream(StreamPosition):
         Returns the pool, the epoch and reader it ends in, and the number of the next record.
         """
         pool, wanted = [], self.pool_batches * self.batch_size
-        ends_without_molecule = 0  # two ends of the corpus with nothing between: none will ever come
+        whole_pass = False  # whether this reader started at the corpus's first record
         while True:
+            found = 0
             for number, result in records:
                 encoded = self.encoder.count(result, tally=epoch == 0)  # each bad record counts once
                 if encoded is None:
                     continue
                 pool.append(encoded[0])
-                ends_without_molecule = 0
+                found += 1
                 if len(pool) == wanted:
                     return pool, epoch, records, number + 1
-            ends_without_molecule += 1
-            if ends_without_molecule == 2:
-                raise CorpusError(f"rank {self.rank} of {self.world_size} found no usable training "
-                                  f"molecule in {', '.join(map(str, self.corpus.paths))} "
-                                  f"(skipped: {dict(self.encoder.skipped) or 'none'})")
-            epoch, records = epoch + 1, self._encoded(self.corpus.records())
+            if whole_pass and found < self.batch_size:  # a batch would repeat molecules (or never fill)
+                skipped = dict(self.encoder.skipped) or "none"
+                raise CorpusError(f"rank {self.rank} of {self.world_size} has {found} usable training "
+                                  f"molecule(s) in {', '.join(map(str, self.corpus.paths))}, fewer than a "
+                                  f"batch of {self.batch_size} (skipped: {skipped})")
+            epoch, records, whole_pass = epoch + 1, self._encoded(self.corpus.records()), True
 
 
 class MixedStream:
