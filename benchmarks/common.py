@@ -32,6 +32,9 @@ PRETRAIN = SHARED_DATA / "pretrain"
 BROAD = PRETRAIN / "broad.csv.gz"
 # The corpora of the bundled models' pretraining here, by the file names their runs stored.
 PRETRAINING_CORPORA = {"train.csv.gz": MOSES / "train.csv.gz", "broad.csv.gz": BROAD}
+# Every molecule the bundled models trained on, standardised and tokenised as they read it
+# (scripts/bundled_models/prepare.sh writes it).
+PACKED_CORPORA = ROOT / "scripts" / "bundled_models" / "data"
 DOCS_MARKDOWN = ROOT / "docs" / "benchmarks.md"
 
 # Architecture of the models the --quick modes train: a fit over a few hundred molecules takes
@@ -82,9 +85,35 @@ def training_records(arguments: dict, n: int, rng: np.random.Generator) -> list[
 
 
 def corpora_smiles() -> set[str]:
-    """Every SMILES of the pretraining corpora here, as written (canonical RDKit SMILES): what a
-    generated molecule is new against."""
-    return set().union(*(smiles_rows(path) for path in PRETRAINING_CORPORA.values() if path.exists()))
+    """What a generated molecule is new against: every SMILES of the pretraining corpora here, as
+    written, and every molecule the bundled models trained on, as they read it."""
+    written = set().union(*(smiles_rows(path) for path in PRETRAINING_CORPORA.values() if path.exists()))
+    return written | trained_smiles()
+
+
+def trained_smiles() -> set[str]:
+    """The standardised SMILES of every molecule the bundled models trained on (MOSES, the broad
+    corpus and the BRICS fragments), decoded from :data:`PACKED_CORPORA`.
+
+    A corpus writes some molecules with stereo marks, salts or charges that the models never see:
+    a generated molecule, or a held-out one, is compared with the molecules as the models read
+    them, or a training molecule would pass for new and an evaluation molecule for held out.
+    """
+    settings = PACKED_CORPORA / "settings.json"
+    if not settings.exists():
+        raise FileNotFoundError(f"{PACKED_CORPORA} holds no prepared corpora: run "
+                                "bash scripts/bundled_models/prepare.sh first (about 15 minutes)")
+    import lzma
+
+    tokens = np.array(json.loads(settings.read_text())["vocabulary"], dtype=object)
+    tokens[[i for i, token in enumerate(tokens) if token.startswith("<")]] = ""  # <bos>, <eos>, ...
+    molecules = set()
+    for path in sorted(PACKED_CORPORA.glob("*.tokens.xz")):
+        ids = np.frombuffer(lzma.decompress(path.read_bytes()), dtype=np.uint8)
+        lengths = np.load(path.with_name(path.name.replace(".tokens.xz", ".meta.npz")))["lengths"]
+        ends = np.cumsum(lengths.astype(np.int64))
+        molecules.update("".join(tokens[ids[end - n:end]]) for end, n in zip(ends, lengths, strict=True))
+    return molecules
 
 
 def generation_metrics(smiles, known: set[str]) -> dict:

@@ -72,6 +72,7 @@ from benchmarks.evaluation.downstream import (
     scaffold_groups,
 )
 from sklearn_cmim import CMIMTransformer, ECFPTransformer, RDKitDescriptorsTransformer
+from sklearn_cmim.chem.standardize import MoleculeError, Standardizer
 from sklearn_cmim.cli.export import export_checkpoint
 from sklearn_cmim.persistence import load_pretrained
 
@@ -212,16 +213,39 @@ def dataset_scores(featuriser, label: str, name: str, args) -> dict[str, dict]:
     return out
 
 
-def held_out_sets(n: int, holdout_every: int) -> dict[str, list[str]]:
-    """Held-out molecules: MOSES test_scaffolds, the broad corpus's held-out records, MoleculeNet."""
-    sets = {"MOSES test_scaffolds": read_moses("test_scaffolds.csv.gz", n)}
+def held_out_sets(n: int, holdout_every: int, trained: set[str] | frozenset = frozenset()
+                  ) -> dict[str, list[str]]:
+    """Held-out molecules: MOSES test_scaffolds, the broad corpus's held-out records, MoleculeNet;
+    leaving out those whose standardised SMILES is in ``trained`` (the same molecule, written with
+    a salt or a stereo mark, in a corpus the model read: see
+    :func:`benchmarks.common.trained_smiles`)."""
+    unseen = held_out_filter(trained)
+    scaffolds = filter(unseen, read_moses("test_scaffolds.csv.gz"))
+    sets = {"MOSES test_scaffolds": list(itertools.islice(scaffolds, n))}
     if BROAD.exists():
-        held = [smiles for i, smiles in enumerate(smiles_rows(BROAD)) if i % holdout_every == 0]
+        held = [smiles for i, smiles in enumerate(smiles_rows(BROAD))
+                if i % holdout_every == 0 and unseen(smiles)]
         sets["broad held-out"] = held[:: max(1, len(held) // n)][:n]
     rng = np.random.default_rng(0)
-    pooled = list(itertools.chain.from_iterable(load_dataset(name)[0] for name in CORE))
+    pooled = [smiles for name in CORE for smiles in load_dataset(name)[0] if unseen(smiles)]
     sets["MoleculeNet (5 tasks)"] = [pooled[i] for i in rng.choice(len(pooled), min(n, len(pooled)), False)]
     return sets
+
+
+def held_out_filter(trained: set[str] | frozenset):
+    """Whether a molecule, standardised, is missing from ``trained`` (an unreadable one is: the
+    benchmark counts it as the models count it)."""
+    standardize = Standardizer()
+
+    def unseen(smiles: str) -> bool:
+        if not trained:
+            return True
+        try:
+            return standardize(smiles) not in trained
+        except MoleculeError:
+            return True
+
+    return unseen
 
 
 def sources(names: list[str], workdir: Path) -> list[tuple[str, str]]:
