@@ -4,6 +4,7 @@ continuing a pretrained model with a larger vocabulary and position table."""
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from collections import Counter
 
@@ -19,6 +20,7 @@ from sklearn_cmim.chem.corpus import (
     HoldOut,
     MoleculeEncoder,
     build_vocabulary,
+    standardised_set,
 )
 from sklearn_cmim.chem.fragments import brics_fragments
 from sklearn_cmim.chem.standardize import Standardizer
@@ -263,3 +265,33 @@ def test_resume_refuses_other_held_out_records_or_other_files(tmp_path, corpora,
     assert pretrain.main([corpora[0], *resume, "--batch-size", "8"]) == 2
     assert "(--batch-size 4, now 8)" in capsys.readouterr().err
     assert pretrain.main([corpora[0], *resume]) == 0  # the same options resume
+
+
+def test_exclude_keeps_evaluation_molecules_out_however_they_are_written(tmp_path, corpora, capsys):
+    # The evaluation set writes two training molecules otherwise: as a salt and in another order.
+    evaluation = tmp_path / "evaluation.csv"
+    evaluation.write_text(f"smiles,y\n[Na+].[O-]{ALCOHOLS[4][:-1]},1\n{ALCOHOLS[7][::-1]},2\n")
+    encoder = MoleculeEncoder(Standardizer(), Vocabulary.build(ALCOHOLS), 40,
+                              standardised_set([evaluation], Standardizer()))
+    assert encoder.encode(ALCOHOLS[4]) == encoder.encode(ALCOHOLS[7]) == "excluded"
+    assert encoder.encode(ALCOHOLS[5]) != "excluded"
+    out = tmp_path / "run"
+    common = [corpora[0], *TINY, "--max-steps", "2", "--output", str(out), "--exclude", str(evaluation)]
+    for extra in ([], ["--prepared", str(tmp_path / "alcohols.npz"), "--overwrite"]):
+        assert pretrain.main([*common, *extra]) == 0
+        pretraining = json.loads((out / "config.json").read_text())["metadata"]["pretraining"]
+        assert pretraining["skipped_molecules"] == {"excluded": 2}  # records 4 and 7 (record 0 is held out)
+        shutil.rmtree(out / "checkpoints")
+    capsys.readouterr()
+    # A prepared file made with an exclusion does not stand in for one without, and a resumed run
+    # keeps its exclusion.
+    assert pretrain.main([corpora[0], *TINY, "--max-steps", "2", "--output", str(tmp_path / "other"),
+                          "--prepared", str(tmp_path / "alcohols.npz")]) == 2
+    assert "differ in: excluded" in capsys.readouterr().err
+    assert pretrain.main([*common, "--checkpoint-every-steps", "1", "--overwrite"]) == 0
+    (out / "config.json").unlink()
+    assert pretrain.main([*common[:-2], "--max-steps", "3", "--resume"]) == 2
+    assert "(--exclude evaluation.csv, now nothing)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pretrain.main([*common, "--exclude", str(tmp_path / "missing.csv")])
+    assert "--exclude: no such file" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Steps 1-2 of README.md in one go: cut the fragments, standardise and tokenise the three corpora
 # once, and pack them with the validation sets into data/ for train_gpu.py. Needs RDKit and ../shared.
-# Usage: [WORK=DIR] [WORKERS=2] bash scripts/bundled_models/prepare.sh
+# Usage: [WORK=DIR] [WORKERS=2] [KEEP_OUT_EVALUATION=1] bash scripts/bundled_models/prepare.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SHARED=../shared/data
@@ -20,8 +20,14 @@ if [ ! -s "$WORK/fragments.smi" ]; then
         --output "$WORK/fragments.smi"
 fi
 # A one-step run of a tiny model writes the prepared arrays; only they are kept. The vocabulary is
-# the bundled models' own, so that their ids stay valid for a continuation.
-cmim pretrain "$MOSES" "$BROAD" "$WORK/fragments.smi" --prepared "$WORK/mix.npz" \
+# the bundled models' own, so that their ids stay valid for a continuation. By default the corpora
+# are prepared as the shipped twins read them, which the benchmarks need (README.md, step 1);
+# KEEP_OUT_EVALUATION=1 keeps the evaluation sets' molecules out of every corpus, under whatever
+# salt or stereo mark a corpus writes them, for twins trained from scratch.
+KEEP_OUT=()
+if [ "${KEEP_OUT_EVALUATION:-0}" = 1 ]; then KEEP_OUT=(--exclude "${EXCLUDE[@]}"); fi
+rm -rf "$WORK/run" "$WORK"/mix*.npz
+cmim pretrain "$MOSES" "$BROAD" "$WORK/fragments.smi" --prepared "$WORK/mix.npz" ${KEEP_OUT[@]+"${KEEP_OUT[@]}"} \
     --vocab-from cmim-broad --max-length 256 --holdout-every 250 --data-workers "${WORKERS:-2}" \
     --d-model 16 --n-heads 2 --d-ff 32 --n-encoder-layers 1 --n-decoder-layers 1 --n-latents 1 \
     --latent-dim 8 --batch-size 8 --max-steps 1 --validation-size 8 --device cpu --precision fp32 \

@@ -19,7 +19,7 @@ import math
 import multiprocessing
 import zlib
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import closing
@@ -33,10 +33,10 @@ from .standardize import MoleculeError, Standardizer, canonical_smiles
 from .tokenizer import Vocabulary
 
 __all__ = ["SKIP_REASONS", "Corpus", "CorpusError", "HoldOut", "MoleculeEncoder", "build_vocabulary",
-           "encode_records", "start_data_workers", "validation_set", "validation_sets"]
+           "encode_records", "standardised_set", "start_data_workers", "validation_set", "validation_sets"]
 
 FORMATS = {".smi": "lines", ".txt": "lines", ".csv": "csv"}
-SKIP_REASONS = ("invalid", "untokenizable", "unknown_token", "too_long")  # see MoleculeEncoder
+SKIP_REASONS = ("invalid", "untokenizable", "unknown_token", "too_long", "excluded")  # see MoleculeEncoder
 # A long field must reach the molecule checks as one bad item, not stop the csv module at its
 # default 128 KiB. The limit is process-wide, so it is only ever raised, to the largest value a
 # C long holds on every platform (32 bits on Windows).
@@ -212,19 +212,35 @@ class HoldOut:
         return (record - held_out_before) % world_size
 
 
+def standardised_set(paths: Iterable[Path], standardizer: Standardizer) -> frozenset[str]:
+    """The standardised SMILES of every readable molecule of some SMILES files."""
+    out = set()
+    for path in paths:
+        for _, text in Corpus([path]).records():
+            try:
+                out.add(standardizer(text))
+            except MoleculeError:
+                continue
+    return frozenset(out)
+
+
 class MoleculeEncoder:
     """SMILES -> token ids, or ``None`` for a molecule that must be skipped (counted by reason).
 
     Reasons: ``invalid`` (RDKit or the standardiser rejects it), ``untokenizable`` (characters the
     tokenizer cannot read), ``unknown_token`` (a token outside the vocabulary: training on
     ``<unk>`` would teach the model nothing it could decode), ``too_long`` (over ``max_length``
-    tokens with <bos>/<eos>; never truncated).
+    tokens with <bos>/<eos>; never truncated), ``excluded`` (its standardised SMILES is in
+    ``exclude``: a molecule kept out of pretraining, such as an evaluation set's, under any salt,
+    charge or stereo mark the standardiser takes off).
     """
 
-    def __init__(self, standardizer: Standardizer, vocabulary: Vocabulary, max_length: int):
+    def __init__(self, standardizer: Standardizer, vocabulary: Vocabulary, max_length: int,
+                 exclude: frozenset[str] = frozenset()):
         self.standardizer = standardizer
         self.vocabulary = vocabulary
         self.max_length = max_length
+        self.exclude = exclude
         self.skipped: Counter = Counter()
 
     def __call__(self, smiles: str) -> tuple[list[int], str] | None:
@@ -240,6 +256,8 @@ class MoleculeEncoder:
             standard = self.standardizer(smiles)
         except MoleculeError:
             return "invalid"
+        if standard in self.exclude:
+            return "excluded"
         unknown: Counter = Counter()
         try:
             ids = self.vocabulary.encode(standard, unknown)

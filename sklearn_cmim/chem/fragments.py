@@ -20,9 +20,9 @@ from pathlib import Path
 from rdkit import Chem
 from rdkit.Chem import BRICS
 
-from .corpus import Corpus
+from .corpus import Corpus, standardised_set
 from .smiles_files import check_output, text_output
-from .standardize import MoleculeError, Standardizer
+from .standardize import Standardizer
 
 __all__ = ["brics_fragments", "main"]
 
@@ -59,18 +59,6 @@ def brics_fragments(smiles: Iterable[str], standardizer: Standardizer, max_heavy
             if Chem.MolFromSmiles(standard).GetNumHeavyAtoms() <= max_heavy_atoms:
                 found.add(standard)
     return sorted(found - exclude)
-
-
-def standardised_set(paths: Iterable[Path], standardizer: Standardizer) -> frozenset[str]:
-    """The standardised SMILES of every readable molecule of some SMILES files."""
-    out = set()
-    for path in paths:
-        for _, text in Corpus([path]).records():
-            try:
-                out.add(standardizer(text))
-            except MoleculeError:
-                continue
-    return frozenset(out)
 
 
 def main(argv=None) -> int:

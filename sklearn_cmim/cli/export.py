@@ -26,7 +26,7 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
 
     import torch
 
-    from ..chem.corpus import Corpus, HoldOut, MoleculeEncoder, validation_sets
+    from ..chem.corpus import Corpus, HoldOut, MoleculeEncoder, standardised_set, validation_sets
     from ..chem.standardize import Standardizer
     from ..chem.tokenizer import Vocabulary
     from ..persistence import Pretrained, build_model, save_pretrained
@@ -56,11 +56,15 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
     needed = ("holdout_every", "validation_size", "batch_size")  # what the run's own validation read
     if not missing and not all(k in arguments for k in needed):
         missing = "the checkpoint does not record how the run held molecules out"
+    excluded = [Path(path) for path in arguments.get("exclude", [])]
+    if not missing and (gone := [path for path in excluded if not path.is_file()]):
+        missing = f"the run's --exclude file {gone[0]} is not there any more"
     if missing:
         warnings.warn(f"{directory} gets no latent prior ({missing}): sample() there needs "
                       "prior='standard'", stacklevel=2)
     else:
-        encoder = MoleculeEncoder(standardizer, vocabulary, model.config.max_length)
+        encoder = MoleculeEncoder(standardizer, vocabulary, model.config.max_length,
+                                  standardised_set(excluded, standardizer))
         split = HoldOut(arguments["holdout_every"])
         corpora = [Corpus([p], arguments.get("column")) for p in inputs]
         validation = validation_sets(corpora, split, encoder, arguments["validation_size"])

@@ -80,6 +80,10 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
                            "batches (default: equal)")
     data.add_argument("--column",
                       help="CSV column holding the SMILES (default: one named smiles, else the first)")
+    data.add_argument("--exclude", nargs="+", default=[], metavar="FILE",
+                      help="SMILES files of molecules to keep out of pretraining, such as the sets you will "
+                           "evaluate on: a record that standardises to one of them is skipped (counted as "
+                           "excluded), whatever salt, charge or stereo mark it is written with")
     data.add_argument("--holdout-every", type=checked(int, lambda v: v >= 2, "at least 2"), default=1000,
                       help="hold out every N-th record (records 0, N, 2N, ...) for validation")
     data.add_argument("--validation-size", type=positive_int, default=512,
@@ -208,6 +212,9 @@ def check_arguments(parser: ArgumentParser, args, rebuild, argv):
     if args.prepared is not None and (args.prepared.is_dir() or not args.prepared.parent.is_dir()):
         why = "it is a directory" if args.prepared.is_dir() else f"{args.prepared.parent} does not exist"
         parser.error(f"--prepared {args.prepared}: {why}; give a file path in an existing directory")
+    if missing := [path for path in args.exclude if not Path(path).is_file()]:
+        parser.error(f"--exclude: no such file: {', '.join(missing)}")
+    args.exclude = [str(Path(path).resolve()) for path in args.exclude]  # for cmim export, run anywhere
     return args
 
 

@@ -191,6 +191,9 @@ def changed_data_options(before: dict, args) -> list[str]:
     if "prepared" in before and (before["prepared"] is None) != (args.prepared is None):
         changed.append("a prepared corpus (--prepared), now streamed files" if before["prepared"] is not None
                        else "streamed files, now a prepared corpus (--prepared)")
+    excluded, now = ([Path(p).name for p in paths] for paths in (before.get("exclude", []), args.exclude))
+    if excluded != now:
+        changed.append(f"--exclude {' '.join(excluded) or 'nothing'}, now {' '.join(now) or 'nothing'}")
     files = [Path(path).name for path in before.get("inputs", [])]
     if files and files != [Path(path).name for path in args.inputs]:
         changed.append(f"input files {', '.join(files)}, now {', '.join(Path(p).name for p in args.inputs)}")

@@ -17,6 +17,7 @@ rank's endless, resumable sequence of full, length-bucketed batches).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -66,10 +67,14 @@ class PreparedCorpus:
     @staticmethod
     def settings_of(corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder) -> dict:
         """What a prepared file must have been made from to stand in for ``corpus``."""
-        return {"inputs": [str(p.resolve()) for p in corpus.paths],
-                "sizes": [p.stat().st_size for p in corpus.paths], "column": corpus.column,
-                "holdout_every": split.every, "standardizer": encoder.standardizer.to_dict(),
-                "vocabulary": encoder.vocabulary.to_list(), "max_length": encoder.max_length}
+        settings = {"inputs": [str(p.resolve()) for p in corpus.paths],
+                    "sizes": [p.stat().st_size for p in corpus.paths], "column": corpus.column,
+                    "holdout_every": split.every, "standardizer": encoder.standardizer.to_dict(),
+                    "vocabulary": encoder.vocabulary.to_list(), "max_length": encoder.max_length}
+        if encoder.exclude:  # files prepared without an exclusion stay valid for runs without one
+            digest = hashlib.sha256("\n".join(sorted(encoder.exclude)).encode()).hexdigest()
+            settings["excluded"] = f"{len(encoder.exclude)} molecules, sha256 {digest}"
+        return settings
 
     @classmethod
     def build(cls, corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder,
@@ -134,7 +139,8 @@ class PreparedCorpus:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             raise CorpusError(f"cannot read the prepared corpus {path}: {error}; delete it to prepare "
                               "it again") from None
-        differ = sorted(key for key in expected_settings if settings.get(key) != expected_settings[key])
+        differ = sorted(key for key in expected_settings.keys() | settings.keys()
+                        if settings.get(key) != expected_settings.get(key))
         if differ:
             raise CorpusError(f"{path} was prepared from other data or settings (they differ in: "
                               f"{', '.join(differ)}); delete it, or give another --prepared path")

@@ -29,7 +29,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ..chem.batching import pad
-from ..chem.corpus import Corpus, CorpusError, HoldOut, MoleculeEncoder, validation_sets
+from ..chem.corpus import Corpus, CorpusError, HoldOut, MoleculeEncoder, standardised_set, validation_sets
 from ..chem.standardize import Standardizer
 from ..chem.tokenizer import Vocabulary
 from ..config import ARCHITECTURE
@@ -81,9 +81,10 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
     config, vocabulary, standardizer, initial = model_spec(args, context, corpora, split, state)
     args = as_trained(args, config, standardizer)
     settings = train_settings(args)
+    exclude = standardised_set(map(Path, args.exclude), standardizer)
     validation, peak = {}, None
     if context.is_main:  # before seeding: neither may move the random generators training uses
-        encoder = MoleculeEncoder(standardizer, vocabulary, config.max_length)
+        encoder = MoleculeEncoder(standardizer, vocabulary, config.max_length, exclude)
         validation = validation_sets(corpora, split, encoder, args.validation_size)
         peak = matmul_peak_flops(device, torch.bfloat16 if precision == "bf16" else torch.float32,
                                  size=4096 if device.type == "cuda" else 1024, min_seconds=0.5)
@@ -94,7 +95,7 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
         load_extended(model, initial.model)
     model = model.to(device)
     stream = training_stream(args, context, corpora, split,
-                             MoleculeEncoder(standardizer, vocabulary, config.max_length))
+                             MoleculeEncoder(standardizer, vocabulary, config.max_length, exclude))
     cleanup.callback(stream.close)
     run = Run.new(args, model, settings, stream, vocabulary, standardizer)
     if initial is not None:
