@@ -8,7 +8,8 @@ exported on the fly) it measures what pretraining recipes are judged by:
   by scaffold-grouped cross-validation; the better head's score. No test molecule is read;
 * **greedy exact reconstruction** of held-out molecules: MOSES ``test_scaffolds``, the broad
   corpus's held-out records (every ``--holdout-every``-th, as ``cmim pretrain`` holds them out)
-  and a sample of the five MoleculeNet tasks, which no pretraining corpus holds.
+  and a sample of the five MoleculeNet tasks (``held_out_sets``, which can leave out the
+  molecules a model read under another record).
 
 With ``--test`` each feature set (the models, ECFP4, RDKit 2D descriptors and MiniMol's frozen
 features, with the same heads; ``"NAME + RDKit 2D"`` joins a feature set with the descriptors,
