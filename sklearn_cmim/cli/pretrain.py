@@ -82,9 +82,9 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
                       help="CSV column holding the SMILES (default: one named smiles, else the first)")
     data.add_argument("--exclude", nargs="+", default=[], metavar="FILE",
                       help="SMILES files (given after the input files) of molecules to keep out of "
-                           "pretraining, such as the sets you will "
-                           "evaluate on: a record that standardises to one of them is skipped (counted as "
-                           "excluded), whatever salt, charge or stereo mark it is written with")
+                           "pretraining, such as the sets you will evaluate on: a record that standardises "
+                           "to one of them is skipped (counted as excluded), whatever salt, charge or stereo "
+                           "mark it is written with")
     data.add_argument("--holdout-every", type=checked(int, lambda v: v >= 2, "at least 2"), default=1000,
                       help="hold out every N-th record (records 0, N, 2N, ...) for validation")
     data.add_argument("--validation-size", type=positive_int, default=512,
