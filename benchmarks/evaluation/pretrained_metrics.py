@@ -15,6 +15,9 @@
     python -m benchmarks.evaluation.pretrained_metrics cmim-broad --card docs/models/cmim-broad.md \
         --hardware "one NVIDIA H200 GPU, bf16 autocast, shared with the twin"
 
+(with ``../shared/data`` beside the repository and, for the bundled twins, the corpora they read
+prepared by ``scripts/bundled_models/prepare.sh``).
+
 Smoke run (the bundled cmim-broad on a handful of bundled ESOL molecules, card written beside its
 JSON; seconds):
 

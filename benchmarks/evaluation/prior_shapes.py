@@ -12,8 +12,11 @@ the latent means of a model's training molecules (records never held out, drawn 
 * N(0, I), for reference.
 
 Each is scored by validity, uniqueness (of the valid ones), novelty (of the distinct valid ones,
-against every corpus the model read and the fitting molecules) and, what the choice rests on, the
-share of draws that are valid, distinct and new.
+against every corpus the model read, as written and as the model read it, and the fitting
+molecules) and, what the choice rests on, the share of draws that are valid, distinct and new.
+Each shape's best scale is picked on the same draws it is reported on, which flatters every
+shape alike by about the draws' sampling error. A full run needs ``../shared/data`` and the
+corpora prepared (``scripts/bundled_models/prepare.sh``).
 
     python -m benchmarks.evaluation.prior_shapes cmim-broad mim-broad
     python -m benchmarks.evaluation.prior_shapes --quick     # CI smoke run on bundled ESOL

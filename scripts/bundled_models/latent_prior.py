@@ -8,8 +8,9 @@ molecules are 10,000 training records (never a held-out one) drawn from the corp
 read, in its batches' proportions (``benchmarks.common.training_records``). The temperature is
 chosen on validation draws (a seed of their own; the model cards report fresh draws): the one of
 ``TEMPERATURES`` at which most of 500 draws decode to valid, distinct molecules found in no
-corpus the model read. Only ``config.json`` changes. Run it from the repository root (it reads the
-corpora through ``benchmarks``), with ``../shared/data`` beside it.
+corpus the model read, as written or as the model read them (standardised). Only ``config.json``
+changes. Run it from the repository root (it reads the corpora through ``benchmarks``), with
+``../shared/data`` beside it and the corpora prepared (``prepare.sh``).
 """
 
 import argparse
