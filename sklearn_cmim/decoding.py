@@ -36,7 +36,9 @@ class DecodingMixin:
         Returns
         -------
         smiles : ndarray of str (object), shape (n_samples,)
-            ``None`` for NaN rows when ``errors="nan"``. A decoded string may be an invalid SMILES.
+            ``None`` for NaN rows when ``errors="nan"``, and for a latent the model decodes to no
+            finished SMILES (no end within its ``max_length`` positions, or a special token such
+            as ``<unk>`` before the end). A decoded string may be an invalid SMILES.
 
         Raises
         ------
@@ -122,7 +124,8 @@ class DecodingMixin:
         -------
         smiles : ndarray of str (object), shape (n_samples,) or (len(around) * n_samples,)
             Greedy decodings, the samples of the first molecule of ``around`` first; a string may
-            be an invalid SMILES.
+            be an invalid SMILES, and ``None`` marks a decoding the model did not finish (see
+            :meth:`inverse_transform`).
 
         Raises
         ------
@@ -181,6 +184,9 @@ class DecodingMixin:
         bad = ~np.isfinite(z).all(axis=1)  # NaN rows: bad molecules of ``around``
         if around is not None and (bad & np.isfinite(centres).all(axis=1)).any():
             raise ValueError(f"sigma={sigma!r} is too large: the latents it draws overflow float32")
+        if around is None and bad.any():
+            raise ValueError("the latent prior draws latents that overflow float32: its std or "
+                             "temperature is far too large")
         return self._decode(z, bad)
 
     def score(self, X, y=None):

@@ -155,7 +155,8 @@ def test_sample_from_the_prior_is_reproducible(capsys, model, smiles, prior):
     options = ("--prior", prior) if prior == "standard" else ()  # "fitted" is the default
     status, out, err = run(capsys, "sample", "--n", 6, "--model", model, "--random-state", 3, *options)
     assert status == 0
-    assert out.splitlines() == list(reference(model, smiles).sample(6, random_state=3, prior=prior))
+    expected = reference(model, smiles).sample(6, random_state=3, prior=prior)
+    assert out.splitlines() == [s or "" for s in expected]  # an unfinished decoding: an empty line
     assert run(capsys, "sample", "--n", 6, "--model", model, "--random-state", 3, *options)[1] == out
     last = err.splitlines()[-1]
     assert last.startswith("6 molecules: ") and f"from the {prior} prior; sampling --around" in last
@@ -212,6 +213,24 @@ def test_reconstruct_accuracy_agrees_with_score(capsys, tmp_path):
     assert matches == round(score * len(ALCOHOLS))
     accuracy = float(err.split("exact-match accuracy ")[1].split()[0])
     assert accuracy == pytest.approx(score, abs=1e-6)
+
+
+def test_a_decoding_the_model_does_not_finish_is_written_empty_and_is_no_match(capsys, model, tmp_path,
+                                                                             monkeypatch):
+    from sklearn_cmim.nn.model import CMIMModel
+
+    carbon = CMIMTransformer.from_pretrained(model).vocabulary_.index["C"]
+    monkeypatch.setattr(CMIMModel, "generate",  # the positions run out before any <eos>
+                        lambda self, z, bos_id, eos_id, max_length=None: torch.full((len(z), 9), carbon))
+    status, out, err = run(capsys, "sample", "--n", 2, "--around", "CCO", "--model", model)
+    assert status == 0 and out == "\n\n" and err.startswith("2 molecules: 0 valid")
+    source = tmp_path / "two.smi"
+    source.write_text("CCO\nnot-a-molecule\n")
+    status, out, err = run(capsys, "reconstruct", source, "--model", model, "--errors", "nan")
+    assert status == 0
+    # Read but not finished: no match, counted; unreadable: left out of the accuracy.
+    assert out.splitlines()[1:] == ["CCO\t\tFalse", "not-a-molecule\t\t"]
+    assert "exact-match accuracy 0.0" in err
 
 
 USER_ERRORS = [

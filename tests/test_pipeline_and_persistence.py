@@ -1,5 +1,7 @@
 """End to end in scikit-learn pipelines, and every way a fitted model is stored and read back."""
 
+import copy
+import dataclasses
 import io
 import json
 import os
@@ -70,6 +72,38 @@ def test_a_latent_prior_of_the_wrong_width_is_refused_on_load(fitted, tmp_path):
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"config\.json has 7 dimensions, its model's latent 8"):
         CMIMTransformer.from_pretrained(path)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("temperature", float("nan"), "temperature must be finite and non-negative"),
+    ("temperature", -0.5, "temperature must be finite and non-negative"),
+    ("std", float("inf"), "finite, non-negative std"),
+])
+def test_a_latent_prior_that_would_draw_no_molecule_is_refused_on_load(fitted, tmp_path, field, value,
+                                                                        message):
+    path = fitted.save_pretrained(tmp_path / "model")
+    config = json.loads((path / "config.json").read_text())
+    prior = config["latent_prior"]
+    prior[field] = value if field == "temperature" else [value] * len(prior["std"])
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        CMIMTransformer.from_pretrained(path)
+    # A finite prior whose draws overflow float32 is an error too, not a row of None.
+    wide = copy.deepcopy(fitted)
+    wide.latent_prior_ = dataclasses.replace(fitted.latent_prior_, std=fitted.latent_prior_.std * 1e45)
+    with pytest.raises(ValueError, match="overflow float32"):
+        wide.sample(2, random_state=0)
+
+
+def test_a_latent_the_model_decodes_to_no_finished_smiles_decodes_to_none(fitted, monkeypatch):
+    carbon = fitted.vocabulary_.index["C"]
+    z = fitted.latent_prior_.draw(2, np.random.default_rng(0))
+    # A runaway chain: the positions run out before the model writes <eos>.
+    monkeypatch.setattr(type(fitted.model_), "generate",
+                        lambda self, z, bos_id, eos_id, max_length=None: torch.full((len(z), 7), carbon))
+    assert list(fitted.sample(2, random_state=0)) == [None, None]
+    latent = copy.deepcopy(fitted).set_params(embedding="latent")
+    assert list(latent.inverse_transform(z)) == [None, None]
 
 
 def test_half_precision_storage_is_close(fitted, smiles, tmp_path):

@@ -26,6 +26,13 @@ def test_vocabulary_round_trip_and_unknown_tokens():
     ids = vocab.encode("c1ccccc1O")
     assert ids[0] == vocab.bos_id and ids[-1] == vocab.eos_id
     assert vocab.decode(ids) == "c1ccccc1O"
+    # Only a finished sequence is a SMILES: one that ends before the positions run out, with no
+    # special token inside (dropping one would pass off a molecule the model never wrote).
+    body = ids[1:-1]
+    assert vocab.decode([*body, vocab.eos_id, vocab.pad_id]) == "c1ccccc1O"
+    assert vocab.decode(body) is None
+    assert vocab.decode([body[0], vocab.unk_id, *body[1:], vocab.eos_id]) is None
+    assert vocab.decode([body[0], vocab.bos_id, vocab.eos_id]) is None
     unknown = Counter()
     ids = vocab.encode("CCBr", unknown)
     assert ids[3] == vocab.unk_id

@@ -100,15 +100,21 @@ class Vocabulary:
         ids.append(self.eos_id)
         return ids
 
-    def decode(self, ids: Iterable[int]) -> str:
-        """SMILES text of ids, stopping at the first ``<eos>`` and skipping the other specials."""
+    def decode(self, ids: Iterable[int]) -> str | None:
+        """SMILES text of ids up to the first ``<eos>`` (a leading ``<bos>`` is skipped), or ``None``
+        for a sequence that is not a finished SMILES: one with no ``<eos>`` (a decoding that ran
+        out of positions) or with another special token before it. Dropping such a token, or
+        cutting a runaway chain short, would pass off a molecule the model never wrote."""
         out = []
-        for i in ids:
+        for position, i in enumerate(ids):
             if i == self.eos_id:
-                break
-            if i >= len(SPECIAL_TOKENS):
-                out.append(self.tokens[i])
-        return "".join(out)
+                return "".join(out)
+            if i < len(SPECIAL_TOKENS):
+                if position == 0 and i == self.bos_id:
+                    continue
+                return None
+            out.append(self.tokens[i])
+        return None
 
     def to_list(self) -> list[str]:
         return list(self.tokens)

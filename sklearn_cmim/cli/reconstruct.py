@@ -55,6 +55,8 @@ def reconstruct_file(model, source, handle, column: str | None = None, errors: s
         The bad molecules among them, by what is wrong (see
         :func:`~sklearn_cmim.file_embedding.describe_bad`).
     """
+    import numpy as np
+
     from ..chem.standardize import canonical_smiles  # on use: --help must not load RDKit
 
     n_rows = count_smiles(source, column)
@@ -65,14 +67,17 @@ def reconstruct_file(model, source, handle, column: str | None = None, errors: s
     handle.write("input\tdecoded\tmatch\n")
     for chunk in progress(chunked(read_smiles(source, column), chunk_size), total=n_rows,
                           label="reconstructing molecules", after=SHOW_AFTER, size=len):
-        decoded = model.inverse_transform(embed(chunk))  # None for the NaN rows of bad molecules
-        for (_, smiles), output in zip(chunk, decoded, strict=True):
+        latents = embed(chunk)
+        decoded = model.inverse_transform(latents)
+        for (_, smiles), output, read in zip(chunk, decoded, np.isfinite(latents).all(axis=1), strict=True):
             n_read += 1
-            if output is None:
+            if not read:  # a bad molecule: NaN latents
                 handle.write(f"{smiles}\t\t\n")
                 continue
-            # Compared with what the model read, as score() does: the standardised molecule.
+            # Compared with what the model read, as score() does: the standardised molecule. A
+            # decoding the model did not finish (None) is written empty, and is no match.
             match = canonical_smiles(output) == canonical_smiles(model.standardizer_(smiles))
+            output = output or ""
             n_matches += match
             handle.write(f"{smiles}\t{output}\t{match}\n")
     return n_matches, n_read, embed.bad

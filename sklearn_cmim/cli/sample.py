@@ -10,7 +10,8 @@ all are valid, most of them the molecule itself; a larger sigma gives more new m
 fewer valid ones. Without, each is decoded from a latent drawn from the prior the model carries,
 a Gaussian fitted to its training molecules' codes: with the bundled models a third to a half
 are valid, all of them new molecules (--prior standard draws N(0, I) instead, of which very
-few are valid). One SMILES per line; the last line on stderr says how many are valid (RDKit
+few are valid). One SMILES per line, an empty line where the decoding did not finish (no end
+within the model's maximum length); the last line on stderr says how many are valid (RDKit
 parses them) and how many of those are unique.
 """
 
@@ -153,7 +154,7 @@ def main(argv=None, prog: str = "cmim sample") -> int:
         else:
             smiles = model.sample(args.n, random_state=args.random_state, prior=args.prior)
         with text_output(args.output) as handle:
-            handle.writelines(f"{s}\n" for s in smiles)
+            handle.writelines(f"{s or ''}\n" for s in smiles)  # a decoding that did not finish: empty
     except (OSError, ValueError) as error:
         return report_error(prog, error)
     hint = "" if seeds else (f" (from the {args.prior} prior; sampling --around known molecules gives "

@@ -95,7 +95,8 @@ def decode_latents(model: CMIMModel, vocabulary: Vocabulary, Z: np.ndarray, skip
     Returns
     -------
     smiles : ndarray of str (object), shape (n,)
-        A decoded string may be an invalid SMILES.
+        A decoded string may be an invalid SMILES; ``None`` for the skipped rows and for a
+        decoding that did not finish (see :meth:`Vocabulary.decode`).
     """
     config = model.config
     out = np.full(len(Z), None, dtype=object)

@@ -56,6 +56,18 @@ class LatentPrior:
     temperature: float = PRIOR_TEMPERATURE
     n_molecules: int = 0
 
+    def __post_init__(self):
+        # Checked on every construction, dataclasses.replace included: a prior that draws NaN
+        # latents would make sample() return nothing but None.
+        mean, std = np.asarray(self.mean), np.asarray(self.std)
+        finite = np.isfinite(mean).all() and np.isfinite(std).all() and (std >= 0).all()
+        if mean.ndim != 1 or mean.shape != std.shape or not finite:
+            raise ValueError("a latent prior needs a finite mean and a finite, non-negative std of "
+                             "one length")
+        if isinstance(self.temperature, bool) or not 0 <= self.temperature < np.inf:
+            raise ValueError(f"a latent prior's temperature must be finite and non-negative, "
+                             f"got {self.temperature!r}")
+
     @classmethod
     def fit(cls, latents, temperature: float = PRIOR_TEMPERATURE) -> LatentPrior:
         """Fit to latent means, one row per molecule; rows that are not finite (bad molecules)
@@ -96,8 +108,6 @@ class LatentPrior:
     @classmethod
     def from_dict(cls, data: dict) -> LatentPrior:
         mean, std = np.asarray(data["mean"], dtype=np.float64), np.asarray(data["std"], dtype=np.float64)
-        if mean.ndim != 1 or mean.shape != std.shape or not (np.isfinite(mean).all() and (std >= 0).all()):
-            raise ValueError("a latent prior needs a finite mean and non-negative std of one length")
         return cls(mean, std, float(data["temperature"]), int(data["n_molecules"]))
 
     def __eq__(self, other) -> bool:
