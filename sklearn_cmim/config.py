@@ -6,7 +6,7 @@ loading it; :mod:`sklearn_cmim.nn.model` and :mod:`sklearn_cmim.training.fit` bu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 __all__ = ["ARCHITECTURE", "DEFAULT_MODEL", "ModelConfig", "TrainSettings"]
 
@@ -46,8 +46,29 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
-        """Rebuild a saved config; one saved before ``bias`` existed describes a model with biases."""
-        return cls(**{"bias": True, **values})
+        """Rebuild a saved config; one saved before ``bias`` existed describes a model with biases.
+
+        Raises ``ValueError`` naming what is wrong with a config that describes no model: a
+        missing or unknown setting, a size that is not a positive integer, or ``n_heads`` that do
+        not divide ``d_model`` (a model of the other head count would load and embed differently,
+        since heads carry no weights of their own).
+        """
+        if not isinstance(values, dict):
+            raise ValueError(f"the model settings must be a mapping, got {type(values).__name__}")
+        names = {field.name for field in fields(cls)}
+        if unknown := sorted(set(values) - names):
+            raise ValueError(f"unknown model settings: {', '.join(unknown)}")
+        if "vocab_size" not in values:
+            raise ValueError("missing model setting: vocab_size")
+        config = cls(**{"bias": True, **values})
+        sizes = (*ARCHITECTURE, "vocab_size")
+        if bad := [name for name in sizes if isinstance(getattr(config, name), bool)
+                   or not isinstance(getattr(config, name), int) or getattr(config, name) < 1]:
+            raise ValueError(f"model setting {bad[0]} must be a positive integer, got "
+                             f"{getattr(config, bad[0])!r}")
+        if config.d_model % config.n_heads:
+            raise ValueError(f"d_model {config.d_model} is not a multiple of n_heads {config.n_heads}")
+        return config
 
 
 @dataclass

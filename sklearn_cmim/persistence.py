@@ -107,11 +107,17 @@ def load_weights(source, origin: str) -> dict:
             f"cannot load weights from {origin}: the file is corrupt or is not a plain "
             f"tensor state dict ({load_error_reason(error)})"
         ) from None
+    if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise ValueError(f"cannot load weights from {origin}: it holds a {type(state).__name__}, not a "
+                         "plain tensor state dict")
     return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
 
 
 def build_model(config: dict, state: dict, origin: str) -> CMIMModel:
-    model = CMIMModel(ModelConfig.from_dict(config))
+    try:
+        model = CMIMModel(ModelConfig.from_dict(config))
+    except ValueError as error:
+        raise ValueError(f"the model config in {origin} describes no model: {error}") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
@@ -154,9 +160,12 @@ def load_pretrained(name_or_dir: str | os.PathLike) -> Pretrained:
         model_config = config["model"]
         standardizer = Standardizer(**config.get("standardizer", {}))
         prior = LatentPrior.from_dict(config["latent_prior"]) if "latent_prior" in config else None
+        version = config.get("format_version", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise ValueError(f"format_version {version!r} is not an integer")
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{path} is not a valid pretrained-model directory: {error}") from None
-    if config.get("format_version", 0) > FORMAT_VERSION:
+    if version > FORMAT_VERSION:
         raise ValueError(f"{path} was written by a newer sklearn_cmim (format "
                          f"{config['format_version']}); upgrade the package to read it")
     state = load_weights(path / WEIGHTS_FILE, str(path / WEIGHTS_FILE))

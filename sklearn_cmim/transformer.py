@@ -104,7 +104,8 @@ class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingM
         fp32, so that a molecule's embedding does not depend on the molecules batched with it.
         "bf16" uses bf16 for inference too: on a CPU with native bf16, ``transform`` ran 1.4-2.7x
         as fast (2-2.7x for informative embeddings; docs/benchmarks.md), at the cost of
-        embeddings that move by about 1e-3 with their batch neighbours. "fp32" never uses bf16.
+        embeddings that move with their batch neighbours (latent ones by about 1e-3, informative
+        ones by up to a few hundredths, on a scale of a few units). "fp32" never uses bf16.
     n_threads : int, default=None
         torch threads for CPU work. ``None`` takes, at the start of each call, the cores that
         other programs leave idle (never more than ``torch.get_num_threads()``): torch's threads

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 
 import joblib
@@ -71,6 +72,31 @@ def test_a_latent_prior_of_the_wrong_width_is_refused_on_load(fitted, tmp_path):
     config["latent_prior"]["std"] = config["latent_prior"]["std"][:-1]
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"config\.json has 7 dimensions, its model's latent 8"):
+        CMIMTransformer.from_pretrained(path)
+
+
+@pytest.mark.parametrize(("tamper", "message"), [
+    (lambda c: c["model"].pop("vocab_size"), "missing model setting: vocab_size"),
+    (lambda c: c["model"].update(foo=1), "unknown model settings: foo"),
+    (lambda c: c["model"].update(vocab_size="26"), "vocab_size must be a positive integer, got '26'"),
+    (lambda c: c["model"].update(n_heads=3), "d_model 32 is not a multiple of n_heads 3"),
+    (lambda c: c.update(model=None), "the model settings must be a mapping, got NoneType"),
+    (lambda c: c.update(format_version="1"), "format_version '1' is not an integer"),
+])
+def test_a_tampered_config_is_named_not_a_traceback(fitted, tmp_path, tamper, message):
+    path = fitted.save_pretrained(tmp_path / "model")
+    config = json.loads((path / "config.json").read_text())
+    tamper(config)
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=rf"{path}.*{re.escape(message)}"):
+        CMIMTransformer.from_pretrained(path)
+
+
+@pytest.mark.parametrize("state", [[1, 2], torch.zeros(3), {"a": 1}])
+def test_weights_that_are_not_a_tensor_state_dict_are_named(fitted, tmp_path, state):
+    path = fitted.save_pretrained(tmp_path / "model")
+    torch.save(state, path / "weights.pt")
+    with pytest.raises(ValueError, match=r"weights\.pt: it holds a \w+, not a plain tensor state dict"):
         CMIMTransformer.from_pretrained(path)
 
 

@@ -144,7 +144,7 @@ def main(argv=None, prog: str = "cmim export") -> int:
     try:
         with plain_warnings(prog):
             path = export_checkpoint(args.checkpoint, args.output, args.half)
-    except (CheckpointError, OSError) as error:
+    except (CheckpointError, OSError, ValueError) as error:  # ValueError: a config that builds no model
         return report_error(prog, error)
     print(f"wrote {path}")
     return 0
