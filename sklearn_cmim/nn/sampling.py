@@ -99,7 +99,8 @@ class LatentPrior:
                [0., 0., 0.]], dtype=float32)
         """
         noise = rng.standard_normal((n, len(self.mean)))
-        return (self.mean + self.temperature * self.std * noise).astype(np.float32)
+        with np.errstate(over="ignore"):  # a draw beyond float32 becomes inf, which sample() reports
+            return (self.mean + self.temperature * self.std * noise).astype(np.float32)
 
     def to_dict(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist(),
