@@ -119,3 +119,13 @@ def test_too_few_molecules_for_a_batch_is_a_clear_error(tmp_path):
     prepared = PreparedCorpus.build(corpus, split, encoder)
     with pytest.raises(CorpusError, match="fewer than a batch of 64"):
         PreparedStream(prepared, split, encoder, batch_size=64, seed=0)
+
+
+def test_a_corpus_with_no_usable_molecule_says_why(tmp_path):
+    path = tmp_path / "bad.smi"
+    # Records 0 and 7 are held out; Br is not in the alcohols' vocabulary.
+    path.write_text("not-a-smiles\n" * 4 + "CCBr\n" * 4)
+    encoder = MoleculeEncoder(Standardizer(), Vocabulary.build(ALCOHOLS), max_length=40)
+    with pytest.raises(CorpusError, match=r"no usable training molecule in .*bad\.smi \(skipped: "
+                                          r"\{'invalid': 3, 'unknown_token': 3\}\)"):
+        PreparedCorpus.build(Corpus([path]), HoldOut(every=7), encoder)

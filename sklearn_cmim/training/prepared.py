@@ -107,7 +107,9 @@ class PreparedCorpus:
             if executor is not None:
                 executor.shutdown(cancel_futures=True)
         if not records:
-            raise CorpusError(f"no usable training molecule in {', '.join(map(str, corpus.paths))}")
+            skipped = Counter(SKIP_REASONS[code] for code in skipped_reasons)
+            raise CorpusError(f"no usable training molecule in {', '.join(map(str, corpus.paths))} "
+                              f"(skipped: {dict(skipped) or 'none'})")
         return cls(tokens=np.concatenate(tokens), offsets=np.concatenate([[0], np.cumsum(lengths)]),
                    records=np.asarray(records, np.int64),
                    skipped_records=np.asarray(skipped_records, np.int64),
