@@ -1,4 +1,5 @@
-"""Training checkpoints: written atomically, read without unpickling code, newest readable wins.
+"""Training checkpoints: written atomically, read without unpickling code, newest readable wins;
+and the checks a ``--resume`` makes before it continues a run (:func:`resume_state`).
 
 A checkpoint is one ``step-XXXXXXXX.pt`` file holding plain tensors and Python containers only
 (model, optimiser and scheduler state, step, model config, vocabulary, standardiser settings,
@@ -238,6 +239,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise DamagedCheckpoint(f"checkpoint {path} is unreadable: {why}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as error:  # the disk failed, not necessarily the file
+        raise CheckpointError(f"cannot read checkpoint {path}: {error.strerror or error}") from None
     except Exception as error:  # torch raises several types for truncated or foreign files
         raise DamagedCheckpoint(f"checkpoint {path} is unreadable (truncated, corrupt or unsafe: "
                               f"{load_error_reason(error)})") from None
