@@ -37,7 +37,13 @@ from benchmarks.common import (
     update_markdown_section,
     write_json,
 )
-from benchmarks.evaluation.downstream import CORE, QUICK_TRAIN_MOLECULES, load_dataset, train_quick_models
+from benchmarks.evaluation.downstream import (
+    CORE,
+    DATASETS,
+    QUICK_TRAIN_MOLECULES,
+    load_dataset,
+    train_quick_models,
+)
 from benchmarks.evaluation.learning_curve import held_out_sets
 from sklearn_cmim.chem.standardize import canonical_smiles
 from sklearn_cmim.chem.tokenizer import tokenize
@@ -210,7 +216,8 @@ def markdown(report: dict, figures: list[Path], markdown_path: Path) -> str:
     if all(tasks.values()):
         lines += [f"{MOLECULENET_SET}, by task: the share decoded exactly.", "",
                   markdown_table(["task", "molecules", *tasks],
-                                 [[name, f"{cell['n']:,}", *(f"{tasks[label][name]['exact'] / cell['n']:.1%}"
+                                 [[DATASETS[name].label, f"{cell['n']:,}",
+                                   *(f"{tasks[label][name]['exact'] / cell['n']:.1%}"
                                                             for label in tasks)]
                                   for name, cell in tasks[cmim["label"]].items()]), ""]
     curves = {r["label"]: {p["molecules_seen"]: p["accuracy"] for p in r["learning_curve"]} for r in results}
