@@ -98,7 +98,7 @@ class DecodingMixin:
         The codes of real molecules fill a far smaller region than N(0, I), so by default draws
         come from ``latent_prior_``, a Gaussian fitted to the latent means of the training
         molecules and drawn at a fraction of its spread: with the bundled models a third to a half
-        of them decode to valid molecules, none in the training corpora (against 0.5-1.6% from
+        of them decode to valid molecules, nearly none in the training corpora (against 0.5-1.6% from
         N(0, I); see their model cards). Sampling ``around`` known molecules keeps nearly all
         decodings valid at the default ``sigma``.
 

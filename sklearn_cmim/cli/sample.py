@@ -9,7 +9,7 @@ in the order given, from its latent mean plus sigma * N(0, I) noise: at the defa
 all are valid, most of them the molecule itself; a larger sigma gives more new molecules and
 fewer valid ones. Without, each is decoded from a latent drawn from the prior the model carries,
 a Gaussian fitted to its training molecules' codes: with the bundled models a third to a half
-are valid, all of them new molecules (--prior standard draws N(0, I) instead, of which very
+are valid, nearly all of them new molecules (--prior standard draws N(0, I) instead, of which very
 few are valid). One SMILES per line, an empty line where the decoding did not finish (no end
 within the model's maximum length); the last line on stderr says how many are valid (RDKit
 parses them) and how many of those are unique.
