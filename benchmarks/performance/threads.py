@@ -16,7 +16,7 @@ idle when the call starts). The report gives molecules/s and how far the package
 the best setting of each row.
 
     python -m benchmarks.performance.threads
-    python -m benchmarks.performance.threads --quick      # smoke run: fit only, 32 molecules
+    python -m benchmarks.performance.threads --quick      # smoke run: a tiny model's fit, 32 molecules
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from benchmarks.common import (
+    QUICK_MODEL,
     command_line,
     fmt,
     load_model,
@@ -48,8 +49,8 @@ SETTINGS = {  # label -> (n_threads: 0 for one per core, None for the package's 
 DEFAULT = "n_threads=None (the package's default)"
 
 
-def child(workload: str, threads: int | None, molecules: int) -> float:
-    """One measurement in this process: molecules/s of ``workload``."""
+def child(workload: str, threads: int | None, molecules: int, quick: bool) -> float:
+    """One measurement in this process: molecules/s of ``workload`` (``quick``: a tiny model's fit)."""
     import torch
 
     from sklearn_cmim import CMIMTransformer
@@ -58,7 +59,9 @@ def child(workload: str, threads: int | None, molecules: int) -> float:
     smiles = load_esol()[0][:molecules]
     n_threads = torch.get_num_threads() if threads == 0 else threads
     if workload == "fit":
-        model = CMIMTransformer(max_epochs=1, batch_size=64, random_state=0, n_threads=n_threads)
+        architecture = QUICK_MODEL if quick else {}
+        model = CMIMTransformer(**architecture, max_epochs=1, batch_size=64, random_state=0,
+                                n_threads=n_threads)
         model.fit(smiles[:64])  # warm-up: first calls allocate and pick kernels
         start = time.perf_counter()
         model.fit(smiles)
@@ -82,7 +85,7 @@ def busy_core(busy: bool):
             spinner.wait()
 
 
-def measure(workload: str, setting: str, molecules: int, repeats: int) -> float:
+def measure(workload: str, setting: str, molecules: int, repeats: int, quick: bool = False) -> float:
     """Best molecules/s of ``repeats`` fresh processes (the machine's speed moves between runs)."""
     threads, spins = SETTINGS[setting]
     unset = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
@@ -90,7 +93,7 @@ def measure(workload: str, setting: str, molecules: int, repeats: int) -> float:
     if spins is not None:
         env["GOMP_SPINCOUNT"] = spins
     command = [sys.executable, "-m", "benchmarks.performance.threads", "--child", workload, str(threads),
-               str(molecules)]
+               str(molecules), str(int(quick))]
     return max(float(subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout)
                for _ in range(repeats))
 
@@ -116,14 +119,15 @@ def main(argv=None) -> dict:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--molecules", type=int, default=512, help="ESOL molecules per workload")
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per cell (the best counts)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: fit 32 molecules, one process each")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: a tiny model's fit of 32 molecules, one process each")
     parser.add_argument("--out", type=Path, help="JSON (default docs/benchmarks)")
     parser.add_argument("--markdown", type=Path, help="report to update")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        workload, threads, molecules = args.child
-        print(child(workload, None if threads == "None" else int(threads), int(molecules)))
+        workload, threads, molecules, quick = args.child
+        print(child(workload, None if threads == "None" else int(threads), int(molecules), quick == "1"))
         return {}
     workloads = ("fit", "embed")
     if args.quick:  # a fresh process per cell is most of the time: half as many cells
@@ -134,7 +138,8 @@ def main(argv=None) -> dict:
         with busy_core(busy):
             for workload in workloads:
                 key = f"{workload}, {'one core busy' if busy else 'idle'}"
-                results[key] = {s: measure(workload, s, args.molecules, args.repeats) for s in SETTINGS}
+                results[key] = {s: measure(workload, s, args.molecules, args.repeats, args.quick)
+                                for s in SETTINGS}
                 print(key, {s: round(v) for s, v in results[key].items()}, flush=True)
     report = {"command": command_line("benchmarks.performance.threads", argv), "cpus": os.cpu_count(),
               "molecules": args.molecules, "repeats": args.repeats, "results": results}
