@@ -7,6 +7,7 @@ import torch
 
 from sklearn_cmim import CMIMTransformer, cli
 from sklearn_cmim.persistence import load_pretrained
+from sklearn_cmim.training.checkpoint import input_files, run_corpora
 from tests.conftest import RunsACommand
 from tests.test_pretrain import DELANEY, TINY
 
@@ -105,3 +106,14 @@ def test_a_checkpoint_that_would_run_a_command_is_refused_and_never_runs(tmp_pat
     assert cli.main(["pretrain", DELANEY, "--output", str(run), *TINY, "--max-steps", "4", "--resume"]) == 2
     assert "none of the checkpoints" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def test_a_run_may_name_corpora_that_are_not_here(tmp_path):
+    # The GPU recipe trains from tokenised corpora packed elsewhere: its checkpoints name files that
+    # are not on its machine, and must still be written; export then says the corpora are gone.
+    here = tmp_path / "here.smi"
+    here.write_text("CCO\n")
+    files = input_files([here, tmp_path / "elsewhere.csv.gz"])
+    assert files == [{"path": str(here.resolve()), "bytes": 4}, {"path": str(tmp_path / "elsewhere.csv.gz")}]
+    assert run_corpora({"input_files": files}) == ([], f"the run's corpus {tmp_path / 'elsewhere.csv.gz'} "
+                                                       "is not there any more")

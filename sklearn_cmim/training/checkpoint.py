@@ -203,8 +203,14 @@ def changed_data_options(before: dict, args) -> list[str]:
 
 def input_files(paths) -> list[dict]:
     """Each corpus a run reads, as an absolute path and a size: what ``cmim export`` needs to find
-    the same files again, from whatever directory it runs in."""
-    return [{"path": str(Path(path).resolve()), "bytes": Path(path).stat().st_size} for path in paths]
+    the same files again, from whatever directory it runs in. A run that reads its corpora already
+    tokenised (the bundled models' GPU recipe) may name files that are not here: those get no size."""
+    files = []
+    for path in map(Path, paths):
+        files.append({"path": str(path.resolve())})
+        if path.is_file():
+            files[-1]["bytes"] = path.stat().st_size
+    return files
 
 
 def run_corpora(state: dict) -> tuple[list[Path], str | None]:
