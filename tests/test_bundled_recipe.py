@@ -2,8 +2,17 @@
 their metadata, so that their cards keep counting every stage."""
 
 import importlib.util
+import json
+import lzma
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
+
+from sklearn_cmim.chem.standardize import Standardizer
+from sklearn_cmim.chem.tokenizer import Vocabulary
 from sklearn_cmim.persistence import load_pretrained
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bundled_models" / "assemble.py"
@@ -47,3 +56,34 @@ def test_a_continuation_of_the_bundled_model_comes_after_its_stages_and_counts_o
     assert joined["learning_curve"][:-1] == bundled["learning_curve"]
     assert joined["learning_curve"][-1]["step"] == run["steps"]
     assert [r["step"] for r in joined["training_log"][-2:]] == [before["steps"] + 1, run["steps"]]
+
+
+ALCOHOLS = ["C" * n + "O" for n in range(1, 41)]
+
+
+def test_the_gpu_script_trains_from_packed_corpora_on_a_cpu(tmp_path):
+    """train_gpu.py on stand-ins of the packed corpora, for seconds: the recipe's machine has only
+    them, so a run that needed the corpora themselves would fail there, after the loan began."""
+    vocabulary = Vocabulary.build(ALCOHOLS)
+    data = tmp_path / "data"
+    data.mkdir()
+    settings = {"vocabulary": vocabulary.to_list(), "standardizer": Standardizer().to_dict(),
+                "holdout_every": 10, "max_length": 256}
+    (data / "settings.json").write_text(json.dumps(settings))
+    encoded = [np.array(vocabulary.encode(smiles), dtype=np.uint8) for smiles in ALCOHOLS]
+    for name in ("moses", "broad", "fragments"):
+        (data / f"{name}.tokens.xz").write_bytes(lzma.compress(np.concatenate(encoded).tobytes()))
+        np.savez(data / f"{name}.meta.npz", lengths=np.array([len(ids) for ids in encoded], dtype=np.uint8),
+                 records=np.arange(len(encoded)), skipped_records=np.array([], dtype=np.int64),
+                 skipped_reasons=np.array([], dtype=np.int8), settings=np.array(json.dumps(settings)))
+    validation = {"moses": [[encoded[i].tolist(), ALCOHOLS[i]] for i in range(4)]}
+    (data / "validation.json").write_text(json.dumps(validation))
+    env = {**os.environ, "PACKED_DATA": str(data), "RUNS": str(tmp_path), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(SCRIPT.parents[2])}
+    command = [sys.executable, str(SCRIPT.with_name("train_gpu.py")), "cmim", "1.0", "0.02", "1e12",
+               str(tmp_path / "out"), "--device", "cpu", "--batch-size", "4", "--warmup-steps", "1"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    config = json.loads((tmp_path / "out" / "cmim.config.json").read_text())
+    assert config["metadata"]["pretraining"]["steps"] >= 1
+    assert (tmp_path / "out" / "cmim.w0.pt").exists()

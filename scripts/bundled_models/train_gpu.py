@@ -8,7 +8,8 @@ with the package's own loop for MINUTES of wall time (``cmim pretrain --max-minu
 warm-up of --warmup-steps, 150 unless the options say otherwise, and a cosine decay spread over
 the minutes), and writes the model's config and its fp16 weights, in files under 15 MB, to OUT.
 With INIT=DIR it continues the model that an earlier run left in DIR/run-NAME; with INIT=bundled,
-the bundled model of its name.
+the bundled model of its name. PACKED_DATA and RUNS, if set, stand in for data/ and for /tmp,
+where the runs go.
 """
 import importlib.util
 import json
@@ -48,7 +49,9 @@ if STUBBED:  # validation compares the decoded string with the standardised one,
     reporting.canonical_smiles = lambda smiles: smiles
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE / "data"
+# Where the packed corpora are, and where the runs go; a test points both at small stand-ins.
+DATA = Path(os.environ.get("PACKED_DATA", HERE / "data"))
+RUNS = Path(os.environ.get("RUNS", "/tmp"))
 NAMES = ["moses", "broad", "fragments"]
 BUNDLED = {"cmim": "cmim-broad", "mim": "mim-broad"}  # what INIT=bundled continues
 ORIGINS = ["../shared/data/moses/train.csv.gz", "../shared/data/pretrain/broad.csv.gz", "fragments.smi"]
@@ -103,7 +106,7 @@ def main():
     out = Path(sys.argv[5])
     extra = [a for a in sys.argv[6:] if a not in ("--stub-rdkit", "--test-skipper")]
     settings = json.loads((DATA / "settings.json").read_text())
-    run_dir = Path("/tmp") / ("cont" if os.environ.get("INIT") else "") / f"run-{name}"
+    run_dir = RUNS / ("cont" if os.environ.get("INIT") else "") / f"run-{name}"
     args = build_parser().parse_args([
         *ORIGINS, "--weights", *WEIGHTS, *ARCH, "--contrastive-weight", weight, "--batch-size", "1024",
         "--learning-rate", "1e-3", "--warmup-steps", "150", "--mim-warmup-steps", "500",
