@@ -47,11 +47,11 @@ from rdkit import Chem
 
 from benchmarks.common import (
     BROAD,
+    MOSES,
     QUICK_MODEL,
     command_line,
     load_model,
     mean_std,
-    read_moses,
     smiles_rows,
     update_markdown_section,
     write_json,
@@ -221,7 +221,7 @@ def held_out_sets(n: int, holdout_every: int, trained: set[str] | frozenset = fr
     a salt or a stereo mark, in a corpus the model read: see
     :func:`benchmarks.common.trained_smiles`)."""
     unseen = held_out_filter(trained)
-    scaffolds = filter(unseen, read_moses("test_scaffolds.csv.gz"))
+    scaffolds = filter(unseen, smiles_rows(MOSES / "test_scaffolds.csv.gz"))  # read as far as needed
     sets = {"MOSES test_scaffolds": list(itertools.islice(scaffolds, n))}
     if BROAD.exists():
         held = [smiles for i, smiles in enumerate(smiles_rows(BROAD))
