@@ -30,7 +30,7 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
     from ..chem.standardize import Standardizer
     from ..chem.tokenizer import Vocabulary
     from ..persistence import Pretrained, build_model, save_pretrained
-    from ..training.checkpoint import load_checkpoint, run_corpora
+    from ..training.checkpoint import found_again, load_checkpoint, run_corpora
     from ..training.pretraining import held_out_prior
 
     state = load_checkpoint(checkpoint)
@@ -56,9 +56,8 @@ def export_checkpoint(checkpoint: str | Path, directory: str | Path, half: bool 
     needed = ("holdout_every", "validation_size", "batch_size")  # what the run's own validation read
     if not missing and not all(k in arguments for k in needed):
         missing = "the checkpoint does not record how the run held molecules out"
-    excluded = [Path(path) for path in arguments.get("exclude", [])]
-    if not missing and (gone := [path for path in excluded if not path.is_file()]):
-        missing = f"the run's --exclude file {gone[0]} is not there any more"
+    excluded, gone = found_again([{"path": path} for path in arguments.get("exclude", [])], "--exclude file")
+    missing = missing or gone
     if missing:
         warnings.warn(f"{directory} gets no latent prior ({missing}): sample() there needs "
                       "prior='standard'", stacklevel=2)

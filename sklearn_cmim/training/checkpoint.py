@@ -25,8 +25,8 @@ from ..persistence import CONFIG_FILE, load_error_reason
 from .distributed import Context
 
 __all__ = ["CheckpointError", "CheckpointSchedule", "CheckpointWarning", "Checkpoints", "DamagedCheckpoint",
-           "capture_rng", "changed_data_options", "changed_rates", "check_writable", "input_files",
-           "load_checkpoint", "restore_rng", "resume_state", "run_corpora"]
+           "capture_rng", "changed_data_options", "changed_rates", "check_writable", "found_again",
+           "input_files", "load_checkpoint", "restore_rng", "resume_state", "run_corpora"]
 
 NAME = re.compile(r"^step-(\d{8})\.pt$")
 REQUIRED = ("step", "model", "optimizer", "scheduler", "ranks", "config", "vocabulary", "standardizer")
@@ -222,12 +222,18 @@ def run_corpora(state: dict) -> tuple[list[Path], str | None]:
     files = state.get("input_files") or [{"path": p} for p in state.get("arguments", {}).get("inputs", [])]
     if not files:
         return [], "the checkpoint names no corpus"
+    return found_again(files, "corpus")
+
+
+def found_again(files: list[dict], what: str) -> tuple[list[Path], str | None]:
+    """The paths of ``files`` (as :func:`input_files` records them), if each is still there and,
+    where its size was recorded, unchanged; or none and the reason, naming the file as ``what``."""
     for file in files:
         path = Path(file["path"])
         if not path.is_file():
-            return [], f"the run's corpus {path} is not there any more"
+            return [], f"the run's {what} {path} is not there any more"
         if "bytes" in file and path.stat().st_size != file["bytes"]:
-            return [], f"the run's corpus {path} has changed since (its size differs)"
+            return [], f"the run's {what} {path} has changed since (its size differs)"
     return [Path(file["path"]) for file in files], None
 
 
