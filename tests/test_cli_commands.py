@@ -301,7 +301,7 @@ def test_help_describes_the_command_with_an_example(capsys, command):
 
 
 def test_the_command_line_runs_as_a_program(model, smi, smiles, tmp_path):
-    program = [sys.executable, "-c", "from sklearn_cmim.cli import main; raise SystemExit(main())"]
+    program = [sys.executable, "-m", "sklearn_cmim"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([*program, "embed", smi, "--output", tmp_path / "x.npy", "--model", model,
                            "--embedding", "latent"], capture_output=True, text=True, env=env, timeout=60)
