@@ -250,6 +250,9 @@ def test_resume_after_corrupt_checkpoint_end_to_end(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         pretrain.main([*common, "--max-steps", "9"])
     assert exit_.value.code == 2 and "already holds a model" in capsys.readouterr().err
+    # --overwrite replaces that model, but never the checkpoints that could extend its run.
+    assert pretrain.main([*common, "--max-steps", "9", "--overwrite"]) == 2
+    assert "never its run's checkpoints" in capsys.readouterr().err and (out / "config.json").exists()
     # ... and an unfinished one its checkpoints.
     (out / "config.json").unlink()
     assert pretrain.main([*common, "--max-steps", "9"]) == 2

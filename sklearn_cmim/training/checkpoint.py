@@ -127,8 +127,11 @@ def resume_state(args, context: Context, checkpoints: Checkpoints) -> dict | Non
     if context.is_main:
         check_writable(args.output, checkpoints.directory)  # before any work, so a bad --output fails fast
         if not args.resume and checkpoints.paths():
-            raise CheckpointError(f"{checkpoints.directory} already holds checkpoints: pass --resume to "
-                                  "continue that run, or choose another --output")
+            # --overwrite replaces a finished model, not the checkpoints that could extend its run.
+            also = " (--overwrite replaces the model, never its run's checkpoints)" if args.overwrite else ""
+            raise CheckpointError(f"{checkpoints.directory} already holds checkpoints{also}: pass --resume "
+                                  "to continue that run, move them away to start a new one there, or "
+                                  "choose another --output")
         found = checkpoints.load_latest() if args.resume else None
         if args.resume and found is None:
             refuse_new_run(args, checkpoints)
