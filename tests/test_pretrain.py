@@ -590,6 +590,13 @@ def test_two_process_gloo_job_gathers_global_negatives_and_learns(tmp_path):
     smiles, _ = load_esol()
     cmim = CMIMTransformer(pretrained=str(out), max_epochs=0, errors="nan").fit(smiles[:50])
     assert cmim.transform(smiles[:10]).shape == (10, 8 + 2 * 16)  # mu, then mean and max pooling
+    # A user error found by rank 0 alone stops the job with its one line, no other rank's traceback.
+    (out / "config.json").unlink()
+    job = run_cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                  "-m", "sklearn_cmim.cli.pretrain", DELANEY, "--output", str(out), *TINY, timeout=240)
+    assert job.returncode != 0
+    assert "[rank 0] cmim pretrain: error: " in job.stderr and "already holds checkpoints" in job.stderr
+    assert "[rank1]" not in job.stderr and "Connection closed" not in job.stderr
 
 
 def _contrast_across_ranks(rank, world_size, directory):

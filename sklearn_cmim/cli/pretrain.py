@@ -225,8 +225,9 @@ def main(argv=None, prog: str = "cmim pretrain") -> int:
     Returns
     -------
     status : int
-        0 once the model directory is written; 1 when training diverged (non-finite loss);
-        2 after a user error (unreadable corpus, checkpoints in the way, a bad ``--vocab-from``).
+        0 once the model directory is written; 1 when training diverged (non-finite loss), and
+        under ``torchrun`` on the other ranks when rank 0 stopped the job with an error; 2 after a
+        user error (unreadable corpus, checkpoints in the way, a bad ``--vocab-from``).
 
     Raises
     ------
@@ -267,11 +268,14 @@ def main(argv=None, prog: str = "cmim pretrain") -> int:
     args = check_arguments(parser, parser.parse_args(argv), lambda: build_parser(prog), argv)
     from ..chem.corpus import CorpusError
     from ..training.checkpoint import CheckpointError
+    from ..training.distributed import StoppedByMain
     from ..training.fit import NonFiniteLossError
     from ..training.pretraining import pretrain
 
     try:
         pretrain(args)
+    except StoppedByMain:  # under torchrun: rank 0 stopped the job and says why
+        return 1
     except (CorpusError, CheckpointError) as error:
         return report_error(prog, error)
     except NonFiniteLossError as error:

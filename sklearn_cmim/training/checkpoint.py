@@ -123,19 +123,7 @@ class Checkpoints:
 
 def resume_state(args, context: Context, checkpoints: Checkpoints) -> dict | None:
     """The checkpoint to start from (``None``: a fresh run); rank 0 picks it, every rank reads it."""
-    found = None
-    if context.is_main:
-        check_writable(args.output, checkpoints.directory)  # before any work, so a bad --output fails fast
-        if not args.resume and checkpoints.paths():
-            # --overwrite replaces a finished model, not the checkpoints that could extend its run.
-            also = " (--overwrite replaces the model, never its run's checkpoints)" if args.overwrite else ""
-            raise CheckpointError(f"{checkpoints.directory} already holds checkpoints{also}: pass --resume "
-                                  "to continue that run, move them away to start a new one there, or "
-                                  "choose another --output")
-        found = checkpoints.load_latest() if args.resume else None
-        if args.resume and found is None:
-            refuse_new_run(args, checkpoints)
-            print(f"no checkpoint in {checkpoints.directory}: starting a new run", flush=True)
+    found = context.on_main(lambda: newest_to_resume(args, checkpoints), share=False)
     path = context.broadcast(None if found is None else str(found[0]))
     if path is None:
         return None
@@ -147,6 +135,23 @@ def resume_state(args, context: Context, checkpoints: Checkpoints) -> dict | Non
         raise CheckpointError(f"{path} was written by a run with other data options ({'; '.join(changed)}); "
                               "resume it with the same ones")
     return {**state, "path": path}
+
+
+def newest_to_resume(args, checkpoints: Checkpoints):
+    """Rank 0's part of :func:`resume_state`: the newest readable checkpoint, as ``(path, state)``,
+    when resuming; ``None`` for a new run, where nothing in the way of one may be lost."""
+    check_writable(args.output, checkpoints.directory)  # before any work, so a bad --output fails fast
+    if not args.resume and checkpoints.paths():
+        # --overwrite replaces a finished model, not the checkpoints that could extend its run.
+        also = " (--overwrite replaces the model, never its run's checkpoints)" if args.overwrite else ""
+        raise CheckpointError(f"{checkpoints.directory} already holds checkpoints{also}: pass --resume "
+                              "to continue that run, move them away to start a new one there, or "
+                              "choose another --output")
+    found = checkpoints.load_latest() if args.resume else None
+    if args.resume and found is None:
+        refuse_new_run(args, checkpoints)
+        print(f"no checkpoint in {checkpoints.directory}: starting a new run", flush=True)
+    return found
 
 
 def changed_rates(state: dict, args) -> str:

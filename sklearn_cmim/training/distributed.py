@@ -15,7 +15,11 @@ import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 
-__all__ = ["Context", "LatentGather"]
+__all__ = ["Context", "LatentGather", "StoppedByMain"]
+
+
+class StoppedByMain(Exception):
+    """Rank 0 stopped the job with an error that it reports itself; the other ranks end quietly."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,25 @@ class Context:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def on_main(self, compute, *, share: bool = True):
+        """``compute()`` run on rank 0 alone; its result on every rank (``share``) or on rank 0 only.
+
+        Should it raise, rank 0 raises that error and the other ranks :class:`StoppedByMain`, instead
+        of waiting at their next collective call for a process that has gone: gloo and NCCL end
+        that wait with a traceback of their own, which buries rank 0's message.
+        """
+        if not self.distributed:
+            return compute()
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = compute()
+            except Exception as caught:
+                error = caught
+        if self.broadcast(error is not None):
+            raise error if error is not None else StoppedByMain()
+        return self.broadcast(result) if share else result
 
     def all_gather(self, obj) -> list:
         """Every rank's ``obj``, in rank order, on every rank."""

@@ -26,8 +26,8 @@ def model_spec(args, context: Context, corpora: list[Corpus], split: HoldOut, st
     standardizer = (initial.standardizer if initial is not None
                     else Standardizer(args.largest_fragment, args.neutralize, args.isomeric))
     # Rank 0 reads the corpora once; the others receive the result.
-    vocabulary = Vocabulary(context.broadcast(
-        make_vocabulary(args, corpora, split, standardizer).to_list() if context.is_main else None))
+    vocabulary = Vocabulary(context.on_main(
+        lambda: make_vocabulary(args, corpora, split, standardizer).to_list()))
     if initial is None:
         return new_config(args, len(vocabulary)), vocabulary, standardizer, None
     vocabulary = initial.vocabulary.extended(vocabulary)

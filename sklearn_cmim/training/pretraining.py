@@ -22,6 +22,7 @@ import time
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -82,20 +83,20 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
     args = as_trained(args, config, standardizer)
     settings = train_settings(args)
     exclude = standardised_set(map(Path, args.exclude), standardizer)
-    validation, peak = {}, None
-    if context.is_main:  # before seeding: neither may move the random generators training uses
-        encoder = MoleculeEncoder(standardizer, vocabulary, config.max_length, exclude)
-        validation = validation_sets(corpora, split, encoder, args.validation_size)
-        peak = matmul_peak_flops(device, torch.bfloat16 if precision == "bf16" else torch.float32,
-                                 size=4096 if device.type == "cuda" else 1024, min_seconds=0.5)
+    # A new encoder for each use, as it counts the molecules it skips.
+    encoder = partial(MoleculeEncoder, standardizer, vocabulary, config.max_length, exclude)
+    # Rank 0 alone validates and logs speeds; before seeding, as neither may move the random
+    # generators that training uses.
+    measured = context.on_main(share=False, compute=lambda: (
+        validation_sets(corpora, split, encoder(), args.validation_size), device_peak(device, precision)))
+    validation, peak = measured or ({}, None)
 
     torch.manual_seed(args.random_state)  # identical initial weights on every rank
     model = CMIMModel(config)
     if initial is not None:
         load_extended(model, initial.model)
     model = model.to(device)
-    stream = training_stream(args, context, corpora, split,
-                             MoleculeEncoder(standardizer, vocabulary, config.max_length, exclude))
+    stream = training_stream(args, context, corpora, split, encoder())
     cleanup.callback(stream.close)
     run = Run.new(args, model, settings, stream, vocabulary, standardizer)
     if initial is not None:
@@ -231,9 +232,9 @@ class Loop:
             due = context.broadcast(self.schedule.due_by_time()) or due
         if due:
             rank_states = context.all_gather(self.run.rank_state(self.device))
-            if context.is_main:
-                path = self.checkpoints.save(self.run.checkpoint(rank_states, self.args), step)
-                self.log(f"checkpoint {path}")
+            path = context.on_main(lambda: self.checkpoints.save(self.run.checkpoint(rank_states, self.args),
+                                                                 step), share=False)
+            self.log(f"checkpoint {path}")
             self.schedule.saved()
 
     def finish(self) -> None:
@@ -350,16 +351,25 @@ def corpus_stream(args, context: Context, corpus: Corpus, split: HoldOut, encode
         return BatchStream(corpus, split, encoder, args.batch_size, seed, context.rank,
                            context.world_size, args.pool_batches, args.data_workers)
     path = prepared_path(args.prepared, index, n_corpora)
-    if context.is_main and not path.exists():
-        start = time.perf_counter()
-        prepared = PreparedCorpus.build(corpus, split, encoder, args.data_workers)
-        prepared.save(path)
-        print(f"prepared {len(prepared):,} training molecules in {time.perf_counter() - start:.0f} s: "
-              f"{path}", flush=True)
-    context.broadcast(None)  # the other ranks wait here until the file exists
+    context.on_main(lambda: path.exists() or prepare(corpus, split, encoder, args.data_workers, path),
+                    share=False)  # the other ranks wait here until the file exists
     prepared = PreparedCorpus.load(path, PreparedCorpus.settings_of(corpus, split, encoder))
     return PreparedStream(prepared, split, encoder, args.batch_size, seed, context.rank,
                           context.world_size, args.pool_batches)
+
+
+def device_peak(device: torch.device, precision: str) -> float:
+    """The matmul FLOP/s that MFU is measured against, at the precision training runs in."""
+    return matmul_peak_flops(device, torch.bfloat16 if precision == "bf16" else torch.float32,
+                             size=4096 if device.type == "cuda" else 1024, min_seconds=0.5)
+
+
+def prepare(corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder, workers: int, path: Path) -> None:
+    start = time.perf_counter()
+    prepared = PreparedCorpus.build(corpus, split, encoder, workers)
+    prepared.save(path)
+    print(f"prepared {len(prepared):,} training molecules in {time.perf_counter() - start:.0f} s: {path}",
+          flush=True)
 
 
 def prepared_path(path: Path, index: int, n_corpora: int) -> Path:
