@@ -11,6 +11,7 @@ CMA-ES comes from the ``cma`` package, an optional extra: ``pip install 'sklearn
 
 from __future__ import annotations
 
+import hashlib
 import math
 from numbers import Integral, Real
 
@@ -38,8 +39,16 @@ def _import_cma():
     return cma
 
 
-def _as_objective(objective):
+def _as_objective(objective, positive_class=None):
     """A function from a list of SMILES to scores, from a name, an estimator or a callable."""
+    from sklearn.base import is_classifier
+
+    if hasattr(objective, "predict_proba") and is_classifier(objective):
+        # predict's labels give no gradient of improvement: maximise one class's probability.
+        column = _positive_column(getattr(objective, "classes_", None), positive_class)
+        return lambda smiles: objective.predict_proba(smiles)[:, column]
+    if positive_class is not None:
+        raise ValueError("positive_class applies to a classifier objective (with predict_proba) only")
     if isinstance(objective, str):
         if objective.lower() not in OBJECTIVES:
             names = ", ".join(map(repr, OBJECTIVES))
@@ -47,21 +56,34 @@ def _as_objective(objective):
                              "or a callable from a list of SMILES to scores")
         return OBJECTIVES[objective.lower()]
     if hasattr(objective, "predict"):
-        from sklearn.base import is_classifier
-
-        if is_classifier(objective) and hasattr(objective, "predict_proba"):
-            classes = getattr(objective, "classes_", None)
-            if classes is not None and len(classes) != 2:
-                raise ValueError(f"the classifier objective has {len(classes)} classes; pass a callable "
-                                 "saying which score to maximise, e.g. lambda s: clf.predict_proba(s)[:, k]")
-            # predict's 0/1 labels give no gradient of improvement: maximise P(second class).
-            return lambda smiles: objective.predict_proba(smiles)[:, 1]
         return objective.predict
     if callable(objective):
         return objective
     raise TypeError(f"objective must be one of {', '.join(map(repr, OBJECTIVES))}, a fitted estimator "
                     f"(its predict is maximised) or a callable from a list of SMILES to scores, "
                     f"got {type(objective).__name__}")
+
+
+def _positive_column(classes, positive_class) -> int:
+    """The column of ``predict_proba`` to maximise: ``positive_class``'s, else the second of two
+    classes when they read as negative then positive (0/1, False/True, -1/1)."""
+    if classes is None:
+        if positive_class is not None:
+            raise ValueError("the classifier has no classes_ to find positive_class in")
+        return 1
+    labels = list(classes)
+    if positive_class is not None:
+        # The command line gives a string: "1" finds the class 1 too.
+        matches = [i for i, label in enumerate(labels) if str(label) == str(positive_class)]
+        if not matches:
+            raise ValueError(f"positive_class {positive_class!r} is not one of the classifier's classes "
+                             f"{[str(label) for label in labels]}")
+        return matches[0]
+    if all(isinstance(label, (bool, np.bool_, Real)) for label in labels) \
+            and [float(label) for label in labels] in ([0, 1], [-1, 1]):
+        return 1
+    raise ValueError(f"say which of the classifier's classes {[str(label) for label in labels]} to "
+                     "maximise the probability of: positive_class (cmim optimize --positive-class)")
 
 
 def _scores(objective, smiles: list[str], owners: list[str]) -> np.ndarray:
@@ -91,8 +113,9 @@ def _scores(objective, smiles: list[str], owners: list[str]) -> np.ndarray:
     return scores
 
 
-def _check_seeds(cmim, items: list) -> list[tuple[str, Chem.Mol]]:
-    """Each seed as a SMILES and an RDKit Mol, or an error naming the first bad one."""
+def _check_seeds(cmim, items: list, reference: str) -> list[tuple[str, Chem.Mol]]:
+    """Each seed as the SMILES and RDKit Mol its search is measured against (``reference``: as
+    given, or standardised as the model reads it), or an error naming the first bad one."""
     seeds = []
     for index, item in enumerate(items):
         if isinstance(item, Chem.Mol):
@@ -103,13 +126,21 @@ def _check_seeds(cmim, items: list) -> list[tuple[str, Chem.Mol]]:
         if mol is None:
             raise ValueError(f"seeds[{index}] = {describe(item)} is not a SMILES RDKit can read")
         try:
-            problem = token_problem(cmim.standardizer_(item), cmim.model_.config.max_length)
+            standard = cmim.standardizer_(item)
+            problem = token_problem(standard, cmim.model_.config.max_length)
         except MoleculeError as error:
             problem = str(error)
         if problem:
             raise ValueError(f"seeds[{index}] = {describe(item)} cannot be encoded: {problem}")
-        seeds.append((item, mol))
+        seeds.append((item, mol) if reference == "given" else (standard, Chem.MolFromSmiles(standard)))
     return seeds
+
+
+def _seed_stream(random_state: int, smiles: str) -> np.random.SeedSequence:
+    """A search's own random stream, from the random state and the seed molecule alone: a seed's
+    result does not depend on the other seeds, nor on its place among them."""
+    digest = hashlib.sha256(canonical_smiles(smiles).encode()).digest()
+    return np.random.SeedSequence([random_state, *np.frombuffer(digest[:16], dtype=np.uint32).tolist()])
 
 
 class _Search:
@@ -202,7 +233,8 @@ def _check_number(name, value, kind, low, high=math.inf, low_open=False):
 
 
 def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, popsize=None, sigma0=0.1,
-                       max_iter=None, random_state=None, verbose=0) -> dict:
+                       max_iter=None, reference="standardised", positive_class=None, random_state=None,
+                       verbose=0) -> dict:
     """Search the latent space around each seed molecule for similar molecules that score higher.
 
     For each seed, CMA-ES starts at the seed's latent mean with step size ``sigma0``; every
@@ -211,6 +243,10 @@ def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, po
     similar to the seed are scored by ``objective``. Invalid decodings and dissimilar molecules are
     ranked below every feasible one instead of being scored; the seed is itself a feasible
     candidate, so each seed's best molecule scores at least as high as the seed.
+
+    The model reads and writes molecules standardised (largest fragment, neutralised, without
+    stereochemistry: its ``standardizer_``), so by default the seed is measured in that form too:
+    a salt's parent is the seed, not an improvement on it.
 
     Parameters
     ----------
@@ -222,8 +258,8 @@ def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, po
     objective : {"qed", "plogp"}, fitted estimator or callable
         What to maximise. A callable takes a list of SMILES and returns one finite number per
         molecule. A fitted estimator or pipeline that reads SMILES (e.g. ``CMIMTransformer`` then
-        a regressor) is maximised through its ``predict``, a binary classifier through the
-        probability of its second class. "qed" is :func:`qed`, "plogp" :func:`penalized_logp`.
+        a regressor) is maximised through its ``predict``, a classifier through the probability
+        of ``positive_class``. "qed" is :func:`qed`, "plogp" :func:`penalized_logp`.
     similarity : float in [0, 1], default=0.4
         Smallest Tanimoto similarity (Morgan radius 2, 2,048 bits) to the seed a molecule must
         have to count; 0 removes the constraint.
@@ -239,18 +275,29 @@ def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, po
     max_iter : int, optional
         Most generations per seed, which bounds the decoding work when few decodings are new
         feasible molecules; ``None`` allows ``ceil(5 * budget / popsize)``.
+    reference : {"standardised", "given"}, default="standardised"
+        The form of each seed that its score, the similarity constraint and ``improvement`` are
+        measured against: standardised as the model reads it, or as given (as published
+        benchmarks that keep charges measure it; neutralising a salt or a charged amine then
+        counts as an improvement).
+    positive_class : label, optional
+        For a classifier objective, the class whose probability is maximised; by default the
+        second of two classes labelled 0/1, False/True or -1/1 (other labels must name it).
     random_state : int, RandomState instance or None, default=None
         Seeds every search; with an integer, the same call gives the same molecules (on the same
-        hardware and library versions).
+        hardware and library versions). Each seed's search draws from a stream of its own, made
+        from the random state and the seed molecule, so its result does not depend on the other
+        seeds or on its place among them.
     verbose : int, default=0
         Above 0, a progress bar over the seeds on stderr when stderr is a terminal.
 
     Returns
     -------
     results : dict of ndarrays, one entry per seed (``pandas.DataFrame(results)`` makes a table)
-        ``seed`` (the seeds as given), ``smiles`` (the best molecule, canonical; the seed itself if
-        nothing scored higher), ``score``, ``seed_score``, ``improvement`` (``score - seed_score``,
-        never negative), ``similarity`` (to the seed), ``n_scored`` (molecules scored),
+        ``seed`` (the seeds as given), ``smiles`` (the best molecule, canonical; the seed itself,
+        in its ``reference`` form, if nothing scored higher), ``score``, ``seed_score``,
+        ``improvement`` (``score - seed_score``, never negative), ``similarity`` (to the seed),
+        ``n_scored`` (molecules scored),
         ``n_generations``, and ``history`` (the best score before the first and after each
         generation).
 
@@ -284,7 +331,9 @@ def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, po
 
     cma = _import_cma()
     check_is_fitted(cmim, "model_")
-    score = _as_objective(objective)
+    score = _as_objective(objective, positive_class)
+    if reference not in ("standardised", "given"):
+        raise ValueError(f"reference must be 'standardised' or 'given', got {reference!r}")
     similarity = float(_check_number("similarity", similarity, Real, 0.0, 1.0))
     budget = int(_check_number("budget", budget, Integral, 1))
     # In prior standard deviations: far beyond 10 no draw decodes, and CMA-ES's arithmetic overflows.
@@ -299,10 +348,12 @@ def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, po
     if not (cmim.embedding == "latent" or cmim.informative_with_latent):
         raise ValueError("cmim's embeddings hold no latent mean: use embedding='latent'")
 
-    seeds = _check_seeds(cmim, as_items(seeds))
+    given = as_items(seeds, "seeds")
+    seeds = _check_seeds(cmim, given, reference)
     latents = np.asarray(cmim.transform([s for s, _ in seeds]), dtype=float)[:, :n_latent]
     seed_scores = _scores(score, [s for s, _ in seeds], [f"seeds[{i}]" for i in range(len(seeds))])
-    streams = np.random.SeedSequence(int(check_random_state(random_state).randint(2**31))).spawn(len(seeds))
+    state = int(check_random_state(random_state).randint(2**31))
+    streams = [_seed_stream(state, smiles) for smiles, _ in seeds]
     settings = dict(similarity=similarity, budget=budget, popsize=popsize, sigma0=sigma0, max_iter=max_iter)
 
     finished = []
@@ -318,7 +369,7 @@ def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, po
         _run(cmim, searches, score)
         finished += searches
 
-    return {"seed": _objects([s for s, _ in seeds]),
+    return {"seed": _objects([s if isinstance(s, str) else Chem.MolToSmiles(s) for s in given]),
             "smiles": _objects([s.best[1] for s in finished]),
             "score": np.array([s.best[0] for s in finished]),
             "seed_score": seed_scores,

@@ -89,6 +89,23 @@ def test_same_random_state_same_molecules_and_numpys_global_generator_untouched(
     assert all(np.array_equal(a, b) for a, b in zip(state, after, strict=True))
 
 
+def test_a_seeds_result_does_not_depend_on_the_seeds_beside_it(cmim, results):
+    alone = optimize_molecules(cmim, [SEEDS[1], SEEDS[1]], "qed", **SEARCH)
+    assert list(alone["smiles"]) == [results["smiles"][1]] * 2  # not its place, nor its neighbours
+    np.testing.assert_array_equal(alone["score"], [results["score"][1]] * 2)
+
+
+def test_a_salt_is_measured_as_the_model_reads_it_unless_asked_otherwise(cmim):
+    salt, parent = "CC(=O)Oc1ccccc1C(=O)[O-].[Na+]", "CC(=O)Oc1ccccc1C(=O)O"
+    strict = dict(similarity=1.0, budget=3, popsize=4, max_iter=2, random_state=0)
+    found = optimize_molecules(cmim, [salt], "qed", **strict)
+    # The parent acid, all the model can decode, is the seed itself: no improvement.
+    assert found["seed"][0] == salt and found["smiles"][0] == parent
+    assert found["seed_score"][0] == pytest.approx(qed([parent])[0]) and found["improvement"][0] == 0
+    given = optimize_molecules(cmim, [salt], "qed", reference="given", **strict)
+    assert given["seed_score"][0] == pytest.approx(qed([salt])[0]) != found["seed_score"][0]
+
+
 def test_a_strict_threshold_and_budget_are_kept(cmim):
     strict = optimize_molecules(cmim, SEEDS[:1], "qed", similarity=1.0, budget=3, popsize=4, max_iter=12,
                                 random_state=1)
@@ -111,6 +128,17 @@ def test_an_estimator_or_callable_objective_is_maximised(cmim, esol):
     found = optimize_molecules(cmim, SEEDS[:1], lambda s: [len(x) for x in s], budget=8, popsize=8,
                                random_state=0)
     assert found["score"][0] == len(found["smiles"][0])
+    # Labels that do not say which class is wanted must be named: sorted, "inactive" comes second.
+    named = make_pipeline(ECFPTransformer(n_bits=256), LogisticRegression()).fit(
+        smiles[:200], np.where(solubility[:200] > -2, "soluble", "insoluble"))
+    with pytest.raises(ValueError, match=r"say which of the classifier's classes \['insoluble', 'soluble'\]"):
+        optimize_molecules(cmim, SEEDS[:1], named, budget=8, popsize=8, random_state=0)
+    found = optimize_molecules(cmim, SEEDS[:1], named, positive_class="soluble", budget=8, popsize=8,
+                               random_state=0)
+    assert found["score"][0] == pytest.approx(named.predict_proba([found["smiles"][0]])[0, 1])
+    found = optimize_molecules(cmim, SEEDS[:1], named, positive_class="insoluble", budget=8, popsize=8,
+                               random_state=0)
+    assert found["score"][0] == pytest.approx(named.predict_proba([found["smiles"][0]])[0, 0])
 
 
 BAD_INPUT = [
@@ -118,7 +146,7 @@ BAD_INPUT = [
     (dict(objective=3), TypeError, "objective must be one of 'qed', 'plogp'"),
     (dict(objective=lambda s: [1.0]), ValueError, r"scores of shape \(1,\) for 2 molecules"),
     (dict(objective=lambda s: [math.nan] * len(s)), ValueError, r"gave nan for 'CCOc1ccccc1' \(seeds\[0\]\)"),
-    (dict(objective=lambda s: [0.0 if x in SEEDS else math.inf for x in s]), ValueError,
+    (dict(objective=lambda s: [0.0 if x in SEEDS else math.inf for x in s], similarity=0.0), ValueError,
      r"gave inf for '.+' \(a candidate for seeds\[\d\] = '.+'\)"),
     (dict(objective=lambda s: ["high"] * len(s)), TypeError, "must return numbers"),
     # An estimator fitted on numbers, not SMILES: its error is named, in one line.
@@ -127,7 +155,10 @@ BAD_INPUT = [
      r"estimator must read SMILES itself"),
     (dict(seeds=["CCO", "C1CC"]), ValueError, r"seeds\[1\] = 'C1CC' is not a SMILES RDKit can read"),
     (dict(seeds=["CCO", "C" * 300]), ValueError, r"seeds\[1\] = 'CCCC.+ cannot be encoded: it is 302 tokens"),
-    (dict(seeds="CCO"), TypeError, "not a single one"),
+    (dict(seeds="CCO"), TypeError, "seeds must be a sequence of molecules, not a single one"),
+    (dict(seeds=[]), ValueError, "seeds is empty"),
+    (dict(reference="raw"), ValueError, "reference must be 'standardised' or 'given'"),
+    (dict(positive_class=1), ValueError, "positive_class applies to a classifier objective"),
     (dict(seeds=["CCO", 5]), TypeError, r"seeds\[1\] = 5 is neither"),
     (dict(similarity=1.5), ValueError, "similarity must be a number >= 0 and <= 1"),
     (dict(budget=0), ValueError, "budget must be a whole number >= 1"),
@@ -196,6 +227,15 @@ def test_command_maximises_an_estimator_from_a_joblib_file(capsys, esol, tmp_pat
     assert status == 0
     header, row = list(csv.reader(out.splitlines()))
     assert header[:2] == ["seed", "smiles"] and float(row[2]) == pytest.approx(model.predict([row[1]])[0])
+    # A classifier with named classes: --positive-class says which probability to maximise.
+    labels = np.where(solubility[:200] > -2, "soluble", "insoluble")
+    joblib.dump(make_pipeline(ECFPTransformer(n_bits=256), LogisticRegression()).fit(smiles[:200], labels),
+                tmp_path / "soluble.joblib")
+    argv = [seeds, "--objective", tmp_path / "soluble.joblib", "--budget", 4, "--popsize", 4]
+    status, out, err = run(capsys, *argv)
+    assert status == 2 and out == "" and "--positive-class" in err and err.count("\n") == 1
+    status, out, _ = run(capsys, *argv, "--positive-class", "soluble")
+    assert status == 0 and len(out.splitlines()) == 2
 
 
 @pytest.mark.parametrize(("argv", "message"), [

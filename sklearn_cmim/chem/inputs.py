@@ -43,26 +43,27 @@ class MoleculeInputMixin:
         return {"X_types": ["string"], "requires_fit": self._requires_fit, "preserves_dtype": []}
 
 
-def as_items(X) -> list:
+def as_items(X, name: str = "X") -> list:
     """A flat list of the molecules in X (list, tuple, 1-D or (n, 1) array or nested list, Series,
-    DataFrame)."""
+    DataFrame); ``name`` is what the error messages call it."""
     if isinstance(X, (str, bytes, Chem.Mol)):
-        raise TypeError("X must be a sequence of molecules, not a single one: wrap it in a list")
+        raise TypeError(f"{name} must be a sequence of molecules, not a single one: wrap it in a list")
     if hasattr(X, "to_numpy"):  # pandas Series or one-column DataFrame
         X = X.to_numpy()
     if isinstance(X, np.ndarray):
         if X.ndim == 2 and X.shape[1] == 1:
             X = X[:, 0]
         elif X.ndim != 1:
-            raise ValueError(f"X must be 1-D or have one column of molecules, got shape {X.shape}")
+            raise ValueError(f"{name} must be 1-D or have one column of molecules, got shape {X.shape}")
     items = list(X)
     if not items:
-        raise ValueError("X is empty: at least one molecule is needed")
+        raise ValueError(f"{name} is empty: at least one molecule is needed")
     # A list of lists is a table, as scikit-learn reads it; in a 1-D array a list is one item.
     if isinstance(X, (list, tuple)) and all(isinstance(item, (list, tuple)) for item in items):
         widths = sorted({len(item) for item in items})
         if widths != [1]:
-            raise ValueError(f"X must be 1-D or have one column of molecules, got rows of {widths} items")
+            raise ValueError(f"{name} must be 1-D or have one column of molecules, got rows of {widths} "
+                             "items")
         items = [item[0] for item in items]
     return items
 

@@ -6,11 +6,13 @@
 
 For each molecule of SEEDS, CMA-ES proposes latent codes around its latent mean; they are decoded,
 and the valid molecules at least --similarity similar to the seed (Tanimoto, Morgan radius 2,
-2,048 bits) are scored, at most --budget of them per seed. One CSV row per seed: seed, smiles (the
-best molecule found, the seed itself if none scored higher), score, improvement (never negative)
-and similarity. --objective is "qed", "plogp" (penalised logP: logP - SA score - long-ring
-penalty) or a joblib file holding a fitted scikit-learn estimator or pipeline that reads SMILES,
-whose predictions are maximised (a binary classifier's probability of its second class).
+2,048 bits) are scored, at most --budget of them per seed. Each seed is measured as the model reads
+it, standardised (largest fragment, neutral, no stereochemistry): a salt's parent is no
+improvement. One CSV row per seed: seed (as given), smiles (the best molecule found, the
+standardised seed if none scored higher), score, improvement (never negative) and similarity.
+--objective is "qed", "plogp" (penalised logP: logP - SA score - long-ring penalty) or a joblib
+file holding a fitted scikit-learn estimator or pipeline that reads SMILES, whose predictions are
+maximised (a classifier's probability of --positive-class).
 Loading a joblib file runs code stored in it: pass only files you made or trust.
 Needs the cma package: pip install 'sklearn-cmim[optimize]'.
 """
@@ -92,6 +94,9 @@ def build_parser(prog: str = "cmim optimize") -> ArgumentParser:
                         help="what to maximise: QED, penalised logP, or the predictions of a fitted "
                              "estimator in a joblib file (which runs code when loaded: only your own "
                              "or trusted files)")
+    parser.add_argument("--positive-class", metavar="LABEL",
+                        help="for a classifier objective, the class whose probability is maximised "
+                             "(default: 1 of classes 0/1, True of False/True)")
     parser.add_argument("--similarity", type=similarity_threshold, default=0.4,
                         help="smallest Tanimoto similarity to the seed a molecule must have; 0: none")
     parser.add_argument("--budget", type=positive_int, default=100,
@@ -155,7 +160,7 @@ def main(argv=None, prog: str = "cmim optimize") -> int:
             results = optimize_molecules(
                 model, [smiles for _, smiles in seeds], objective, similarity=args.similarity,
                 budget=args.budget, popsize=args.popsize, sigma0=args.sigma0, max_iter=args.max_iter,
-                random_state=args.random_state, verbose=1)
+                positive_class=args.positive_class, random_state=args.random_state, verbose=1)
         with text_output(args.output) as handle:
             writer = csv.writer(handle, lineterminator="\n")
             writer.writerow(COLUMNS)
