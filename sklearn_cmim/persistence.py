@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,9 +64,13 @@ def list_pretrained() -> list[str]:
 
 
 def resolve_pretrained(name_or_dir: str | os.PathLike) -> Path:
-    """A bundled model's name, or a directory written by :func:`save_pretrained`."""
-    if str(name_or_dir) in list_pretrained():
-        return BUNDLED_DIR / str(name_or_dir)
+    """A bundled model's name, or a directory written by :func:`save_pretrained` (a ``Path`` is
+    always a directory; a string that names a bundled model, the bundled model)."""
+    if isinstance(name_or_dir, str) and name_or_dir in list_pretrained():
+        if (Path(name_or_dir) / CONFIG_FILE).is_file():  # a model of one's own, named like a bundled one
+            warnings.warn(f"{name_or_dir!r} names the bundled model, not the directory {name_or_dir} here: "
+                          f"give ./{name_or_dir} to load that one", UserWarning, stacklevel=3)
+        return BUNDLED_DIR / name_or_dir
     path = Path(name_or_dir)
     if not (path / CONFIG_FILE).is_file():
         bundled = ", ".join(list_pretrained()) or "none"

@@ -54,9 +54,10 @@ class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingM
     ----------
     pretrained : str or path, default=None
         A bundled model name (see :func:`sklearn_cmim.list_pretrained`) or a directory written by
-        :meth:`save_pretrained`. When given, ``fit`` starts from it and the architecture
-        parameters below (``d_model`` ... ``max_length``) and ``standardizer`` are taken from it;
-        with ``max_epochs=0`` ``fit`` only loads it. ``None`` trains from scratch on X.
+        :meth:`save_pretrained` (a ``Path``, or a string that is no bundled name). When given,
+        ``fit`` starts from it and the architecture parameters below (``d_model`` ...
+        ``max_length``) and ``standardizer`` are taken from it; with ``max_epochs=0`` ``fit`` only
+        loads it. ``None`` trains from scratch on X.
     contrastive_weight : float, default=1.0
         Weight lambda of the contrastive term; ``0.0`` is plain A-MIM (the MIM baseline).
     temperature : float, default=0.1

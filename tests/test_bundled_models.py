@@ -10,6 +10,7 @@ import pytest
 
 from sklearn_cmim import CMIMTransformer, list_pretrained
 from sklearn_cmim.chem.standardize import canonical_smiles
+from tests.conftest import TINY
 
 MOSES = Path(__file__).resolve().parents[2] / "shared" / "data" / "moses"
 # Exact reconstruction of the first 200 MOSES test_scaffolds molecules must stay near what each
@@ -99,3 +100,16 @@ def test_broad_models_reconstruct_small_charged_and_heavy_atom_molecules(name):
     model = CMIMTransformer.from_pretrained(name, embedding="latent")
     decoded = model.inverse_transform(model.transform(molecules))
     assert [canonical_smiles(d) for d in decoded] == [canonical_smiles(m) for m in molecules]
+
+
+def test_a_directory_named_like_a_bundled_model_is_loaded_only_as_a_path(tmp_path, monkeypatch):
+    CMIMTransformer(**TINY).fit(["CCO", "CCN", "CCC", "OCCO"]).save_pretrained(tmp_path / "cmim-broad")
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match=r"names the bundled model.+give ./cmim-broad to load that one"):
+        bundled = CMIMTransformer.from_pretrained("cmim-broad", embedding="latent")
+    assert bundled.transform(["CCO"]).shape[1] > TINY["latent_dim"]  # the bundled model, as named
+    for path in ("./cmim-broad", Path("cmim-broad")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            own = CMIMTransformer.from_pretrained(path, embedding="latent")
+        assert own.transform(["CCO"]).shape == (1, TINY["latent_dim"])
