@@ -19,6 +19,8 @@ from .nn.device import cpu_threads
 from .nn.inference import decode_latents
 from .nn.sampling import DEFAULT_SIGMA
 
+SAMPLE_BLOCK = 4096  # latents drawn and decoded at a time by sample(): a few MB each
+
 __all__ = ["DecodingMixin"]
 
 
@@ -68,7 +70,8 @@ class DecodingMixin:
         array([None], dtype=object)
         """
         self._check_fitted()
-        Z = np.asarray(X, dtype=np.float32)
+        with np.errstate(over="ignore"):  # reported below, naming the row
+            Z = np.asarray(X, dtype=np.float32)
         config = self.model_.config
         n_latent = config.n_latents * config.latent_dim
         has_latent = self.embedding == "latent" or self.informative_with_latent
@@ -83,7 +86,10 @@ class DecodingMixin:
         bad = ~np.isfinite(Z).all(axis=1)
         if bad.any() and self.errors == "raise":
             row = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"X[{row}] holds non-finite values; no molecule decodes from it "
+            # A finite value beyond float32's range becomes inf here: say so, not "non-finite".
+            overflowed = np.isfinite(np.asarray(X, dtype=np.float64)[row, :n_latent]).all()
+            why = "values beyond float32's range" if overflowed else "non-finite values"
+            raise ValueError(f"X[{row}] holds {why}; no molecule decodes from it "
                              "(pass errors='nan' to get None for it instead)")
         return self._decode(Z, bad)
 
@@ -167,27 +173,39 @@ class DecodingMixin:
         if prior not in ("fitted", "standard"):
             raise ValueError(f"prior must be 'fitted' or 'standard', got {prior!r}")
         rng = check_random_state(random_state)
+        config = self.model_.config
         if around is not None:
-            centres = np.repeat(self._latent_means(self._encode(around)), n_samples, axis=0)
-            z = centres + sigma * rng.standard_normal(centres.shape)
-        elif prior == "standard":
-            config = self.model_.config
-            z = rng.standard_normal((n_samples, config.n_latents * config.latent_dim))
-        elif self.latent_prior_ is None:
+            means = self._latent_means(self._encode(around))
+            n_rows = len(means) * n_samples
+        elif prior == "fitted" and self.latent_prior_ is None:
             raise ValueError("this model carries no fitted latent prior (a pretrained directory "
                              "written without one, fitted to fewer than 2 molecules): pass "
                              "prior='standard', or fit on more molecules")
         else:
-            z = self.latent_prior_.draw(n_samples, rng)
-        with np.errstate(over="ignore"):
-            z = z.astype(np.float32)
-        bad = ~np.isfinite(z).all(axis=1)  # NaN rows: bad molecules of ``around``
-        if around is not None and (bad & np.isfinite(centres).all(axis=1)).any():
-            raise ValueError(f"sigma={sigma!r} is too large: the latents it draws overflow float32")
-        if around is None and bad.any():
-            raise ValueError("the latent prior draws latents that overflow float32: its std or "
-                             "temperature is far too large")
-        return self._decode(z, bad)
+            n_rows = n_samples
+        out = np.empty(n_rows, dtype=object)
+        # Drawn and decoded a block at a time, so that memory does not grow with n_samples; the
+        # draws come in the order one draw of every row would give, so the blocks change nothing.
+        block = max(self.inference_batch_size, SAMPLE_BLOCK)
+        for start in range(0, n_rows, block):
+            rows = np.arange(start, min(start + block, n_rows))
+            if around is not None:
+                centres = means[rows // n_samples]
+                z = centres + sigma * rng.standard_normal(centres.shape)
+            elif prior == "standard":
+                z = rng.standard_normal((len(rows), config.n_latents * config.latent_dim))
+            else:
+                z = self.latent_prior_.draw(len(rows), rng)
+            with np.errstate(over="ignore"):
+                z = z.astype(np.float32)
+            bad = ~np.isfinite(z).all(axis=1)  # NaN rows: bad molecules of ``around``
+            if around is not None and (bad & np.isfinite(centres).all(axis=1)).any():
+                raise ValueError(f"sigma={sigma!r} is too large: the latents it draws overflow float32")
+            if around is None and bad.any():
+                raise ValueError("the latent prior draws latents that overflow float32: its std or "
+                                 "temperature is far too large")
+            out[rows] = self._decode(z, bad)
+        return out
 
     def score(self, X, y=None):
         """Exact reconstruction accuracy: share of molecules whose decoded latent mean gives back

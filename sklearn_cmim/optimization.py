@@ -26,6 +26,9 @@ from .progress import SHOW_AFTER, progress
 
 __all__ = ["OBJECTIVES", "optimize_molecules", "penalized_logp", "qed", "tanimoto_similarity"]
 
+# A population is decoded at once, per seed and generation: far beyond this, one generation would
+# hold the machine for hours (a typo's 10**9 allocated without end).
+MAX_POPSIZE = 10_000
 # Objectives known by name, in the optimiser and in ``cmim optimize --objective``.
 OBJECTIVES = {"qed": qed, "plogp": penalized_logp}
 
@@ -267,8 +270,8 @@ def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, po
         Most molecules scored by ``objective`` per seed, the seed itself not counted. A molecule
         is scored once however often it is decoded; invalid and dissimilar ones are not scored.
     popsize : int, optional
-        Codes decoded per seed and generation; ``None`` is CMA-ES's default, ``4 + 3 ln(n)`` for
-        ``n`` latent dimensions (20 for the bundled models).
+        Codes decoded per seed and generation, at most 10,000; ``None`` is CMA-ES's default,
+        ``4 + 3 ln(n)`` for ``n`` latent dimensions (20 for the bundled models).
     sigma0 : float, default=0.1
         CMA-ES's initial step size in the latent space, in units of the prior's standard deviation
         (at most 10).
@@ -342,7 +345,7 @@ def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, po
     n_latent = config.n_latents * config.latent_dim
     if popsize is None:
         popsize = 4 + int(3 * math.log(n_latent))
-    popsize = int(_check_number("popsize", popsize, Integral, 2))
+    popsize = int(_check_number("popsize", popsize, Integral, 2, MAX_POPSIZE))
     max_iter = math.ceil(5 * budget / popsize) if max_iter is None else max_iter
     max_iter = int(_check_number("max_iter", max_iter, Integral, 1))
     if not (cmim.embedding == "latent" or cmim.informative_with_latent):

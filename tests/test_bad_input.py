@@ -114,6 +114,13 @@ def test_inverse_transform_of_non_finite_rows(fitted):
     out = est.inverse_transform(Z)
     # Row 1 is skipped; rows 0 and 2 are decoded (the same latent, so the same decoding).
     assert out[1] is None and out[0] == out[2] == est.inverse_transform(Z[:1])[0]
+    # A finite value that overflows float32 is named as such, with no RuntimeWarning on the way.
+    big = np.zeros((2, 8))
+    big[1, 3] = 1e39
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"X\[1\] holds values beyond float32's range"):
+            fitted.inverse_transform(big)
 
 
 def test_inverse_transform_rejects_wrong_width(fitted):

@@ -181,6 +181,15 @@ def test_sample_around_a_molecule_by_default_is_mostly_valid_and_says_so(capsys)
                    f"among the valid ({len(set(valid)) / len(valid):.1%})\n")
 
 
+def test_sample_beyond_memory_is_one_line_and_sigma_0_decodes_the_mean(capsys, model):
+    status, out, err = run(capsys, "sample", "--n", 10**12, "--model", model, "--around", "CCO")
+    assert status == 2 and out == "" and "too many molecules to hold in memory" in err
+    assert err.count("\n") == 1
+    # The bundled model decodes ethanol's latent mean back to ethanol.
+    status, out, _ = run(capsys, "sample", "--n", 2, "--around", "OCC", "--sigma", 0)
+    assert status == 0 and out.splitlines() == ["CCO", "CCO"]
+
+
 def test_sample_around_molecules_from_arguments_or_a_file(capsys, model, tmp_path):
     seeds = tmp_path / "seeds.smi"
     seeds.write_text("CCO\nc1ccccc1\n")
@@ -244,8 +253,9 @@ USER_ERRORS = [
     (["embed", "{smi}", "--output", "{tmp}/x.npy", "--device", "gpu0"], "not a torch device"),
     (["embed", "{smi}"], "--output"),
     (["sample", "--n", "0"], "positive integer"),
-    (["sample", "--n", "2", "--around", "CCO", "--sigma", "inf"], "must be a finite positive number"),
-    (["sample", "--n", "2", "--around", "CCO", "--sigma", "nan"], "must be a finite positive number"),
+    (["sample", "--n", "2", "--around", "CCO", "--sigma", "inf"], "a finite number, zero or positive"),
+    (["sample", "--n", "2", "--around", "CCO", "--sigma", "nan"], "a finite number, zero or positive"),
+    (["sample", "--n", "2", "--around", "CCO", "--sigma", "-0.1"], "a finite number, zero or positive"),
     (["sample", "--n", "2", "--around", "C", "--around-file", "{smi}"], "not allowed"),
     (["sample", "--n", "2", "--around", "CCO", "C1CC", "--model", "{model}"], "--around molecule 2: 'C1CC'"),
     (["reconstruct", "{tmp}/missing.csv", "--model", "{model}"], "cannot read"),

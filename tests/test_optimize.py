@@ -167,6 +167,7 @@ BAD_INPUT = [
     (dict(sigma0=float("inf")), ValueError, "sigma0 must be a number > 0 and <= 10, got inf"),
     (dict(sigma0=1e308), ValueError, "sigma0 must be a number > 0 and <= 10"),  # overflowed in CMA-ES
     (dict(popsize=1), ValueError, "popsize must be a whole number >= 2"),
+    (dict(popsize=10**9), ValueError, "popsize must be a whole number >= 2 and <= 10000"),
 ]
 
 

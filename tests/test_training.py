@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import sklearn_cmim.decoding as decoding
 import sklearn_cmim.nn.inference as inference
 import sklearn_cmim.training.fit as training
 from sklearn_cmim import CMIMTransformer
@@ -162,6 +163,21 @@ def test_tiny_model_overfits_32_molecules_to_exact_reconstruction(esol):
 def test_sample_is_reproducible(fitted):
     a, b = fitted.sample(4, random_state=0), fitted.sample(4, random_state=0)
     assert a.shape == (4,) and list(a) == list(b)
+
+
+def test_sample_draws_and_decodes_a_block_at_a_time_with_the_same_draws(fitted, smiles, monkeypatch):
+    whole = {kind: fitted.sample(7, random_state=0, **kwargs)
+             for kind, kwargs in [("fitted", {}), ("standard", {"prior": "standard"}),
+                                  ("around", {"around": smiles[:3], "sigma": 0.5})]}
+    monkeypatch.setattr(decoding, "SAMPLE_BLOCK", 2)
+    small = copy.deepcopy(fitted).set_params(inference_batch_size=2)
+    sizes, decode = [], type(small)._decode
+    monkeypatch.setattr(type(small), "_decode",
+                        lambda self, z, bad: sizes.append(len(z)) or decode(self, z, bad))
+    assert list(small.sample(7, random_state=0)) == list(whole["fitted"])
+    assert sizes == [2, 2, 2, 1]  # memory does not grow with n_samples
+    assert list(small.sample(7, random_state=0, prior="standard")) == list(whole["standard"])
+    assert list(small.sample(7, random_state=0, around=smiles[:3], sigma=0.5)) == list(whole["around"])
 
 
 def test_fit_fits_the_latent_prior_that_sample_draws_from(fitted, smiles):

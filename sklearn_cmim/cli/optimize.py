@@ -47,7 +47,7 @@ NAMED_OBJECTIVES = ("qed", "plogp")  # sklearn_cmim.optimization.OBJECTIVES, whi
 JOBLIB_STARTS = (b"\x80", b"x", b"\x1f\x8b", b"BZ", b"]\x00", b"\xfd7zXZ", b'\x04"M\x18', b"ZF")
 
 similarity_threshold = checked(float, lambda v: 0 <= v <= 1, "in [0, 1]")
-population_size = checked(int, lambda v: v >= 2, "an integer of at least 2")
+population_size = checked(int, lambda v: 2 <= v <= 10_000, "an integer from 2 to 10,000")
 
 
 def load_objective(text: str):

@@ -30,9 +30,9 @@ from .common import (
     HelpFormatter,
     add_options,
     given_options,
+    non_negative_float,
     non_negative_int,
     output_path,
-    positive_float,
     positive_int,
     report_error,
 )
@@ -75,9 +75,9 @@ def build_parser(prog: str = "cmim sample") -> ArgumentParser:
     around.add_argument("--around-file", type=Path, metavar="FILE",
                         help="sample around the molecules of this SMILES file (.smi, .txt or .csv)")
     add_options(parser, "--column")
-    parser.add_argument("--sigma", type=positive_float, default=DEFAULT_SIGMA,
+    parser.add_argument("--sigma", type=non_negative_float, default=DEFAULT_SIGMA,
                         help="standard deviation of the noise added to each molecule's latent: larger "
-                             "gives more new molecules, fewer of them valid")
+                             "gives more new molecules, fewer of them valid; 0 decodes the latent mean")
     parser.add_argument("--prior", choices=("fitted", "standard"), default="fitted",
                         help="without --around: draw from the model's fitted latent prior, or from N(0, I)")
     parser.add_argument("--random-state", type=non_negative_int, help="seed, for reproducible samples")
@@ -157,6 +157,9 @@ def main(argv=None, prog: str = "cmim sample") -> int:
             handle.writelines(f"{s or ''}\n" for s in smiles)  # a decoding that did not finish: empty
     except (OSError, ValueError) as error:
         return report_error(prog, error)
+    except MemoryError:
+        return report_error(prog, f"--n {args.n}: too many molecules to hold in memory; sample fewer "
+                                  "at a time, each run with its own --random-state")
     hint = "" if seeds else (f" (from the {args.prior} prior; sampling --around known molecules gives "
                              "more valid ones)")
     print(summary(smiles) + hint, file=sys.stderr)
