@@ -22,6 +22,8 @@ from .chem.inputs import as_items, describe, token_problem
 from .chem.properties import NORMALIZATION as NORMALIZATION  # re-exported: users import it from here
 from .chem.properties import morgan_fingerprint, penalized_logp, qed, tanimoto_similarity
 from .chem.standardize import MoleculeError, canonical_smiles
+from .objectives import OBJECTIVES as OBJECTIVES  # re-exported: the names the optimiser knows
+from .objectives import as_objective, scores
 from .progress import SHOW_AFTER, progress
 
 __all__ = ["OBJECTIVES", "optimize_molecules", "penalized_logp", "qed", "tanimoto_similarity"]
@@ -29,8 +31,6 @@ __all__ = ["OBJECTIVES", "optimize_molecules", "penalized_logp", "qed", "tanimot
 # A population is decoded at once, per seed and generation: far beyond this, one generation would
 # hold the machine for hours (a typo's 10**9 allocated without end).
 MAX_POPSIZE = 10_000
-# Objectives known by name, in the optimiser and in ``cmim optimize --objective``.
-OBJECTIVES = {"qed": qed, "plogp": penalized_logp}
 
 
 def _import_cma():
@@ -40,80 +40,6 @@ def _import_cma():
         raise ImportError("optimize_molecules needs the cma package (CMA-ES): "
                           "pip install 'sklearn-cmim[optimize]'") from None
     return cma
-
-
-def _as_objective(objective, positive_class=None):
-    """A function from a list of SMILES to scores, from a name, an estimator or a callable."""
-    from sklearn.base import is_classifier
-
-    if hasattr(objective, "predict_proba") and is_classifier(objective):
-        # predict's labels give no gradient of improvement: maximise one class's probability.
-        column = _positive_column(getattr(objective, "classes_", None), positive_class)
-        return lambda smiles: objective.predict_proba(smiles)[:, column]
-    if positive_class is not None:
-        raise ValueError("positive_class applies to a classifier objective (with predict_proba) only")
-    if isinstance(objective, str):
-        if objective.lower() not in OBJECTIVES:
-            names = ", ".join(map(repr, OBJECTIVES))
-            raise ValueError(f"unknown objective {objective!r}: give one of {names}, a fitted estimator, "
-                             "or a callable from a list of SMILES to scores")
-        return OBJECTIVES[objective.lower()]
-    if hasattr(objective, "predict"):
-        return objective.predict
-    if callable(objective):
-        return objective
-    raise TypeError(f"objective must be one of {', '.join(map(repr, OBJECTIVES))}, a fitted estimator "
-                    f"(its predict is maximised) or a callable from a list of SMILES to scores, "
-                    f"got {type(objective).__name__}")
-
-
-def _positive_column(classes, positive_class) -> int:
-    """The column of ``predict_proba`` to maximise: ``positive_class``'s, else the second of two
-    classes when they read as negative then positive (0/1, False/True, -1/1)."""
-    if classes is None:
-        if positive_class is not None:
-            raise ValueError("the classifier has no classes_ to find positive_class in")
-        return 1
-    labels = list(classes)
-    if positive_class is not None:
-        # The command line gives a string: "1" finds the class 1 too.
-        matches = [i for i, label in enumerate(labels) if str(label) == str(positive_class)]
-        if not matches:
-            raise ValueError(f"positive_class {positive_class!r} is not one of the classifier's classes "
-                             f"{[str(label) for label in labels]}")
-        return matches[0]
-    if all(isinstance(label, (bool, np.bool_, Real)) for label in labels) \
-            and [float(label) for label in labels] in ([0, 1], [-1, 1]):
-        return 1
-    raise ValueError(f"say which of the classifier's classes {[str(label) for label in labels]} to "
-                     "maximise the probability of: positive_class (cmim optimize --positive-class)")
-
-
-def _scores(objective, smiles: list[str], owners: list[str]) -> np.ndarray:
-    """``objective(smiles)`` as one finite float per molecule; ``owners[i]`` says whose molecule
-    ``smiles[i]`` is, for the error messages."""
-    try:
-        values = objective(list(smiles))
-    except Exception as error:  # the user's code: say where it failed, keep its traceback chained
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ValueError(f"the objective failed on a list of {len(smiles)} SMILES ({owners[0]} among "
-                         f"them): {type(error).__name__}: {first_line} (an estimator must read SMILES "
-                         "itself, as a pipeline that starts with a featuriser does)") from error
-    try:
-        scores = np.asarray(values, dtype=float)
-    except (TypeError, ValueError):
-        raise TypeError(f"the objective must return numbers, got {type(values).__name__}") from None
-    if scores.ndim == 2 and scores.shape[1] == 1:
-        scores = scores[:, 0]
-    if scores.shape != (len(smiles),):
-        raise ValueError(f"the objective returned scores of shape {scores.shape} for {len(smiles)} "
-                         f"molecules ({owners[0]} among them); it must return one number per molecule")
-    bad = np.flatnonzero(~np.isfinite(scores))
-    if len(bad):
-        i = bad[0]
-        raise ValueError(f"the objective gave {scores[i]} for {smiles[i]!r} ({owners[i]}); it must "
-                         "give every valid molecule a finite score")
-    return scores
 
 
 def _check_seeds(cmim, items: list, reference: str) -> list[tuple[str, Chem.Mol]]:
@@ -334,7 +260,7 @@ def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, po
 
     cma = _import_cma()
     check_is_fitted(cmim, "model_")
-    score = _as_objective(objective, positive_class)
+    score = as_objective(objective, positive_class)
     if reference not in ("standardised", "given"):
         raise ValueError(f"reference must be 'standardised' or 'given', got {reference!r}")
     similarity = float(_check_number("similarity", similarity, Real, 0.0, 1.0))
@@ -354,7 +280,7 @@ def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, po
     given = as_items(seeds, "seeds")
     seeds = _check_seeds(cmim, given, reference)
     latents = np.asarray(cmim.transform([s for s, _ in seeds]), dtype=float)[:, :n_latent]
-    seed_scores = _scores(score, [s for s, _ in seeds], [f"seeds[{i}]" for i in range(len(seeds))])
+    seed_scores = scores(score, [s for s, _ in seeds], [f"seeds[{i}]" for i in range(len(seeds))])
     state = int(check_random_state(random_state).randint(2**31))
     streams = [_seed_stream(state, smiles) for smiles, _ in seeds]
     settings = dict(similarity=similarity, budget=budget, popsize=popsize, sigma0=sigma0, max_iter=max_iter)
@@ -400,7 +326,7 @@ def _run(cmim, searches: list[_Search], objective) -> None:
             start += len(population)
         # One objective call per generation, each molecule once whichever seeds found it.
         unique = {smiles: search.owner for search, found in wanted.items() for smiles in found}
-        scored = dict(zip(unique, _scores(objective, list(unique), list(unique.values())), strict=True)) \
+        scored = dict(zip(unique, scores(objective, list(unique), list(unique.values())), strict=True)) \
             if unique else {}
         for search, found in wanted.items():
             search.tell({smiles: float(scored[smiles]) for smiles in found})

@@ -42,7 +42,7 @@ __all__ = ["COLUMNS", "build_parser", "load_objective", "main"]
 
 # The columns of the output, one row per seed.
 COLUMNS = ("seed", "smiles", "score", "improvement", "similarity")
-NAMED_OBJECTIVES = ("qed", "plogp")  # sklearn_cmim.optimization.OBJECTIVES, which loads RDKit
+NAMED_OBJECTIVES = ("qed", "plogp")  # sklearn_cmim.objectives.OBJECTIVES, which loads RDKit
 # How a file joblib.dump wrote starts: a pickle (protocol 2 or later), or a compressor's magic number.
 JOBLIB_STARTS = (b"\x80", b"x", b"\x1f\x8b", b"BZ", b"]\x00", b"\xfd7zXZ", b'\x04"M\x18', b"ZF")
 
