@@ -1,4 +1,5 @@
-"""What the examples share: their command line, the model they run on, and where figures go.
+"""What the examples share: their command line, the model they run on, where figures go, and
+how a decoding that is no molecule is drawn.
 
 Every example runs on a model bundled with the package (``--model``, default ``cmim-broad``), or,
 with ``--quick``, on a tiny model trained from scratch in seconds, so that CI can run them all.
@@ -8,6 +9,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from rdkit import Chem
 
 from sklearn_cmim import CMIMTransformer, list_pretrained
 from sklearn_cmim.config import DEFAULT_MODEL
@@ -59,3 +61,19 @@ def embedder(args: argparse.Namespace, **params) -> CMIMTransformer:
     if args.quick:
         return CMIMTransformer(**QUICK_MODEL, **params)
     return CMIMTransformer(pretrained=args.model, max_epochs=0, **params)
+
+
+def drawable(smiles: str | None) -> tuple[Chem.Mol, bool]:
+    """The molecule to draw for a decoded string, and whether it is one.
+
+    RDKit's grid draws neither an empty ``Mol`` nor the legend under it, and an unfinished
+    decoding is None or "", so a decoding that is no molecule gets a one-atom stand-in drawn as
+    "?": its cell and legend then show.
+    """
+    mol = Chem.MolFromSmiles(smiles) if smiles else None
+    if mol is not None and mol.GetNumAtoms():
+        return mol, True
+    stand_in = Chem.RWMol()
+    stand_in.AddAtom(Chem.Atom(0))
+    stand_in.GetAtomWithIdx(0).SetProp("atomLabel", "?")
+    return stand_in.GetMol(), False

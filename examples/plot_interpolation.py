@@ -6,8 +6,7 @@ straight line into a series of small chemical edits.
 """
 
 import numpy as np
-from _common import embedder, esol, make_parser, parse
-from rdkit import Chem
+from _common import drawable, embedder, esol, make_parser, parse
 from rdkit.Chem import Draw
 
 
@@ -24,13 +23,13 @@ def main() -> None:
     weights = np.linspace(0.0, 1.0, args.steps)[:, None]
     decoded = cmim.inverse_transform((1 - weights) * start + weights * end)
 
-    # A decoded string need not be a valid molecule: draw an empty cell for those, and say so.
+    # A decoded string need not be a valid molecule: draw a "?" cell for those, and say so.
     molecules, legends = [], []
     for weight, smiles in zip(weights[:, 0], decoded, strict=True):
         print(f"t = {weight:.2f}  {smiles}")
-        mol = Chem.MolFromSmiles(smiles) if smiles else None
-        molecules.append(Chem.Mol() if mol is None else mol)
-        legends.append(f"t = {weight:.2f}" + (" (invalid)" if mol is None else ""))
+        mol, valid = drawable(smiles)
+        molecules.append(mol)
+        legends.append(f"t = {weight:.2f}" + ("" if valid else " (invalid)"))
     # Each molecule at its own scale: a long one would otherwise shrink all the others.
     image = Draw.MolsToGridImage(molecules, molsPerRow=4, subImgSize=(240, 200), legends=legends,
                                  drawMolsSameScale=False)

@@ -5,7 +5,7 @@ the prior's) gives new codes; decoded, they are molecules in the neighbourhood o
 The larger ``--sigma``, the further the samples stray from the seed.
 """
 
-from _common import embedder, esol, make_parser, parse
+from _common import drawable, embedder, esol, make_parser, parse
 from rdkit import Chem
 from rdkit.Chem import Draw
 
@@ -16,7 +16,7 @@ from sklearn_cmim.cli.sample import summary
 def label(smiles: str, seed: str) -> str:
     """What a decoded string turned out to be, short enough for a legend under its drawing."""
     canonical = canonical_smiles(smiles)
-    if canonical is None:
+    if not canonical:
         return "invalid"
     if canonical == seed:
         return "the seed again"
@@ -39,10 +39,10 @@ def main() -> None:
     samples = cmim.sample(args.n, random_state=args.random_state, around=[args.around], sigma=args.sigma)
     print(summary(samples))
 
-    # The seed first, then each sample; an invalid one gets an empty cell. The seed is compared
-    # as the model read it, standardised.
+    # The seed first, then each sample; an invalid one gets a "?" cell. The seed is compared as
+    # the model read it, standardised.
     seed = canonical_smiles(cmim.standardizer_(args.around))
-    molecules = [Chem.MolFromSmiles(seed)] + [Chem.MolFromSmiles(s or "") or Chem.Mol() for s in samples]
+    molecules = [Chem.MolFromSmiles(seed)] + [drawable(s)[0] for s in samples]
     legends = ["seed"] + [label(s, seed) for s in samples]
     # Each molecule at its own scale: a long one would otherwise shrink all the others.
     image = Draw.MolsToGridImage(molecules, molsPerRow=4, subImgSize=(240, 200), legends=legends,

@@ -51,7 +51,8 @@ from sklearn_cmim.persistence import load_pretrained
 CORPORA = {
     "train.csv.gz": "MOSES train (1,584,663 molecules, MIT)",
     "broad.csv.gz": "the broad drug-like corpus (612,849 molecules from ChEMBL 30/31, MoleculeACE, MUV, HIV "
-                    "and ZINC; see ../shared/data/README.md)",
+                    "and ZINC; described in the README of the shared data folder kept beside the "
+                    "repository, shared/data/README.md, which a clone does not include)",
     "fragments.smi": "BRICS fragments of 40,000 molecules of each of the two (`python -m "
                      "sklearn_cmim.chem.fragments`), MoleculeNet molecules excluded",
 }

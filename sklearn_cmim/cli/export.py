@@ -1,6 +1,6 @@
 """``cmim export``: turn a pretraining checkpoint into a model directory, e.g. to ship mid-run.
 
-    cmim export runs/zinc/checkpoints/step-00012000.pt sklearn_cmim/pretrained/cmim-zinc --half
+    cmim export runs/zinc/checkpoints/step-00012000.pt models/cmim-zinc --half
 """
 
 from __future__ import annotations
