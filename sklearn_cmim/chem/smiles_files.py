@@ -35,16 +35,17 @@ def read_smiles(path: str | os.PathLike, column: str | None = None) -> Iterator[
     Returns
     -------
     records : iterator of (int, str)
-        Line numbers count from 1 and include a CSV's header line (one line per CSV row: a SMILES
-        field holding a line break is an error). An empty line gives an empty string, so that
-        records stay aligned with lines.
+        Line numbers count from 1 and include a CSV's header line. A CSV row must be one line (a
+        field holding a line break is an error), and blank lines of a CSV are left out, as pandas
+        leaves them out, so that records line up with ``pandas.read_csv``'s rows. In a ``.smi`` or
+        ``.txt`` file an empty line gives an empty string, so that records stay aligned with lines.
 
     Raises
     ------
     CorpusError
         At once rather than on first iteration: a missing file, an unknown format or column.
         While iterating, naming the file and line: a damaged file (a truncated ``.gz``), text that
-        is not UTF-8, a SMILES field that runs over several lines (an unclosed quote).
+        is not UTF-8, a CSV row that runs over several lines (a quoted line break, an unclosed quote).
 
     Examples
     --------
@@ -58,8 +59,7 @@ def read_smiles(path: str | os.PathLike, column: str | None = None) -> Iterator[
     if column is not None and corpus.columns[0] is None:  # an option ignored would hide a mistake
         raise CorpusError(f"{path} is not a .csv file, so it has no column {column!r}: each of its lines "
                           "starts with a SMILES")
-    first_line = 1 if corpus.columns[0] is None else 2
-    return ((first_line + record, smiles) for record, smiles in corpus.records())
+    return corpus.lines()
 
 
 def count_smiles(path: str | os.PathLike, column: str | None = None) -> int:
