@@ -123,6 +123,16 @@ def test_blank_csv_lines_are_left_out_as_pandas_does_and_line_numbers_stay_true(
     assert records(smi) == [(1, "CCO"), (2, ""), (3, "CCN")]
 
 
+def test_an_explicit_column_matches_in_any_case_when_that_picks_one(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("id,SMILES\n1,CCO\n")
+    assert records(path, column="smiles") == [(2, "CCO")]
+    path.write_text("Smiles,SMILES\nCCO,CCN\n")
+    assert records(path, column="SMILES") == [(2, "CCN")]  # the exact name first
+    with pytest.raises(CorpusError, match=r"has several columns 'smiles' in any case; its columns are"):
+        records(path, column="smiles")
+
+
 # ----------------------------------------------------------------------------- the commands
 @pytest.fixture(scope="module")
 def model(fitted, tmp_path_factory):
@@ -163,6 +173,11 @@ def test_a_csv_without_header_is_refused_rather_than_losing_its_first_molecule(t
     headerless.write_text("CCO\nc1ccccc1\nCCN\n")
     with pytest.raises(CorpusError, match=rf"^{named(headerless)}: line 1 starts with 'CCO', a molecule"):
         records(headerless)
+    # A header whose first column name reads as a molecule (carbon monoxide): --column reads it.
+    headerless.write_text("CO,name\nCCO,ethanol\n")
+    with pytest.raises(CorpusError, match=r"if it is the header, name the SMILES column \(--column CO\)$"):
+        records(headerless)
+    assert records(headerless, column="CO") == [(2, "CCO")]
     # A header that names no smiles column still works: its first column is read.
     headerless.write_text("structure,id\nCCO,1\nCCN,2\n")
     assert records(headerless) == [(2, "CCO"), (3, "CCN")]

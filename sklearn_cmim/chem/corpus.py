@@ -164,16 +164,22 @@ class Corpus:
             line, first = next(rows, (1, []))
         names = [name.strip() for name in first]
         if self.column is not None:
-            if self.column.strip() not in names:
-                raise CorpusError(f"{path} has no column {self.column!r}; its columns are {names}")
-            return names.index(self.column.strip())
+            # Exactly, else in any case (as "smiles" is found) where that picks one column.
+            wanted = self.column.strip()
+            found = ([names.index(wanted)] if wanted in names
+                     else [i for i, name in enumerate(names) if name.lower() == wanted.lower()])
+            if len(found) != 1:
+                which = "several columns" if found else "no column"
+                raise CorpusError(f"{path} has {which} {self.column!r} in any case; its columns are {names}")
+            return found[0]
         lowered = [name.lower() for name in names]
         if "smiles" in lowered:
             return lowered.index("smiles")
         # Read as a header, a file without one would lose its first molecule, silently.
         if names and canonical_smiles(names[0]) is not None:
             raise CorpusError(f"{path}: line {line} starts with {names[0]!r}, a molecule, where a .csv file "
-                              "has its header (the column names): add one, or name the file .smi")
+                              "has its header (the column names): add one, or name the file .smi; if it "
+                              f"is the header, name the SMILES column (--column {names[0]})")
         return 0
 
     def _read(self, path: Path, column: int | None) -> Iterator[tuple[int, str]]:

@@ -29,8 +29,9 @@ def read_smiles(path: str | os.PathLike, column: str | None = None) -> Iterator[
         A ``.smi`` or ``.txt`` file (first whitespace-separated field of each line) or a ``.csv``
         file, each optionally gzip-compressed (``.csv.gz``), in UTF-8 (a byte-order mark is skipped).
     column : str, optional
-        CSV column holding the SMILES. Default: a column named ``smiles`` (any case), else the
-        first. Given for a file that is not a CSV, it is an error.
+        CSV column holding the SMILES: its exact name, else in any case where that picks one
+        column. Default: a column named ``smiles`` (any case), else the first. Given for a file
+        that is not a CSV, it is an error.
 
     Returns
     -------

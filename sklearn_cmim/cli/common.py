@@ -156,7 +156,8 @@ def device_name(text: str) -> str:
 OPTIONS = {
     "input": {"type": Path, "help": "SMILES file: .smi, .txt or .csv, optionally .gz"},
     "--model": {"default": DEFAULT_MODEL, "help": "bundled model name or model directory"},
-    "--column": {"help": "CSV column with the SMILES (default: 'smiles', else the first)"},
+    "--column": {"help": "CSV column with the SMILES, in any case if only one matches (default: 'smiles', "
+                         "else the first)"},
     "--device": {"type": device_name, "help": "torch device (default: cuda, then mps, then cpu)"},
 }
 
