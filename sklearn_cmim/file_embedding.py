@@ -77,6 +77,9 @@ class ChunkEmbedder:
     ----------
     bad : collections.Counter
         The bad molecules met so far, by what is wrong: :data:`UNREADABLE` or :data:`TOO_LONG`.
+
+    Calling it raises ``ValueError``, whatever ``errors``, when the model gives non-finite values
+    for a molecule it reads: its weights are damaged, and no molecule is to blame.
     """
 
     def __init__(self, model: CMIMTransformer, errors: str, where: str):
@@ -86,13 +89,24 @@ class ChunkEmbedder:
         self.bad = Counter()
 
     def __call__(self, chunk: list[tuple[int, str]]) -> np.ndarray:
-        X = self.model.transform([smiles for _, smiles in chunk])
-        for row in np.flatnonzero(np.isnan(X).all(axis=1)):
+        from .chem.inputs import describe  # on use: --help must not load RDKit
+
+        # What transform does, in its two steps: which molecules are bad is the encoding's verdict,
+        # not read from NaN rows, which a model with damaged weights gives good molecules too.
+        model = self.model
+        encoded = model._encode([smiles for _, smiles in chunk])
+        X = model._embed(encoded, model._embedding_spec(), model._n_features_out())
+        valid = encoded.valid
+        broken = np.flatnonzero(valid & ~np.isfinite(X).all(axis=1))
+        if broken.size:
+            line, smiles = chunk[broken[0]]
+            raise ValueError(f"the model gave non-finite values for {self.where.format(line)} "
+                             f"({describe(smiles)}, a molecule it reads); its weights may be damaged "
+                             "(a training run that diverged?)")
+        for row in np.flatnonzero(~valid):
             line, smiles = chunk[row]
             kind, reason = self.problem(smiles)
             if self.errors == "raise":
-                from .chem.inputs import describe  # shortens a field of any length to one line
-
                 raise BadMolecule(f"{self.where.format(line)}: {describe(smiles)} {kind}: {reason}")
             self.bad[kind] += 1
         return X

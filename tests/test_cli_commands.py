@@ -131,6 +131,22 @@ def test_too_long_molecules_are_not_called_unreadable(capsys, model, smiles, tmp
     assert err.splitlines()[1].startswith("exact-match accuracy ") and len(err.splitlines()) == 2
 
 
+def test_a_model_whose_weights_give_nan_is_named_not_its_molecules_called_too_long(capsys, fitted, tmp_path):
+    damaged = fitted.save_pretrained(tmp_path / "diverged")  # as a run that diverged leaves it
+    weights = torch.load(damaged / "weights.pt", weights_only=True)
+    torch.save({k: v * float("nan") if v.is_floating_point() else v for k, v in weights.items()},
+               damaged / "weights.pt")
+    source = tmp_path / "in.smi"
+    source.write_text("C1CC\nCCO\nc1ccccc1\n")
+    for errors in ("raise", "nan"):  # the NaN rows were read as bad molecules: "'CCO' is too long: None"
+        status, out, err = run(capsys, "embed", source, "--output", tmp_path / "x.npy", "--model", damaged,
+                               "--errors", errors)
+        assert status == 2 and out == "" and err.count("\n") == 1, err
+        assert err == (f"cmim embed: error: the model gave non-finite values for line 2 of {source} ('CCO', "
+                       "a molecule it reads); its weights may be damaged (a training run that diverged?)\n")
+        assert not (tmp_path / "x.npy").exists()
+
+
 class Terminal(io.StringIO):
     def isatty(self):
         return True

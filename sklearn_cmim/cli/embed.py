@@ -51,9 +51,9 @@ def main(argv=None, prog: str = "cmim embed") -> int:
     Returns
     -------
     status : int
-        0 on success; 2 after a user error (a bad path, column, output suffix or model, or a
-        bad molecule under ``--errors raise``), reported in one line on stderr with nothing
-        written.
+        0 on success; 2 after a user error (a bad path, column, output suffix or model, a model
+        whose weights give non-finite values, or a bad molecule under ``--errors raise``),
+        reported in one line on stderr with nothing written.
 
     Examples
     --------
