@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,6 +130,7 @@ def describe_bad(bad: Counter, n_rows: int, max_length: int) -> str:
     Examples
     --------
     >>> from collections import Counter
+from collections.abc import Iterator
     >>> describe_bad(Counter({TOO_LONG: 10, UNREADABLE: 2}), 2039, 128)
     "10 of 2039 molecules are longer than the model's max_length (128 tokens) and 2 cannot be read"
     >>> describe_bad(Counter({UNREADABLE: 1}), 6, 128)
@@ -169,6 +171,21 @@ def write_csv(path: Path, embedded, n_rows: int, names: list[str]) -> None:
 WRITERS = {".npy": write_npy, ".csv": write_csv}
 
 
+def as_counted(chunks, n_rows: int, source) -> Iterator[list]:
+    """``chunks``, checked to hold the ``n_rows`` records a first pass counted: a file written to
+    while it is read would not fit the .npy sized for it, nor line up with its rows."""
+    seen = 0
+    for chunk in chunks:
+        seen += len(chunk)
+        if seen > n_rows:  # stopped at once: the file may be growing for a long while yet
+            raise ValueError(f"{source} changed while it was being read ({n_rows} records counted, more "
+                             "found); embed a copy that nothing writes to")
+        yield chunk
+    if seen < n_rows:
+        raise ValueError(f"{source} changed while it was being read ({n_rows} records counted, {seen} "
+                         "found); embed a copy that nothing writes to")
+
+
 def embed_file(model: CMIMTransformer, source, output, column: str | None = None,
                errors: str = "raise", chunk_size: int = CHUNK_SIZE) -> tuple[int, Counter]:
     """Embed every molecule of a SMILES file into a ``.npy`` or ``.csv`` file, a chunk at a time.
@@ -193,6 +210,12 @@ def embed_file(model: CMIMTransformer, source, output, column: str | None = None
         Molecules written.
     bad : collections.Counter
         Those among them that got NaN rows, by what is wrong (see :func:`describe_bad`).
+
+    Raises
+    ------
+    ValueError
+        With nothing written: ``source`` holds no molecules or changed while it was read, or the
+        model gives non-finite values for a molecule it reads (see :class:`ChunkEmbedder`).
     """
     output = Path(output)
     writer = WRITERS.get(output.suffix.lower())
@@ -202,8 +225,8 @@ def embed_file(model: CMIMTransformer, source, output, column: str | None = None
     if n_rows == 0:
         raise ValueError(f"{source} holds no molecules")
     embed = ChunkEmbedder(model, errors, f"line {{}} of {source}")
-    chunks = progress(chunked(read_smiles(source, column), chunk_size), total=n_rows,
-                      label="embedding molecules", after=SHOW_AFTER, size=len)
+    chunks = progress(as_counted(chunked(read_smiles(source, column), chunk_size), n_rows, source),
+                      total=n_rows, label="embedding molecules", after=SHOW_AFTER, size=len)
     with written_atomically(output) as temporary:
         writer(temporary, ((chunk, embed(chunk)) for chunk in chunks), n_rows,
                list(model.get_feature_names_out()))

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from sklearn_cmim.chem.smiles_files import written_atomically
+from sklearn_cmim.chem.smiles_files import read_smiles, written_atomically
 from sklearn_cmim.cli.common import run_interruptible
 from sklearn_cmim.training.checkpoint import Checkpoints
 from tests.conftest import run_cmim as run
@@ -49,6 +49,29 @@ def test_a_bad_output_fails_before_any_work_and_leaves_the_input_alone(capsys, t
     err = one_error(*run(capsys, command, *argv, "--model", "no-such-model"), command)
     assert message.format(**paths) in err
     assert paths["input"].read_text() == "smiles\nCCO\n" and sorted(os.listdir(tmp_path)) == before
+
+
+@pytest.mark.parametrize(("change", "found"), [("CCN\n" * 20, "more"), ("", "1")], ids=["grown", "shrunk"])
+@pytest.mark.parametrize("output", ["x.npy", "x.csv"])
+def test_an_input_that_changes_while_embed_reads_it_is_one_line_and_no_output(capsys, fitted, tmp_path,
+                                                                             monkeypatch, change, found,
+                                                                             output):
+    from sklearn_cmim import file_embedding
+
+    model = fitted.save_pretrained(tmp_path / "model")
+    source = tmp_path / "in.smi"
+    source.write_text("CCO\nCCN\nCCC\n")
+
+    def read_while_written(path, column=None):  # the file changes after it was counted
+        source.write_text("CCO\n" + change)
+        return read_smiles(path, column)
+
+    monkeypatch.setattr(file_embedding, "read_smiles", read_while_written)
+    err = one_error(*run(capsys, "embed", source, "--output", tmp_path / output, "--model", model,
+                         "--chunk-size", 2), "embed")
+    assert err == (f"cmim embed: error: {source} changed while it was being read (3 records counted, "
+                   f"{found} found); embed a copy that nothing writes to\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.smi", "model"]
 
 
 def test_optimize_refuses_to_write_over_its_objective_file(capsys, tmp_path):
