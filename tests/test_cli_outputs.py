@@ -156,10 +156,12 @@ def test_the_first_checkpoint_creates_its_folder(tmp_path):
 
 
 @pytest.mark.parametrize(("signum", "status", "said"), [(signal.SIGTERM, 143, "terminated"),
+                                                        (signal.SIGHUP, 129, "terminated"),
                                                         (signal.SIGINT, 130, "interrupted")])
-def test_sigterm_and_ctrl_c_end_a_command_in_one_line_with_no_partial_output(tmp_path, capsys, signum,
-                                                                             status, said):
-    # SIGTERM is how batch schedulers stop a job: it used to leave the hidden partial file behind.
+def test_sigterm_sighup_and_ctrl_c_end_a_command_in_one_line_with_no_partial_output(tmp_path, capsys, signum,
+                                                                                    status, said):
+    # SIGTERM is how batch schedulers stop a job, SIGHUP what closing an ssh terminal sends: both
+    # used to leave the hidden partial file behind.
     def command():
         with written_atomically(tmp_path / "out.npy") as temporary:
             temporary.write_bytes(b"half an output")
@@ -167,8 +169,15 @@ def test_sigterm_and_ctrl_c_end_a_command_in_one_line_with_no_partial_output(tmp
             time.sleep(30)  # the signal arrives here
         return 0
 
-    before = signal.getsignal(signal.SIGTERM)
-    assert run_interruptible("cmim embed", command) == status
-    assert capsys.readouterr().err == f"cmim embed: {said}\n"
-    assert list(tmp_path.iterdir()) == []
-    assert signal.getsignal(signal.SIGTERM) is before
+    def unhandled(signum, frame):  # SIGHUP's default would end the test run itself
+        pytest.fail(f"run_interruptible left signal {signum} to its previous handler")
+
+    default = signal.signal(signal.SIGHUP, unhandled)
+    try:
+        before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+        assert run_interruptible("cmim embed", command) == status
+        assert capsys.readouterr().err == f"cmim embed: {said}\n"
+        assert list(tmp_path.iterdir()) == []
+        assert {s: signal.getsignal(s) for s in before} == before
+    finally:
+        signal.signal(signal.SIGHUP, default)

@@ -15,7 +15,7 @@ import sys
 import threading
 import warnings
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from ..config import DEFAULT_MODEL
@@ -55,29 +55,40 @@ def report_warning(prog: str, message) -> None:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so that it unwinds like Ctrl-C."""
+    """SIGTERM or SIGHUP, raised where the program is, so that it unwinds like Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _raise_terminated(signum, frame):
-    raise Terminated
+    raise Terminated(signum)
+
+
+# SIGTERM is how batch schedulers stop a job; SIGHUP comes when the terminal closes (an ssh
+# session that drops). Windows has no SIGHUP.
+STOP_SIGNALS = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
 
 
 def run_interruptible(prog: str, run) -> int:
-    """``run()``'s exit status. Ctrl-C, and SIGTERM (how batch schedulers stop a job), unwind the
-    command like an error, so every ``finally`` runs and no partial output stays; they end it with
-    one line instead of a traceback, and the shell's status for the signal (130 or 143)."""
-    previous = None
+    """``run()``'s exit status. Ctrl-C, SIGTERM and SIGHUP unwind the command like an error, so
+    every ``finally`` runs and no partial output stays; they end it with one line instead of a
+    traceback, and the shell's status for the signal (130, 143 or 129)."""
+    previous = {}
     if threading.current_thread() is threading.main_thread():  # signal handlers live there only
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = {signum: signal.signal(signum, _raise_terminated) for signum in STOP_SIGNALS}
     try:
         return run()
     except KeyboardInterrupt as stop:
-        terminated = isinstance(stop, Terminated)
-        print(f"{rank_prefix()}{prog}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
-        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+        signum = stop.signum if isinstance(stop, Terminated) else signal.SIGINT
+        said = "interrupted" if signum == signal.SIGINT else "terminated"
+        with suppress(OSError):  # after SIGHUP the terminal may be gone
+            print(f"{rank_prefix()}{prog}: {said}", file=sys.stderr)
+        return 128 + signum
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def rank_prefix() -> str:
