@@ -256,6 +256,9 @@ USER_ERRORS = [
     (["embed", "{smi}", "--output", "{tmp}/no/x.npy", "--model", "{model}"], "does not exist"),
     (["embed", "{smi}", "--output", "{tmp}/x.npy", "--model", "no-such-model"], "neither a bundled model"),
     (["embed", "{smi}", "--output", "{tmp}/x.npy", "--batch-size", "0"], "positive integer"),
+    # It failed after the model loaded, in islice's words.
+    (["embed", "{smi}", "--output", "{tmp}/x.npy", "--chunk-size", "100000000000000000000", "--model",
+      "no-such-model"], "--chunk-size: must be at most 9223372036854775807, got '100000000000000000000'"),
     (["embed", "{smi}", "--output", "{tmp}/x.npy", "--errors", "skip"], "invalid choice"),
     (["embed", "{smi}", "--output", "{tmp}/x.npy", "--device", "gpu0"], "not a torch device"),
     (["embed", "{smi}"], "--output"),

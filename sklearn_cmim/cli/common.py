@@ -133,7 +133,8 @@ def given_options(build_parser, argv, names) -> list[str]:
 
 
 def checked(kind, test, requirement: str):
-    """An argparse ``type``: ``kind(text)``, which must pass ``test`` (described by ``requirement``)."""
+    """An argparse ``type``: ``kind(text)``, which must pass ``test`` (described by ``requirement``);
+    an ``int`` must also be at most ``sys.maxsize``, as it is refused later, by ``islice`` say."""
     def parse(text):
         try:
             value = kind(text)
@@ -141,6 +142,8 @@ def checked(kind, test, requirement: str):
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
         if not test(value):
             raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
+        if kind is int and abs(value) > sys.maxsize:  # the most a count, a slice or an index takes
+            raise argparse.ArgumentTypeError(f"must be at most {sys.maxsize}, got {text!r}")
         return value
     return parse
 
