@@ -5,6 +5,7 @@ import os
 import signal
 import stat
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,6 +73,29 @@ def test_an_input_that_changes_while_embed_reads_it_is_one_line_and_no_output(ca
     assert err == (f"cmim embed: error: {source} changed while it was being read (3 records counted, "
                    f"{found} found); embed a copy that nothing writes to\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.smi", "model"]
+
+
+def test_an_output_name_as_long_as_a_file_name_may_be_is_written_and_a_longer_one_refused_at_once(
+        capsys, fitted, tmp_path):
+    model = fitted.save_pretrained(tmp_path / "model")
+    source = tmp_path / "in.smi"
+    source.write_text("CCO\nCCN\n")
+    longest = tmp_path / ("x" * 251 + ".npy")  # 255 bytes: its temporary name was too long
+    status, _, err = run(capsys, "embed", source, "--output", longest, "--model", model)
+    assert status == 0, err
+    assert np.load(longest).shape[0] == 2
+    too_long = tmp_path / ("y" * 252 + ".npy")  # failed after the model loaded, naming the temporary file
+    err = one_error(*run(capsys, "embed", source, "--output", too_long, "--model", "no-such-model"), "embed")
+    assert err == (f"cmim embed: error: cannot write {too_long}: its name is longer than the 255 bytes a "
+                   "file name may have there\n")
+
+
+@pytest.mark.parametrize("output", [".npy", "out/.CSV"])
+def test_an_output_that_is_only_a_suffix_is_said_to_lack_a_name(capsys, tmp_path, output):
+    (tmp_path / "in.smi").write_text("CCO\n")
+    err = one_error(*run(capsys, "embed", tmp_path / "in.smi", "--output", output), "embed")
+    assert err == (f"cmim embed: error: --output {output} is a suffix without a file name; give one, e.g. "
+                   f"{output[:-len(Path(output).name)]}embeddings{Path(output).name}\n")
 
 
 def test_optimize_refuses_to_write_over_its_objective_file(capsys, tmp_path):

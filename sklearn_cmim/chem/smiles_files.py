@@ -90,17 +90,29 @@ def check_output(output: Path | None, *inputs: Path | None) -> None:
     """
     if output is None:
         return
-    if output.is_dir():
-        raise ValueError(f"cannot write {output}: it is a directory")
     folder = output.parent
     if not folder.is_dir():
         why = f"{folder} is not a directory" if folder.exists() else f"directory {folder} does not exist"
         raise ValueError(f"cannot write {output}: {why}")
+    name_max = _name_max(folder)  # checked before any look at the file, which would fail on it
+    if len(os.fsencode(output.name)) > name_max:
+        raise ValueError(f"cannot write {output}: its name is longer than the {name_max} bytes a file "
+                         "name may have there")
+    if output.is_dir():
+        raise ValueError(f"cannot write {output}: it is a directory")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write {output}: directory {folder} is not writable")
     for path in inputs:  # samefile: a link or another spelling of the input is the input too
         if path is not None and output.exists() and path.exists() and output.samefile(path):
             raise ValueError(f"cannot write {output}: it is the input file {path}; choose another output")
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name, in bytes, that ``folder``'s file system takes."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # Windows has no pathconf
+        return 255
 
 
 @contextmanager
@@ -112,7 +124,9 @@ def written_atomically(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist")
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The start of the name only: any name the folder takes must leave room for the temporary one's.
+    start = os.fsencode(path.name)[:100].decode(errors="ignore")
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{start}.", suffix=".tmp")
     os.close(handle)
     temporary = Path(name)
     try:

@@ -83,6 +83,9 @@ def main(argv=None, prog: str = "cmim embed") -> int:
     >>> tmp.cleanup()
     """
     args = build_parser(prog).parse_args(argv)
+    if args.output.name.lower() in WRITERS:  # a dotfile: Path(".npy").suffix is ""
+        return report_error(prog, f"--output {args.output} is a suffix without a file name; give one, "
+                                  f"e.g. {args.output.with_name('embeddings' + args.output.name)}")
     if args.output.suffix.lower() not in WRITERS:  # before loading the model
         return report_error(prog, f"--output must end in .npy or .csv, got {args.output}")
     try:
