@@ -130,17 +130,22 @@ def describe_bad(bad: Counter, n_rows: int, max_length: int) -> str:
     Examples
     --------
     >>> from collections import Counter
-from collections.abc import Iterator
     >>> describe_bad(Counter({TOO_LONG: 10, UNREADABLE: 2}), 2039, 128)
     "10 of 2039 molecules are longer than the model's max_length (128 tokens) and 2 cannot be read"
-    >>> describe_bad(Counter({UNREADABLE: 1}), 6, 128)
-    '1 of 6 molecules cannot be read'
+    >>> describe_bad(Counter({TOO_LONG: 1}), 270, 128)
+    "1 of 270 molecules is longer than the model's max_length (128 tokens)"
+    >>> describe_bad(Counter({UNREADABLE: 1}), 1, 128)
+    '1 of 1 molecule cannot be read'
     """
-    phrases = [(n, text) for n, text in ((bad[TOO_LONG], f"are longer than the model's max_length "
-                                                         f"({max_length} tokens)"),
-                                         (bad[UNREADABLE], "cannot be read")) if n]
-    (n, text), *more = phrases
-    return f"{n} of {n_rows} molecules {text}" + "".join(f" and {m} {t}" for m, t in more)
+    phrases = []
+    if n := bad[TOO_LONG]:
+        phrases.append(f"{n} {'is' if n == 1 else 'are'} longer than the model's max_length "
+                       f"({max_length} tokens)")
+    if n := bad[UNREADABLE]:
+        phrases.append(f"{n} cannot be read")
+    (count, said), *more = [phrase.split(" ", 1) for phrase in phrases]
+    molecules = "molecule" if n_rows == 1 else "molecules"
+    return f"{count} of {n_rows} {molecules} {said}" + "".join(f" and {n} {t}" for n, t in more)
 
 
 def write_npy(path: Path, embedded, n_rows: int, names: list[str]) -> None:

@@ -131,6 +131,20 @@ def test_too_long_molecules_are_not_called_unreadable(capsys, model, smiles, tmp
     assert err.splitlines()[1].startswith("exact-match accuracy ") and len(err.splitlines()) == 2
 
 
+def test_one_bad_molecule_is_counted_in_the_singular(capsys, model, smiles, tmp_path):
+    source = tmp_path / "in.smi"
+    source.write_text("\n".join([smiles[0], "C" * 200, smiles[1]]) + "\n")
+    status, _, err = run(capsys, "embed", source, "--output", tmp_path / "x.npy", "--model", model,
+                         "--errors", "nan")
+    assert status == 0
+    assert err == ("cmim embed: warning: 1 of 3 molecules is longer than the model's max_length (128 "
+                   "tokens); its row is NaN\n")
+    status, _, err = run(capsys, "reconstruct", source, "--model", model, "--errors", "nan")
+    assert status == 0
+    assert err.splitlines()[0] == ("cmim reconstruct: warning: 1 of 3 molecules is longer than the model's "
+                                   "max_length (128 tokens); it is left out")
+
+
 def test_a_model_whose_weights_give_nan_is_named_not_its_molecules_called_too_long(capsys, fitted, tmp_path):
     damaged = fitted.save_pretrained(tmp_path / "diverged")  # as a run that diverged leaves it
     weights = torch.load(damaged / "weights.pt", weights_only=True)

@@ -99,7 +99,7 @@ def main(argv=None, prog: str = "cmim embed") -> int:
     except (OSError, ValueError) as error:
         return report_error(prog, error)
     if bad:
-        report_warning(prog, f"{describe_bad(bad, n_rows, model.model_.config.max_length)}; "
-                             "their rows are NaN")
+        rows = "its row is" if sum(bad.values()) == 1 else "their rows are"
+        report_warning(prog, f"{describe_bad(bad, n_rows, model.model_.config.max_length)}; {rows} NaN")
     print(f"wrote {args.output}")
     return 0

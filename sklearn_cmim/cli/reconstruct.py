@@ -146,7 +146,7 @@ def main(argv=None, prog: str = "cmim reconstruct") -> int:
     except (OSError, ValueError) as error:
         return report_error(prog, error)
     if n_bad:
-        report_warning(prog, f"{left_out}; they are left out")
+        report_warning(prog, f"{left_out}; {'it is' if n_bad == 1 else 'they are'} left out")
     print(f"exact-match accuracy {n_matches / (n_read - n_bad):.6f} "
           f"({n_matches} of {n_read - n_bad} molecules decoded to themselves)", file=sys.stderr)
     return 0
