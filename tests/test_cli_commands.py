@@ -180,6 +180,22 @@ def test_embed_draws_progress_on_a_terminal_once_a_run_lasts_a_few_seconds(capsy
     assert drawn[0].startswith("embedding molecules [#")
 
 
+def test_an_error_after_the_progress_bar_is_drawn_starts_a_line_of_its_own(capsys, model, smiles, tmp_path,
+                                                                          monkeypatch):
+    source = tmp_path / "in.smi"
+    source.write_text("\n".join([*smiles[:20], "C1CC", *smiles[20:]]) + "\n")  # in the 3rd chunk of 8
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    clock = itertools.count(step=1.2)
+    monkeypatch.setattr(progress, "perf_counter", lambda: next(clock))
+    assert run(capsys, "embed", source, "--output", tmp_path / "x.npy", "--model", model,
+               "--chunk-size", 8)[0] == 2
+    bar, error = sys.stderr.getvalue().split("\n")[:2]  # the error was written after "16/25 2s"
+    assert bar.startswith("\rembedding molecules [#") and bar.endswith("] 16/25 2s")
+    assert error.startswith(f"cmim embed: error: line 21 of {source}: 'C1CC' cannot be read")
+    progress.end_bar()  # a bar ended once is not ended again
+    assert sys.stderr.getvalue().count("\n") == 2
+
+
 @pytest.mark.parametrize("prior", ["fitted", "standard"])
 def test_sample_from_the_prior_is_reproducible(capsys, model, smiles, prior):
     options = ("--prior", prior) if prior == "standard" else ()  # "fitted" is the default

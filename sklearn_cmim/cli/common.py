@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..config import DEFAULT_MODEL
 from ..exceptions import UnknownTokenWarning
+from ..progress import end_bar
 
 __all__ = ["OPTIONS", "ArgumentParser", "HelpFormatter", "add_file_options", "add_options",
            "checked", "device_name", "given_options", "non_negative_float", "non_negative_int",
@@ -45,12 +46,14 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def report_error(prog: str, message) -> int:
     """Print a user error as one line, without traceback; returns exit status 2."""
+    end_bar()
     print(f"{rank_prefix()}{prog}: error: {message}", file=sys.stderr)
     return 2
 
 
 def report_warning(prog: str, message) -> None:
     """Print a warning as one line: ``PROG: warning: MESSAGE``."""
+    end_bar()
     print(f"{rank_prefix()}{prog}: warning: {message}", file=sys.stderr)
 
 
@@ -84,6 +87,7 @@ def run_interruptible(prog: str, run) -> int:
         signum = stop.signum if isinstance(stop, Terminated) else signal.SIGINT
         said = "interrupted" if signum == signal.SIGINT else "terminated"
         with suppress(OSError):  # after SIGHUP the terminal may be gone
+            end_bar()
             print(f"{rank_prefix()}{prog}: {said}", file=sys.stderr)
         return 128 + signum
     finally:
