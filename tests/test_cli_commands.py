@@ -261,6 +261,19 @@ def test_reconstruct_accuracy_agrees_with_score(capsys, tmp_path):
     assert accuracy == pytest.approx(score, abs=1e-6)
 
 
+def test_reconstruct_keeps_a_field_holding_a_tab_in_its_column(capsys, model, smiles, tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text(f'smiles,id\n{smiles[0]},1\n"CC\tO",2\n{smiles[1]},3\n')
+    status, out, err = run(capsys, "reconstruct", source, "--model", model, "--errors", "nan")
+    assert status == 0, err
+    rows = list(csv.reader(io.StringIO(out), delimiter="\t"))  # a tab in a field shifted the columns
+    assert [len(row) for row in rows] == [3, 3, 3, 3]
+    assert [row[0] for row in rows] == ["input", smiles[0], "CC\tO", smiles[1]] and rows[2][1:] == ["", ""]
+    lines = out.splitlines()  # ordinary rows are written as before, without quotes
+    assert lines[0] == "input\tdecoded\tmatch" and lines[2] == '"CC\tO"\t\t'
+    assert [lines[1], lines[3]] == ["\t".join(rows[1]), "\t".join(rows[3])]
+
+
 def test_a_decoding_the_model_does_not_finish_is_written_empty_and_is_no_match(capsys, model, tmp_path,
                                                                              monkeypatch):
     from sklearn_cmim.nn.model import CMIMModel
