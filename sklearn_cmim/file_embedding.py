@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,6 +78,9 @@ class ChunkEmbedder:
     ----------
     bad : collections.Counter
         The bad molecules met so far, by what is wrong: :data:`UNREADABLE` or :data:`TOO_LONG`.
+
+    Calling it raises ``ValueError``, whatever ``errors``, when the model gives non-finite values
+    for a molecule it reads: its weights are damaged, and no molecule is to blame.
     """
 
     def __init__(self, model: CMIMTransformer, errors: str, where: str):
@@ -86,13 +90,24 @@ class ChunkEmbedder:
         self.bad = Counter()
 
     def __call__(self, chunk: list[tuple[int, str]]) -> np.ndarray:
-        X = self.model.transform([smiles for _, smiles in chunk])
-        for row in np.flatnonzero(np.isnan(X).all(axis=1)):
+        from .chem.inputs import describe  # on use: --help must not load RDKit
+
+        # What transform does, in its two steps: which molecules are bad is the encoding's verdict,
+        # not read from NaN rows, which a model with damaged weights gives good molecules too.
+        model = self.model
+        encoded = model._encode([smiles for _, smiles in chunk])
+        X = model._embed(encoded, model._embedding_spec(), model._n_features_out())
+        valid = encoded.valid
+        broken = np.flatnonzero(valid & ~np.isfinite(X).all(axis=1))
+        if broken.size:
+            line, smiles = chunk[broken[0]]
+            raise ValueError(f"the model gave non-finite values for {self.where.format(line)} "
+                             f"({describe(smiles)}, a molecule it reads); its weights may be damaged "
+                             "(a training run that diverged?)")
+        for row in np.flatnonzero(~valid):
             line, smiles = chunk[row]
             kind, reason = self.problem(smiles)
             if self.errors == "raise":
-                from .chem.inputs import describe  # shortens a field of any length to one line
-
                 raise BadMolecule(f"{self.where.format(line)}: {describe(smiles)} {kind}: {reason}")
             self.bad[kind] += 1
         return X
@@ -117,14 +132,20 @@ def describe_bad(bad: Counter, n_rows: int, max_length: int) -> str:
     >>> from collections import Counter
     >>> describe_bad(Counter({TOO_LONG: 10, UNREADABLE: 2}), 2039, 128)
     "10 of 2039 molecules are longer than the model's max_length (128 tokens) and 2 cannot be read"
-    >>> describe_bad(Counter({UNREADABLE: 1}), 6, 128)
-    '1 of 6 molecules cannot be read'
+    >>> describe_bad(Counter({TOO_LONG: 1}), 270, 128)
+    "1 of 270 molecules is longer than the model's max_length (128 tokens)"
+    >>> describe_bad(Counter({UNREADABLE: 1}), 1, 128)
+    '1 of 1 molecule cannot be read'
     """
-    phrases = [(n, text) for n, text in ((bad[TOO_LONG], f"are longer than the model's max_length "
-                                                         f"({max_length} tokens)"),
-                                         (bad[UNREADABLE], "cannot be read")) if n]
-    (n, text), *more = phrases
-    return f"{n} of {n_rows} molecules {text}" + "".join(f" and {m} {t}" for m, t in more)
+    phrases = []
+    if n := bad[TOO_LONG]:
+        phrases.append(f"{n} {'is' if n == 1 else 'are'} longer than the model's max_length "
+                       f"({max_length} tokens)")
+    if n := bad[UNREADABLE]:
+        phrases.append(f"{n} cannot be read")
+    (count, said), *more = [phrase.split(" ", 1) for phrase in phrases]
+    molecules = "molecule" if n_rows == 1 else "molecules"
+    return f"{count} of {n_rows} {molecules} {said}" + "".join(f" and {n} {t}" for n, t in more)
 
 
 def write_npy(path: Path, embedded, n_rows: int, names: list[str]) -> None:
@@ -155,6 +176,21 @@ def write_csv(path: Path, embedded, n_rows: int, names: list[str]) -> None:
 WRITERS = {".npy": write_npy, ".csv": write_csv}
 
 
+def as_counted(chunks, n_rows: int, source) -> Iterator[list]:
+    """``chunks``, checked to hold the ``n_rows`` records a first pass counted: a file written to
+    while it is read would not fit the .npy sized for it, nor line up with its rows."""
+    seen = 0
+    for chunk in chunks:
+        seen += len(chunk)
+        if seen > n_rows:  # stopped at once: the file may be growing for a long while yet
+            raise ValueError(f"{source} changed while it was being read ({n_rows} records counted, more "
+                             "found); embed a copy that nothing writes to")
+        yield chunk
+    if seen < n_rows:
+        raise ValueError(f"{source} changed while it was being read ({n_rows} records counted, {seen} "
+                         "found); embed a copy that nothing writes to")
+
+
 def embed_file(model: CMIMTransformer, source, output, column: str | None = None,
                errors: str = "raise", chunk_size: int = CHUNK_SIZE) -> tuple[int, Counter]:
     """Embed every molecule of a SMILES file into a ``.npy`` or ``.csv`` file, a chunk at a time.
@@ -179,6 +215,12 @@ def embed_file(model: CMIMTransformer, source, output, column: str | None = None
         Molecules written.
     bad : collections.Counter
         Those among them that got NaN rows, by what is wrong (see :func:`describe_bad`).
+
+    Raises
+    ------
+    ValueError
+        With nothing written: ``source`` holds no molecules or changed while it was read, or the
+        model gives non-finite values for a molecule it reads (see :class:`ChunkEmbedder`).
     """
     output = Path(output)
     writer = WRITERS.get(output.suffix.lower())
@@ -188,8 +230,8 @@ def embed_file(model: CMIMTransformer, source, output, column: str | None = None
     if n_rows == 0:
         raise ValueError(f"{source} holds no molecules")
     embed = ChunkEmbedder(model, errors, f"line {{}} of {source}")
-    chunks = progress(chunked(read_smiles(source, column), chunk_size), total=n_rows,
-                      label="embedding molecules", after=SHOW_AFTER, size=len)
+    chunks = progress(as_counted(chunked(read_smiles(source, column), chunk_size), n_rows, source),
+                      total=n_rows, label="embedding molecules", after=SHOW_AFTER, size=len)
     with written_atomically(output) as temporary:
         writer(temporary, ((chunk, embed(chunk)) for chunk in chunks), n_rows,
                list(model.get_feature_names_out()))

@@ -5,10 +5,22 @@ from __future__ import annotations
 import sys
 from time import perf_counter
 
-__all__ = ["SHOW_AFTER", "progress"]
+__all__ = ["SHOW_AFTER", "end_bar", "progress"]
 
 # Seconds of work before the commands that stream files draw a bar: a quicker run prints none.
 SHOW_AFTER = 2.0
+# Whether the line stderr is on holds a bar not yet finished, which a message must not follow.
+_bar_open = False
+
+
+def end_bar() -> None:
+    """End the line of a bar left unfinished (a run that failed or was stopped), so that the
+    message printed next starts a line of its own."""
+    global _bar_open
+    if _bar_open:
+        _bar_open = False
+        sys.stderr.write("\n")
+        sys.stderr.flush()
 
 
 def progress(items, total: int | None = None, label: str = "", enabled: bool | None = None,
@@ -42,6 +54,7 @@ def progress(items, total: int | None = None, label: str = "", enabled: bool | N
     'molecules [####################..........] 2/3 0s'
     'molecules [##############################] 3/3 0s\\n'
     """
+    global _bar_open
     total = len(items) if total is None else total
     enabled = sys.stderr.isatty() if enabled is None else enabled
     start = perf_counter()
@@ -54,6 +67,7 @@ def progress(items, total: int | None = None, label: str = "", enabled: bool | N
             filled = int(30 * done / max(total, 1))
             sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} "
                              f"{elapsed:.0f}s")
-            if done >= total:
+            _bar_open = done < total
+            if not _bar_open:
                 sys.stderr.write("\n")
             sys.stderr.flush()

@@ -131,6 +131,36 @@ def test_too_long_molecules_are_not_called_unreadable(capsys, model, smiles, tmp
     assert err.splitlines()[1].startswith("exact-match accuracy ") and len(err.splitlines()) == 2
 
 
+def test_one_bad_molecule_is_counted_in_the_singular(capsys, model, smiles, tmp_path):
+    source = tmp_path / "in.smi"
+    source.write_text("\n".join([smiles[0], "C" * 200, smiles[1]]) + "\n")
+    status, _, err = run(capsys, "embed", source, "--output", tmp_path / "x.npy", "--model", model,
+                         "--errors", "nan")
+    assert status == 0
+    assert err == ("cmim embed: warning: 1 of 3 molecules is longer than the model's max_length (128 "
+                   "tokens); its row is NaN\n")
+    status, _, err = run(capsys, "reconstruct", source, "--model", model, "--errors", "nan")
+    assert status == 0
+    assert err.splitlines()[0] == ("cmim reconstruct: warning: 1 of 3 molecules is longer than the model's "
+                                   "max_length (128 tokens); it is left out")
+
+
+def test_a_model_whose_weights_give_nan_is_named_not_its_molecules_called_too_long(capsys, fitted, tmp_path):
+    damaged = fitted.save_pretrained(tmp_path / "diverged")  # as a run that diverged leaves it
+    weights = torch.load(damaged / "weights.pt", weights_only=True)
+    torch.save({k: v * float("nan") if v.is_floating_point() else v for k, v in weights.items()},
+               damaged / "weights.pt")
+    source = tmp_path / "in.smi"
+    source.write_text("C1CC\nCCO\nc1ccccc1\n")
+    for errors in ("raise", "nan"):  # the NaN rows were read as bad molecules: "'CCO' is too long: None"
+        status, out, err = run(capsys, "embed", source, "--output", tmp_path / "x.npy", "--model", damaged,
+                               "--errors", errors)
+        assert status == 2 and out == "" and err.count("\n") == 1, err
+        assert err == (f"cmim embed: error: the model gave non-finite values for line 2 of {source} ('CCO', "
+                       "a molecule it reads); its weights may be damaged (a training run that diverged?)\n")
+        assert not (tmp_path / "x.npy").exists()
+
+
 class Terminal(io.StringIO):
     def isatty(self):
         return True
@@ -148,6 +178,22 @@ def test_embed_draws_progress_on_a_terminal_once_a_run_lasts_a_few_seconds(capsy
     drawn = sys.stderr.getvalue().split("\r")[1:]  # 24 molecules in 3 chunks; 2 s have passed at the 2nd
     assert [line.split("] ")[1] for line in drawn] == ["16/24 2s", "24/24 4s\n"]
     assert drawn[0].startswith("embedding molecules [#")
+
+
+def test_an_error_after_the_progress_bar_is_drawn_starts_a_line_of_its_own(capsys, model, smiles, tmp_path,
+                                                                          monkeypatch):
+    source = tmp_path / "in.smi"
+    source.write_text("\n".join([*smiles[:20], "C1CC", *smiles[20:]]) + "\n")  # in the 3rd chunk of 8
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    clock = itertools.count(step=1.2)
+    monkeypatch.setattr(progress, "perf_counter", lambda: next(clock))
+    assert run(capsys, "embed", source, "--output", tmp_path / "x.npy", "--model", model,
+               "--chunk-size", 8)[0] == 2
+    bar, error = sys.stderr.getvalue().split("\n")[:2]  # the error was written after "16/25 2s"
+    assert bar.startswith("\rembedding molecules [#") and bar.endswith("] 16/25 2s")
+    assert error.startswith(f"cmim embed: error: line 21 of {source}: 'C1CC' cannot be read")
+    progress.end_bar()  # a bar ended once is not ended again
+    assert sys.stderr.getvalue().count("\n") == 2
 
 
 @pytest.mark.parametrize("prior", ["fitted", "standard"])
@@ -224,6 +270,19 @@ def test_reconstruct_accuracy_agrees_with_score(capsys, tmp_path):
     assert accuracy == pytest.approx(score, abs=1e-6)
 
 
+def test_reconstruct_keeps_a_field_holding_a_tab_in_its_column(capsys, model, smiles, tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text(f'smiles,id\n{smiles[0]},1\n"CC\tO",2\n{smiles[1]},3\n')
+    status, out, err = run(capsys, "reconstruct", source, "--model", model, "--errors", "nan")
+    assert status == 0, err
+    rows = list(csv.reader(io.StringIO(out), delimiter="\t"))  # a tab in a field shifted the columns
+    assert [len(row) for row in rows] == [3, 3, 3, 3]
+    assert [row[0] for row in rows] == ["input", smiles[0], "CC\tO", smiles[1]] and rows[2][1:] == ["", ""]
+    lines = out.splitlines()  # ordinary rows are written as before, without quotes
+    assert lines[0] == "input\tdecoded\tmatch" and lines[2] == '"CC\tO"\t\t'
+    assert [lines[1], lines[3]] == ["\t".join(rows[1]), "\t".join(rows[3])]
+
+
 def test_a_decoding_the_model_does_not_finish_is_written_empty_and_is_no_match(capsys, model, tmp_path,
                                                                              monkeypatch):
     from sklearn_cmim.nn.model import CMIMModel
@@ -249,6 +308,9 @@ USER_ERRORS = [
     (["embed", "{smi}", "--output", "{tmp}/no/x.npy", "--model", "{model}"], "does not exist"),
     (["embed", "{smi}", "--output", "{tmp}/x.npy", "--model", "no-such-model"], "neither a bundled model"),
     (["embed", "{smi}", "--output", "{tmp}/x.npy", "--batch-size", "0"], "positive integer"),
+    # It failed after the model loaded, in islice's words.
+    (["embed", "{smi}", "--output", "{tmp}/x.npy", "--chunk-size", "100000000000000000000", "--model",
+      "no-such-model"], "--chunk-size: must be at most 9223372036854775807, got '100000000000000000000'"),
     (["embed", "{smi}", "--output", "{tmp}/x.npy", "--errors", "skip"], "invalid choice"),
     (["embed", "{smi}", "--output", "{tmp}/x.npy", "--device", "gpu0"], "not a torch device"),
     (["embed", "{smi}"], "--output"),

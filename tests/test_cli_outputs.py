@@ -5,11 +5,12 @@ import os
 import signal
 import stat
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sklearn_cmim.chem.smiles_files import written_atomically
+from sklearn_cmim.chem.smiles_files import read_smiles, written_atomically
 from sklearn_cmim.cli.common import run_interruptible
 from sklearn_cmim.training.checkpoint import Checkpoints
 from tests.conftest import run_cmim as run
@@ -49,6 +50,52 @@ def test_a_bad_output_fails_before_any_work_and_leaves_the_input_alone(capsys, t
     err = one_error(*run(capsys, command, *argv, "--model", "no-such-model"), command)
     assert message.format(**paths) in err
     assert paths["input"].read_text() == "smiles\nCCO\n" and sorted(os.listdir(tmp_path)) == before
+
+
+@pytest.mark.parametrize(("change", "found"), [("CCN\n" * 20, "more"), ("", "1")], ids=["grown", "shrunk"])
+@pytest.mark.parametrize("output", ["x.npy", "x.csv"])
+def test_an_input_that_changes_while_embed_reads_it_is_one_line_and_no_output(capsys, fitted, tmp_path,
+                                                                             monkeypatch, change, found,
+                                                                             output):
+    from sklearn_cmim import file_embedding
+
+    model = fitted.save_pretrained(tmp_path / "model")
+    source = tmp_path / "in.smi"
+    source.write_text("CCO\nCCN\nCCC\n")
+
+    def read_while_written(path, column=None):  # the file changes after it was counted
+        source.write_text("CCO\n" + change)
+        return read_smiles(path, column)
+
+    monkeypatch.setattr(file_embedding, "read_smiles", read_while_written)
+    err = one_error(*run(capsys, "embed", source, "--output", tmp_path / output, "--model", model,
+                         "--chunk-size", 2), "embed")
+    assert err == (f"cmim embed: error: {source} changed while it was being read (3 records counted, "
+                   f"{found} found); embed a copy that nothing writes to\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.smi", "model"]
+
+
+def test_an_output_name_as_long_as_a_file_name_may_be_is_written_and_a_longer_one_refused_at_once(
+        capsys, fitted, tmp_path):
+    model = fitted.save_pretrained(tmp_path / "model")
+    source = tmp_path / "in.smi"
+    source.write_text("CCO\nCCN\n")
+    longest = tmp_path / ("x" * 251 + ".npy")  # 255 bytes: its temporary name was too long
+    status, _, err = run(capsys, "embed", source, "--output", longest, "--model", model)
+    assert status == 0, err
+    assert np.load(longest).shape[0] == 2
+    too_long = tmp_path / ("y" * 252 + ".npy")  # failed after the model loaded, naming the temporary file
+    err = one_error(*run(capsys, "embed", source, "--output", too_long, "--model", "no-such-model"), "embed")
+    assert err == (f"cmim embed: error: cannot write {too_long}: its name is longer than the 255 bytes a "
+                   "file name may have there\n")
+
+
+@pytest.mark.parametrize("output", [".npy", "out/.CSV"])
+def test_an_output_that_is_only_a_suffix_is_said_to_lack_a_name(capsys, tmp_path, output):
+    (tmp_path / "in.smi").write_text("CCO\n")
+    err = one_error(*run(capsys, "embed", tmp_path / "in.smi", "--output", output), "embed")
+    assert err == (f"cmim embed: error: --output {output} is a suffix without a file name; give one, e.g. "
+                   f"{output[:-len(Path(output).name)]}embeddings{Path(output).name}\n")
 
 
 def test_optimize_refuses_to_write_over_its_objective_file(capsys, tmp_path):
@@ -133,10 +180,12 @@ def test_the_first_checkpoint_creates_its_folder(tmp_path):
 
 
 @pytest.mark.parametrize(("signum", "status", "said"), [(signal.SIGTERM, 143, "terminated"),
+                                                        (signal.SIGHUP, 129, "terminated"),
                                                         (signal.SIGINT, 130, "interrupted")])
-def test_sigterm_and_ctrl_c_end_a_command_in_one_line_with_no_partial_output(tmp_path, capsys, signum,
-                                                                             status, said):
-    # SIGTERM is how batch schedulers stop a job: it used to leave the hidden partial file behind.
+def test_sigterm_sighup_and_ctrl_c_end_a_command_in_one_line_with_no_partial_output(tmp_path, capsys, signum,
+                                                                                    status, said):
+    # SIGTERM is how batch schedulers stop a job, SIGHUP what closing an ssh terminal sends: both
+    # used to leave the hidden partial file behind.
     def command():
         with written_atomically(tmp_path / "out.npy") as temporary:
             temporary.write_bytes(b"half an output")
@@ -144,8 +193,15 @@ def test_sigterm_and_ctrl_c_end_a_command_in_one_line_with_no_partial_output(tmp
             time.sleep(30)  # the signal arrives here
         return 0
 
-    before = signal.getsignal(signal.SIGTERM)
-    assert run_interruptible("cmim embed", command) == status
-    assert capsys.readouterr().err == f"cmim embed: {said}\n"
-    assert list(tmp_path.iterdir()) == []
-    assert signal.getsignal(signal.SIGTERM) is before
+    def unhandled(signum, frame):  # SIGHUP's default would end the test run itself
+        pytest.fail(f"run_interruptible left signal {signum} to its previous handler")
+
+    default = signal.signal(signal.SIGHUP, unhandled)
+    try:
+        before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+        assert run_interruptible("cmim embed", command) == status
+        assert capsys.readouterr().err == f"cmim embed: {said}\n"
+        assert list(tmp_path.iterdir()) == []
+        assert {s: signal.getsignal(s) for s in before} == before
+    finally:
+        signal.signal(signal.SIGHUP, default)

@@ -3,9 +3,11 @@ traceback, or, for a field that is merely not a molecule, a bad item like any ot
 
 import csv
 import gzip
+import io
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from sklearn_cmim.chem import corpus
@@ -84,11 +86,51 @@ def test_a_utf8_byte_order_mark_is_not_part_of_the_text(tmp_path, name):
 def test_an_unclosed_quote_is_an_error_not_a_merged_record(tmp_path):
     path = tmp_path / "in.csv"
     path.write_text('smiles,n\nCCO,1\n"CCN,2\nCCC,3\nCCCC,4\n')
-    with pytest.raises(CorpusError, match=rf"^line 3 of {named(path)}: the SMILES field runs on to line 5 "
-                                          r"\(an unclosed quote\?\)"):
+    with pytest.raises(CorpusError, match=rf"^line 3 of {named(path)}: the row runs on to line 5 "
+                                          r"\(a quoted line break, or an unclosed quote\?\)"):
         records(path)
-    path.write_text('smiles,name\nCCO,"two\nlines"\n')  # a line break in another column is fine CSV
-    assert records(path) == [(2, "CCO")]
+    # In another column, the quote swallowed the next line: one record for two molecules.
+    path.write_text('smiles,name\nCCO,"eth\nc1ccccc1,benz\n')
+    with pytest.raises(CorpusError, match=rf"^line 2 of {named(path)}: the row runs on to line 3 "):
+        records(path)
+
+
+@pytest.mark.parametrize("end", ["\n", ""])
+def test_a_quote_left_open_on_the_last_line_is_an_error(tmp_path, end):
+    path = tmp_path / "in.csv"
+    path.write_text(f'smiles,name\nCCO,ok\nCCN,"eth{end}')
+    with pytest.raises(CorpusError, match=rf"^line 3 of {named(path)}: a quote opened here is never closed"):
+        records(path)
+
+
+def test_a_line_break_inside_any_csv_field_is_an_error_as_it_would_shift_line_numbers(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text('smiles,notes\nCCO,"line one\nline two"\nCCN,ok\nC1CC,bad\n')
+    with pytest.raises(CorpusError, match=rf"^line 2 of {named(path)}: the row runs on to line 3 .*"
+                                          "a .csv row must be one line$"):
+        records(path)
+
+
+@pytest.mark.parametrize("blank", ["", "   ", " \t"])
+def test_blank_csv_lines_are_left_out_as_pandas_does_and_line_numbers_stay_true(tmp_path, blank):
+    path = tmp_path / "in.csv"
+    text = f"{blank}\nsmiles,y\nCCO,1\n{blank}\nCCN,2\n,3\n\n{blank}\n"
+    path.write_text(text)
+    assert records(path) == [(3, "CCO"), (5, "CCN"), (6, "")]  # an empty SMILES with a label stays
+    assert pd.read_csv(io.StringIO(text))["smiles"].fillna("").tolist() == ["CCO", "CCN", ""]
+    smi = tmp_path / "in.smi"  # a .smi file's records stay aligned with its lines
+    smi.write_text("CCO\n\nCCN\n")
+    assert records(smi) == [(1, "CCO"), (2, ""), (3, "CCN")]
+
+
+def test_an_explicit_column_matches_in_any_case_when_that_picks_one(tmp_path):
+    path = tmp_path / "in.csv"
+    path.write_text("id,SMILES\n1,CCO\n")
+    assert records(path, column="smiles") == [(2, "CCO")]
+    path.write_text("Smiles,SMILES\nCCO,CCN\n")
+    assert records(path, column="SMILES") == [(2, "CCN")]  # the exact name first
+    with pytest.raises(CorpusError, match=r"has several columns 'smiles' in any case; its columns are"):
+        records(path, column="smiles")
 
 
 # ----------------------------------------------------------------------------- the commands
@@ -131,6 +173,11 @@ def test_a_csv_without_header_is_refused_rather_than_losing_its_first_molecule(t
     headerless.write_text("CCO\nc1ccccc1\nCCN\n")
     with pytest.raises(CorpusError, match=rf"^{named(headerless)}: line 1 starts with 'CCO', a molecule"):
         records(headerless)
+    # A header whose first column name reads as a molecule (carbon monoxide): --column reads it.
+    headerless.write_text("CO,name\nCCO,ethanol\n")
+    with pytest.raises(CorpusError, match=r"if it is the header, name the SMILES column \(--column CO\)$"):
+        records(headerless)
+    assert records(headerless, column="CO") == [(2, "CCO")]
     # A header that names no smiles column still works: its first column is read.
     headerless.write_text("structure,id\nCCO,1\nCCN,2\n")
     assert records(headerless) == [(2, "CCO"), (3, "CCN")]
@@ -141,3 +188,19 @@ def test_column_names_match_without_their_spaces_and_gz_in_any_case(tmp_path):
     with gzip.open(spaced, "wt") as handle:
         handle.write("id, smiles\n1, CCO\n")
     assert records(spaced, column="smiles") == records(spaced) == [(2, "CCO")]
+
+
+def test_embed_refuses_a_csv_row_that_swallows_the_next_and_skips_blank_lines(capsys, model, tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text('smiles,name\nCCO,"eth\nc1ccccc1,benz\n')  # it wrote 1 row for 2 molecules
+    status, out, err = run(capsys, "embed", source, "--output", tmp_path / "x.npy", "--model", model,
+                           "--device", "cpu", "--embedding", "latent")
+    assert status == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"cmim embed: error: line 2 of {source}: the row runs on to line 3 ")
+    assert not (tmp_path / "x.npy").exists()
+    source.write_text("smiles,y\nCCO,1\n\nCCN,2\n\n")  # blank lines failed the run, or got NaN rows
+    for errors in ("raise", "nan"):
+        status, _, err = run(capsys, "embed", source, "--output", tmp_path / "x.npy", "--model", model,
+                             "--device", "cpu", "--errors", errors)
+        assert status == 0 and err == "", err
+        assert np.isfinite(np.load(tmp_path / "x.npy")).all(axis=1).tolist() == [True, True]

@@ -6,8 +6,8 @@ are held out for validation and which rank trains on each of the others; :class:
 turns SMILES into token ids, skipping and counting bad molecules. One rank's endless, resumable
 sequence of batches made of them is :class:`~sklearn_cmim.training.streams.BatchStream`.
 
-A *record* is one data line (CSV rows after the header, every line of a .smi/.txt file),
-numbered from 0 across the files in the order given. Record numbers, not content, decide the
+A *record* is one data line (CSV rows after the header but blank lines, every line of a .smi/.txt
+file), numbered from 0 across the files in the order given. Record numbers, not content, decide the
 split and the sharding, so they are the same on every run, rank and machine.
 """
 
@@ -85,9 +85,12 @@ class Corpus:
 
     def records(self, start: int = 0) -> Iterator[tuple[int, str]]:
         """``(record number, SMILES)`` for every record from number ``start`` on, across all files."""
-        numbered = enumerate(s for path, col in zip(self.paths, self.columns, strict=True)
-                             for s in self._read(path, col))
-        return islice(numbered, start, None)
+        return islice(enumerate(s for _, s in self.lines()), start, None)
+
+    def lines(self) -> Iterator[tuple[int, str]]:
+        """``(line number, SMILES)`` for every record, numbered from 1 within each file."""
+        return (item for path, col in zip(self.paths, self.columns, strict=True)
+                for item in self._read(path, col))
 
     @staticmethod
     def _format(path: Path) -> tuple[str, bool]:
@@ -130,55 +133,66 @@ class Corpus:
                             f"{error.reason}); save the file as UTF-8")
         return f"{path} is not UTF-8 text; save it as UTF-8"
 
-    @staticmethod
-    def _csv_rows(lines: Iterator[str]):
-        if csv.field_size_limit() < CSV_FIELD_LIMIT:
-            csv.field_size_limit(CSV_FIELD_LIMIT)
-        return csv.reader(lines)
+    def _csv_rows(self, path: Path) -> Iterator[tuple[int, list[str]]]:
+        """``(line number, fields)`` of each row of a CSV file but blank lines, which pandas skips too.
+        A row spanning lines (a quoted line break, an unclosed quote) would shift later line numbers."""
+        csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
+        with closing(self._lines(path)) as lines:
+            # A last line gets its line break, so that a quote open at the end leaves one in its field.
+            rows = csv.reader(line if line.endswith(("\n", "\r")) else line + "\n" for line in lines)
+            end = 0
+            try:
+                for row in rows:
+                    start, end = end + 1, rows.line_num
+                    if end > start:
+                        raise CorpusError(f"line {start} of {path}: the row runs on to line {end} (a quoted "
+                                          "line break, or an unclosed quote?); a .csv row must be one line")
+                    if row and row[-1].endswith(("\n", "\r")):
+                        raise CorpusError(f"line {start} of {path}: a quote opened here is never closed")
+                    if row and not (len(row) == 1 and row[0].isspace()):
+                        yield start, row
+            except csv.Error as error:
+                raise CorpusError(f"line {rows.line_num} of {path}: {error}") from None
 
     def _column_index(self, path: Path) -> int | None:
         kind, _ = self._format(path)
-        with closing(self._lines(path)) as lines:
-            try:
-                first = next(self._csv_rows(lines) if kind == "csv" else lines, None)  # reads it now
-            except csv.Error as error:
-                raise CorpusError(f"line 1 of {path}: {error}") from None
         if kind != "csv":
+            with closing(self._lines(path)) as lines:
+                next(lines, None)  # reads it now, so that an unreadable file fails here
             return None
-        names = [name.strip() for name in first or []]
+        with closing(self._csv_rows(path)) as rows:
+            line, first = next(rows, (1, []))
+        names = [name.strip() for name in first]
         if self.column is not None:
-            if self.column.strip() not in names:
-                raise CorpusError(f"{path} has no column {self.column!r}; its columns are {names}")
-            return names.index(self.column.strip())
+            # Exactly, else in any case (as "smiles" is found) where that picks one column.
+            wanted = self.column.strip()
+            found = ([names.index(wanted)] if wanted in names
+                     else [i for i, name in enumerate(names) if name.lower() == wanted.lower()])
+            if len(found) != 1:
+                which = "several columns" if found else "no column"
+                raise CorpusError(f"{path} has {which} {self.column!r} in any case; its columns are {names}")
+            return found[0]
         lowered = [name.lower() for name in names]
         if "smiles" in lowered:
             return lowered.index("smiles")
         # Read as a header, a file without one would lose its first molecule, silently.
         if names and canonical_smiles(names[0]) is not None:
-            raise CorpusError(f"{path}: line 1 starts with {names[0]!r}, a molecule, where a .csv file has "
-                              "its header (the column names): add one, or name the file .smi")
+            raise CorpusError(f"{path}: line {line} starts with {names[0]!r}, a molecule, where a .csv file "
+                              "has its header (the column names): add one, or name the file .smi; if it "
+                              f"is the header, name the SMILES column (--column {names[0]})")
         return 0
 
-    def _read(self, path: Path, column: int | None) -> Iterator[str]:
-        with closing(self._lines(path)) as lines:
-            if column is None:
-                for line in lines:
-                    fields = line.split(maxsplit=1)
-                    yield fields[0] if fields else ""
-                return
-            rows = self._csv_rows(lines)
-            try:
-                next(rows, None)  # the header
-                last = rows.line_num
-                for row in rows:
-                    field = row[column] if column < len(row) else ""
-                    if "\n" in field or "\r" in field:  # no SMILES holds a line break; an open quote does
-                        raise CorpusError(f"line {last + 1} of {path}: the SMILES field runs on to line "
-                                          f"{rows.line_num} (an unclosed quote?)")
-                    last = rows.line_num
-                    yield field.strip()
-            except csv.Error as error:
-                raise CorpusError(f"line {rows.line_num} of {path}: {error}") from None
+    def _read(self, path: Path, column: int | None) -> Iterator[tuple[int, str]]:
+        """``(line number, SMILES field)`` of each record of a file."""
+        if column is None:
+            with closing(self._lines(path)) as lines:
+                for number, line in enumerate(lines, 1):
+                    yield number, (line.split(maxsplit=1) or [""])[0]  # an empty line: an empty SMILES
+            return
+        with closing(self._csv_rows(path)) as rows:
+            next(rows, None)  # the header
+            for number, row in rows:
+                yield number, row[column].strip() if column < len(row) else ""
 
 
 @dataclass(frozen=True)

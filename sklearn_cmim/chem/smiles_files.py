@@ -29,22 +29,24 @@ def read_smiles(path: str | os.PathLike, column: str | None = None) -> Iterator[
         A ``.smi`` or ``.txt`` file (first whitespace-separated field of each line) or a ``.csv``
         file, each optionally gzip-compressed (``.csv.gz``), in UTF-8 (a byte-order mark is skipped).
     column : str, optional
-        CSV column holding the SMILES. Default: a column named ``smiles`` (any case), else the
-        first. Given for a file that is not a CSV, it is an error.
+        CSV column holding the SMILES: its exact name, else in any case where that picks one
+        column. Default: a column named ``smiles`` (any case), else the first. Given for a file
+        that is not a CSV, it is an error.
 
     Returns
     -------
     records : iterator of (int, str)
-        Line numbers count from 1 and include a CSV's header line (one line per CSV row: a SMILES
-        field holding a line break is an error). An empty line gives an empty string, so that
-        records stay aligned with lines.
+        Line numbers count from 1 and include a CSV's header line. A CSV row must be one line (a
+        field holding a line break is an error), and blank lines of a CSV are left out, as pandas
+        leaves them out, so that records line up with ``pandas.read_csv``'s rows. In a ``.smi`` or
+        ``.txt`` file an empty line gives an empty string, so that records stay aligned with lines.
 
     Raises
     ------
     CorpusError
         At once rather than on first iteration: a missing file, an unknown format or column.
         While iterating, naming the file and line: a damaged file (a truncated ``.gz``), text that
-        is not UTF-8, a SMILES field that runs over several lines (an unclosed quote).
+        is not UTF-8, a CSV row that runs over several lines (a quoted line break, an unclosed quote).
 
     Examples
     --------
@@ -58,8 +60,7 @@ def read_smiles(path: str | os.PathLike, column: str | None = None) -> Iterator[
     if column is not None and corpus.columns[0] is None:  # an option ignored would hide a mistake
         raise CorpusError(f"{path} is not a .csv file, so it has no column {column!r}: each of its lines "
                           "starts with a SMILES")
-    first_line = 1 if corpus.columns[0] is None else 2
-    return ((first_line + record, smiles) for record, smiles in corpus.records())
+    return corpus.lines()
 
 
 def count_smiles(path: str | os.PathLike, column: str | None = None) -> int:
@@ -89,17 +90,29 @@ def check_output(output: Path | None, *inputs: Path | None) -> None:
     """
     if output is None:
         return
-    if output.is_dir():
-        raise ValueError(f"cannot write {output}: it is a directory")
     folder = output.parent
     if not folder.is_dir():
         why = f"{folder} is not a directory" if folder.exists() else f"directory {folder} does not exist"
         raise ValueError(f"cannot write {output}: {why}")
+    name_max = _name_max(folder)  # checked before any look at the file, which would fail on it
+    if len(os.fsencode(output.name)) > name_max:
+        raise ValueError(f"cannot write {output}: its name is longer than the {name_max} bytes a file "
+                         "name may have there")
+    if output.is_dir():
+        raise ValueError(f"cannot write {output}: it is a directory")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"cannot write {output}: directory {folder} is not writable")
     for path in inputs:  # samefile: a link or another spelling of the input is the input too
         if path is not None and output.exists() and path.exists() and output.samefile(path):
             raise ValueError(f"cannot write {output}: it is the input file {path}; choose another output")
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name, in bytes, that ``folder``'s file system takes."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # Windows has no pathconf
+        return 255
 
 
 @contextmanager
@@ -111,7 +124,9 @@ def written_atomically(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write {path}: directory {path.parent} does not exist")
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The start of the name only: any name the folder takes must leave room for the temporary one's.
+    start = os.fsencode(path.name)[:100].decode(errors="ignore")
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{start}.", suffix=".tmp")
     os.close(handle)
     temporary = Path(name)
     try:

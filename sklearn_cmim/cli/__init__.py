@@ -63,8 +63,8 @@ def main(argv=None) -> int:
     -------
     status : int
         The command's exit status: 0 on success, 2 after a user error (reported in one line on
-        stderr), 130 after Ctrl-C and 143 after SIGTERM (both leave no partial output); see each
-        command's ``main``.
+        stderr), 130 after Ctrl-C, 143 after SIGTERM and 129 after SIGHUP (none leaves a partial
+        output); see each command's ``main``.
 
     Raises
     ------

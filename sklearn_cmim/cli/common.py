@@ -15,11 +15,12 @@ import sys
 import threading
 import warnings
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from ..config import DEFAULT_MODEL
 from ..exceptions import UnknownTokenWarning
+from ..progress import end_bar
 
 __all__ = ["OPTIONS", "ArgumentParser", "HelpFormatter", "add_file_options", "add_options",
            "checked", "device_name", "given_options", "non_negative_float", "non_negative_int",
@@ -45,39 +46,53 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def report_error(prog: str, message) -> int:
     """Print a user error as one line, without traceback; returns exit status 2."""
+    end_bar()
     print(f"{rank_prefix()}{prog}: error: {message}", file=sys.stderr)
     return 2
 
 
 def report_warning(prog: str, message) -> None:
     """Print a warning as one line: ``PROG: warning: MESSAGE``."""
+    end_bar()
     print(f"{rank_prefix()}{prog}: warning: {message}", file=sys.stderr)
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so that it unwinds like Ctrl-C."""
+    """SIGTERM or SIGHUP, raised where the program is, so that it unwinds like Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def _raise_terminated(signum, frame):
-    raise Terminated
+    raise Terminated(signum)
+
+
+# SIGTERM is how batch schedulers stop a job; SIGHUP comes when the terminal closes (an ssh
+# session that drops). Windows has no SIGHUP.
+STOP_SIGNALS = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
 
 
 def run_interruptible(prog: str, run) -> int:
-    """``run()``'s exit status. Ctrl-C, and SIGTERM (how batch schedulers stop a job), unwind the
-    command like an error, so every ``finally`` runs and no partial output stays; they end it with
-    one line instead of a traceback, and the shell's status for the signal (130 or 143)."""
-    previous = None
+    """``run()``'s exit status. Ctrl-C, SIGTERM and SIGHUP unwind the command like an error, so
+    every ``finally`` runs and no partial output stays; they end it with one line instead of a
+    traceback, and the shell's status for the signal (130, 143 or 129)."""
+    previous = {}
     if threading.current_thread() is threading.main_thread():  # signal handlers live there only
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = {signum: signal.signal(signum, _raise_terminated) for signum in STOP_SIGNALS}
     try:
         return run()
     except KeyboardInterrupt as stop:
-        terminated = isinstance(stop, Terminated)
-        print(f"{rank_prefix()}{prog}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
-        return 128 + (signal.SIGTERM if terminated else signal.SIGINT)
+        signum = stop.signum if isinstance(stop, Terminated) else signal.SIGINT
+        said = "interrupted" if signum == signal.SIGINT else "terminated"
+        with suppress(OSError):  # after SIGHUP the terminal may be gone
+            end_bar()
+            print(f"{rank_prefix()}{prog}: {said}", file=sys.stderr)
+        return 128 + signum
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def rank_prefix() -> str:
@@ -122,7 +137,8 @@ def given_options(build_parser, argv, names) -> list[str]:
 
 
 def checked(kind, test, requirement: str):
-    """An argparse ``type``: ``kind(text)``, which must pass ``test`` (described by ``requirement``)."""
+    """An argparse ``type``: ``kind(text)``, which must pass ``test`` (described by ``requirement``);
+    an ``int`` must also be at most ``sys.maxsize``, as it is refused later, by ``islice`` say."""
     def parse(text):
         try:
             value = kind(text)
@@ -130,6 +146,8 @@ def checked(kind, test, requirement: str):
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
         if not test(value):
             raise argparse.ArgumentTypeError(f"must be {requirement}, got {text!r}")
+        if kind is int and abs(value) > sys.maxsize:  # the most a count, a slice or an index takes
+            raise argparse.ArgumentTypeError(f"must be at most {sys.maxsize}, got {text!r}")
         return value
     return parse
 
@@ -156,7 +174,8 @@ def device_name(text: str) -> str:
 OPTIONS = {
     "input": {"type": Path, "help": "SMILES file: .smi, .txt or .csv, optionally .gz"},
     "--model": {"default": DEFAULT_MODEL, "help": "bundled model name or model directory"},
-    "--column": {"help": "CSV column with the SMILES (default: 'smiles', else the first)"},
+    "--column": {"help": "CSV column with the SMILES, in any case if only one matches (default: 'smiles', "
+                         "else the first)"},
     "--device": {"type": device_name, "help": "torch device (default: cuda, then mps, then cpu)"},
 }
 

@@ -51,9 +51,9 @@ def main(argv=None, prog: str = "cmim embed") -> int:
     Returns
     -------
     status : int
-        0 on success; 2 after a user error (a bad path, column, output suffix or model, or a
-        bad molecule under ``--errors raise``), reported in one line on stderr with nothing
-        written.
+        0 on success; 2 after a user error (a bad path, column, output suffix or model, a model
+        whose weights give non-finite values, or a bad molecule under ``--errors raise``),
+        reported in one line on stderr with nothing written.
 
     Examples
     --------
@@ -83,6 +83,9 @@ def main(argv=None, prog: str = "cmim embed") -> int:
     >>> tmp.cleanup()
     """
     args = build_parser(prog).parse_args(argv)
+    if args.output.name.lower() in WRITERS:  # a dotfile: Path(".npy").suffix is ""
+        return report_error(prog, f"--output {args.output} is a suffix without a file name; give one, "
+                                  f"e.g. {args.output.with_name('embeddings' + args.output.name)}")
     if args.output.suffix.lower() not in WRITERS:  # before loading the model
         return report_error(prog, f"--output must end in .npy or .csv, got {args.output}")
     try:
@@ -96,7 +99,7 @@ def main(argv=None, prog: str = "cmim embed") -> int:
     except (OSError, ValueError) as error:
         return report_error(prog, error)
     if bad:
-        report_warning(prog, f"{describe_bad(bad, n_rows, model.model_.config.max_length)}; "
-                             "their rows are NaN")
+        rows = "its row is" if sum(bad.values()) == 1 else "their rows are"
+        report_warning(prog, f"{describe_bad(bad, n_rows, model.model_.config.max_length)}; {rows} NaN")
     print(f"wrote {args.output}")
     return 0

@@ -2,13 +2,15 @@
 
     cmim reconstruct molecules.smi --output reconstructions.tsv
 
-Writes ``input<TAB>decoded<TAB>match`` per molecule (after a header line) and ends with the
-exact-match accuracy on stderr: the share of molecules that decode to their own canonical
-SMILES, as :meth:`CMIMTransformer.score` counts it. Molecules are streamed a chunk at a time.
+Writes ``input<TAB>decoded<TAB>match`` per molecule (after a header line; an input holding a tab
+or a quote is quoted, as in a CSV file) and ends with the exact-match accuracy on stderr: the
+share of molecules that decode to their own canonical SMILES, as :meth:`CMIMTransformer.score`
+counts it. Molecules are streamed a chunk at a time.
 """
 
 from __future__ import annotations
 
+import csv
 import sys
 from collections import Counter
 
@@ -30,7 +32,8 @@ __all__ = ["build_parser", "main", "reconstruct_file"]
 
 def reconstruct_file(model, source, handle, column: str | None = None, errors: str = "raise",
                      chunk_size: int = CHUNK_SIZE) -> tuple[int, int, Counter]:
-    """Write ``input<TAB>decoded<TAB>match`` lines for every molecule of a SMILES file.
+    """Write ``input<TAB>decoded<TAB>match`` lines for every molecule of a SMILES file (tab-separated
+    values as the csv module writes them: a field holding a tab or a quote is quoted).
 
     Parameters
     ----------
@@ -64,7 +67,9 @@ def reconstruct_file(model, source, handle, column: str | None = None, errors: s
         raise ValueError(f"{source} holds no molecules")
     embed = ChunkEmbedder(model, errors, f"line {{}} of {source}")
     n_matches = n_read = 0
-    handle.write("input\tdecoded\tmatch\n")
+    # csv quotes a field holding a tab (a CSV field can), which would shift the columns after it.
+    writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+    writer.writerow(["input", "decoded", "match"])
     for chunk in progress(chunked(read_smiles(source, column), chunk_size), total=n_rows,
                           label="reconstructing molecules", after=SHOW_AFTER, size=len):
         latents = embed(chunk)
@@ -72,14 +77,13 @@ def reconstruct_file(model, source, handle, column: str | None = None, errors: s
         for (_, smiles), output, read in zip(chunk, decoded, np.isfinite(latents).all(axis=1), strict=True):
             n_read += 1
             if not read:  # a bad molecule: NaN latents
-                handle.write(f"{smiles}\t\t\n")
+                writer.writerow([smiles, "", ""])
                 continue
             # Compared with what the model read, as score() does: the standardised molecule. A
             # decoding the model did not finish (None) is written empty, and is no match.
             match = canonical_smiles(output) == canonical_smiles(model.standardizer_(smiles))
-            output = output or ""
             n_matches += match
-            handle.write(f"{smiles}\t{output}\t{match}\n")
+            writer.writerow([smiles, output or "", match])
     return n_matches, n_read, embed.bad
 
 
@@ -146,7 +150,7 @@ def main(argv=None, prog: str = "cmim reconstruct") -> int:
     except (OSError, ValueError) as error:
         return report_error(prog, error)
     if n_bad:
-        report_warning(prog, f"{left_out}; they are left out")
+        report_warning(prog, f"{left_out}; {'it is' if n_bad == 1 else 'they are'} left out")
     print(f"exact-match accuracy {n_matches / (n_read - n_bad):.6f} "
           f"({n_matches} of {n_read - n_bad} molecules decoded to themselves)", file=sys.stderr)
     return 0
