@@ -247,6 +247,7 @@ def test_command_maximises_an_estimator_from_a_joblib_file(capsys, esol, tmp_pat
     (["{bad}", "--objective", "qed"], "line 2 of {bad}: 'C1CC' cannot be read"),
     (["{seeds}", "--objective", "qed", "--similarity", "1.5"], "must be in [0, 1]"),
     (["{seeds}", "--objective", "qed", "--budget", "0"], "positive integer"),
+    (["{seeds}", "--objective", "qed", "--random-state", "4294967296"], "from 0 to 2**32 - 1"),
     (["{seeds}"], "--objective"),
 ])
 def test_command_user_errors_are_one_line(capsys, tmp_path, argv, message):

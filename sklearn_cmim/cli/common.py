@@ -24,8 +24,8 @@ from ..progress import end_bar
 
 __all__ = ["OPTIONS", "ArgumentParser", "HelpFormatter", "add_file_options", "add_options",
            "checked", "device_name", "given_options", "non_negative_float", "non_negative_int",
-           "output_path", "plain_warnings", "positive_float", "positive_int", "probability", "report_error",
-           "report_warning", "run_interruptible"]
+           "output_path", "plain_warnings", "positive_float", "positive_int", "probability", "random_seed",
+           "report_error", "report_warning", "run_interruptible"]
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows each option's default, except the uninformative ``None`` and ``False``."""
@@ -157,6 +157,7 @@ positive_int = checked(int, lambda v: v > 0, "a positive integer")
 positive_float = checked(float, lambda v: 0 < v < math.inf, "a finite positive number")
 non_negative_float = checked(float, lambda v: 0 <= v < math.inf, "a finite number, zero or positive")
 non_negative_int = checked(int, lambda v: v >= 0, "zero or a positive integer")
+random_seed = checked(int, lambda v: 0 <= v < 2**32, "an integer from 0 to 2**32 - 1")  # NumPy's range
 probability = checked(float, lambda v: 0 <= v < 1, "in [0, 1)")
 
 

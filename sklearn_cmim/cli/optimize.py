@@ -31,10 +31,10 @@ from .common import (
     HelpFormatter,
     add_options,
     checked,
-    non_negative_int,
     output_path,
     positive_float,
     positive_int,
+    random_seed,
     report_error,
 )
 
@@ -108,7 +108,7 @@ def build_parser(prog: str = "cmim optimize") -> ArgumentParser:
                         help="initial CMA-ES step size in the latent space")
     parser.add_argument("--max-iter", type=positive_int,
                         help="most generations per seed (default: 5 x budget / popsize)")
-    parser.add_argument("--random-state", type=non_negative_int, help="seed, for reproducible results")
+    parser.add_argument("--random-state", type=random_seed, help="seed, for reproducible results")
     parser.add_argument("--output", type=output_path, help="CSV file to write (default, or -: stdout)")
     add_options(parser, "--column", "--model", "--device")
     return parser

@@ -31,6 +31,7 @@ from .common import (
     positive_float,
     positive_int,
     probability,
+    random_seed,
     report_error,
     run_interruptible,
 )
@@ -166,7 +167,7 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
     add_options(run, "--device")
     run.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                      help="auto: bf16 autocast where the hardware has native bf16")
-    run.add_argument("--random-state", type=non_negative_int, default=0,
+    run.add_argument("--random-state", type=random_seed, default=0,
                      help="seed of weights, batch order, dropout and latent noise")
     return parser
 

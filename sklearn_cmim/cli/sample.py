@@ -31,9 +31,9 @@ from .common import (
     add_options,
     given_options,
     non_negative_float,
-    non_negative_int,
     output_path,
     positive_int,
+    random_seed,
     report_error,
 )
 
@@ -80,7 +80,7 @@ def build_parser(prog: str = "cmim sample") -> ArgumentParser:
                              "gives more new molecules, fewer of them valid; 0 decodes the latent mean")
     parser.add_argument("--prior", choices=("fitted", "standard"), default="fitted",
                         help="without --around: draw from the model's fitted latent prior, or from N(0, I)")
-    parser.add_argument("--random-state", type=non_negative_int, help="seed, for reproducible samples")
+    parser.add_argument("--random-state", type=random_seed, help="seed, for reproducible samples")
     parser.add_argument("--output", type=output_path,
                         help="file to write the SMILES to (default, or -: stdout)")
     add_options(parser, "--device")
