@@ -62,9 +62,10 @@ def positive_column(classes, positive_class) -> int:
                      "maximise the probability of: positive_class (cmim optimize --positive-class)")
 
 
-def scores(objective, smiles: list[str], owners: list[str]) -> np.ndarray:
-    """``objective(smiles)`` as one finite float per molecule; ``owners[i]`` says whose molecule
-    ``smiles[i]`` is, for the error messages."""
+def scores(objective, smiles: list[str], owners: list[str], finite: bool = True) -> np.ndarray:
+    """``objective(smiles)`` as one float per molecule; ``owners[i]`` says whose molecule
+    ``smiles[i]`` is, for the error messages. A score that is not finite is an error, or, without
+    ``finite``, NaN: a decoded candidate the objective cannot score, which the search passes over."""
     try:
         values = objective(list(smiles))
     except Exception as error:  # the user's code: say where it failed, keep its traceback chained
@@ -82,7 +83,9 @@ def scores(objective, smiles: list[str], owners: list[str]) -> np.ndarray:
         raise ValueError(f"the objective returned scores of shape {scores.shape} for {len(smiles)} "
                          f"molecules ({owners[0]} among them); it must return one number per molecule")
     bad = np.flatnonzero(~np.isfinite(scores))
-    if len(bad):
+    if not finite:
+        scores[bad] = np.nan  # +inf too: a garbage molecule must not become the best
+    elif len(bad):
         i = bad[0]
         raise ValueError(f"the objective gave {scores[i]} for {smiles[i]!r} ({owners[i]}); it must "
                          "give every valid molecule a finite score")

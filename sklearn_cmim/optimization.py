@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -96,6 +97,7 @@ class _Search:
         self.best = (score, smiles, 1.0)
         self.history = [score]
         self.n_scored = self.n_generations = 0
+        self.unscorable = []  # candidates the objective gave no finite score
 
     @property
     def done(self) -> bool:
@@ -124,6 +126,9 @@ class _Search:
     def tell(self, scores: dict[str, float]) -> None:
         for canonical, score in scores.items():
             similarity = self.seen[canonical][0]
+            if math.isnan(score):  # the objective could not score it: ranked as left unscored
+                self.unscorable.append(canonical)
+                continue
             self.seen[canonical] = (similarity, score)
             if score > self.best[0]:
                 self.best = (score, canonical, similarity)
@@ -237,9 +242,11 @@ def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, po
     sklearn.exceptions.NotFittedError
         If ``cmim`` is not fitted.
     ValueError, TypeError
-        For an unknown or unusable objective (wrong number of scores, a non-finite score: the
-        message names the molecule and its seed), a seed that cannot be read or encoded (the
-        message names its index), or an out-of-range parameter.
+        For an unknown or unusable objective (wrong number of scores, a non-finite score for a
+        seed: the message names the molecule and its seed), a seed that cannot be read or encoded
+        (the message names its index), or an out-of-range parameter. A decoded candidate the
+        objective gives no finite score is passed over instead, with a ``UserWarning`` that
+        counts them.
 
     Examples
     --------
@@ -297,6 +304,9 @@ def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, po
                             **settings) for i in range(start, min(start + chunk, len(seeds)))]
         _run(cmim, searches, score)
         finished += searches
+    if unscorable := [smiles for search in finished for smiles in search.unscorable]:
+        warnings.warn(f"the objective gave no finite score for {len(unscorable)} candidate molecule(s), "
+                      f"{unscorable[0]!r} first; the searches passed over them", UserWarning, stacklevel=2)
 
     return {"seed": _objects([s if isinstance(s, str) else Chem.MolToSmiles(s) for s in given]),
             "smiles": _objects([s.best[1] for s in finished]),
@@ -326,7 +336,7 @@ def _run(cmim, searches: list[_Search], objective) -> None:
             start += len(population)
         # One objective call per generation, each molecule once whichever seeds found it.
         unique = {smiles: search.owner for search, found in wanted.items() for smiles in found}
-        scored = dict(zip(unique, scores(objective, list(unique), list(unique.values())), strict=True)) \
-            if unique else {}
+        scored = dict(zip(unique, scores(objective, list(unique), list(unique.values()), finite=False),
+                          strict=True)) if unique else {}
         for search, found in wanted.items():
             search.tell({smiles: float(scored[smiles]) for smiles in found})
