@@ -125,8 +125,9 @@ def build_model(config: dict, state: dict, origin: str) -> CMIMModel:
         raise ValueError(f"the model config in {origin} describes no model: {error}") from None
     try:
         model.load_state_dict(state)
-    except RuntimeError as error:
-        raise ValueError(f"weights in {origin} do not match its config: {error}") from None
+    except RuntimeError as error:  # torch lists each mismatch on a line of its own, after a title
+        faults = [line.strip() for line in str(error).splitlines()[1:] if line.strip()] or [str(error)]
+        raise ValueError(f"weights in {origin} do not match its config: {'; '.join(faults)}") from None
     return model.eval()
 
 

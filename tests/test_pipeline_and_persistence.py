@@ -92,6 +92,16 @@ def test_a_tampered_config_is_named_not_a_traceback(fitted, tmp_path, tamper, me
         CMIMTransformer.from_pretrained(path)
 
 
+def test_weights_that_do_not_fit_the_config_are_named_in_one_line(fitted, tmp_path):
+    path = fitted.save_pretrained(tmp_path / "model")
+    config = json.loads((path / "config.json").read_text())
+    config["model"]["max_length"] = 16  # the position table no longer fits its weights
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"not match its config: size mismatch for position_emb") as error:
+        CMIMTransformer.from_pretrained(path)
+    assert "\n" not in str(error.value)  # the commands print a user error as one line
+
+
 @pytest.mark.parametrize("state", [[1, 2], torch.zeros(3), {"a": 1}])
 def test_weights_that_are_not_a_tensor_state_dict_are_named(fitted, tmp_path, state):
     path = fitted.save_pretrained(tmp_path / "model")
