@@ -153,7 +153,7 @@ class EmbeddingMixin(TransformerMixin):
                                         rng, self.verbose)
                 if self.max_epochs > 0 or latent_prior is None:  # the latent space is X's to describe
                     latent_prior = fit_latent_prior(model, sequences, self.inference_batch_size, device,
-                                                    self._inference_precision(precision), rng)
+                                                    self._inference_precision(), rng)
         # Attributes are set only now, so an interrupted or failed fit leaves the estimator as it was.
         self._set_fitted(model, vocabulary, standardizer, device, precision, history, latent_prior,
                          start.metadata if self.pretrained is not None else {})

@@ -154,4 +154,6 @@ class SavingMixin:
             self.device_ = resolve_device(self.device_)
             state_dict = load_weights(io.BytesIO(weights), "the pickled estimator")
             self.model_ = build_model(config, state_dict, "the pickled estimator").to(self.device_)
-            self.precision_ = resolve_precision(self.precision, self.device_)
+            # precision_ records what training used; inference follows ``precision`` alone, so a
+            # loaded estimator embeds as the pickled one did.
+            self.__dict__.setdefault("precision_", resolve_precision(self.precision, self.device_))

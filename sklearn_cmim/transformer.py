@@ -313,11 +313,11 @@ class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingM
     def _n_features_out(self) -> int:
         return len(self.get_feature_names_out())
 
-    def _inference_precision(self, resolved: str | None = None) -> str:
-        """bf16 for inference only when asked for by name: under "auto", inference runs in fp32, whose
-        rounding does not depend on how molecules are batched. ``resolved`` stands for
-        ``precision_`` while ``fit`` has not set it yet."""
-        return "bf16" if (resolved or self.precision_) == "bf16" and self.precision == "bf16" else "fp32"
+    def _inference_precision(self) -> str:
+        """bf16 for inference only when asked for by name, whatever the model was trained in:
+        under "auto", inference runs in fp32, whose rounding does not depend on how molecules
+        are batched."""
+        return "bf16" if self.precision == "bf16" else "fp32"
 
     def _encode(self, X):
         self._check_fitted()

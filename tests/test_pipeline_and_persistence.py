@@ -142,6 +142,17 @@ def test_a_latent_the_model_decodes_to_no_finished_smiles_decodes_to_none(fitted
     assert list(latent.inverse_transform(z)) == [None, None]
 
 
+def test_inference_precision_follows_the_parameter_and_survives_a_pickle(smiles):
+    est = CMIMTransformer(**{**TINY, "precision": "fp32"}).fit(smiles)
+    fp32 = est.transform(smiles)
+    est.set_params(precision="bf16")  # an inference setting: it applies to a fitted model too
+    bf16 = est.transform(smiles)
+    assert not np.array_equal(bf16, fp32) and est.precision_ == "fp32"  # trained in fp32
+    for copy_ in (pickle.loads(pickle.dumps(est)), copy.deepcopy(est)):
+        assert copy_.precision_ == "fp32"
+        np.testing.assert_array_equal(copy_.transform(smiles), bf16)
+
+
 def test_half_precision_storage_is_close(fitted, smiles, tmp_path):
     fitted.save_pretrained(tmp_path / "half", half=True)
     loaded = CMIMTransformer(pretrained=tmp_path / "half", max_epochs=0).fit(smiles[:2])
