@@ -78,6 +78,11 @@ class DecodingMixin:
         if Z.ndim != 2 or Z.shape[1] not in (n_latent, self._n_features_out()):
             raise ValueError(f"expected latent vectors of shape (n, {n_latent}) or embeddings "
                              f"that start with them, got shape {Z.shape}")
+        if not has_latent and self._n_features_out() == n_latent:
+            # Latent-free embeddings as wide as a latent vector: what Z holds cannot be told apart.
+            raise ValueError(f"this estimator's embeddings hold no latent part (informative_with_latent="
+                             f"False) yet are {n_latent} wide, as its latent vectors are, so Z is "
+                             "ambiguous: set embedding='latent' to decode latent vectors")
         if Z.shape[1] != n_latent and not has_latent:
             raise ValueError(f"these embeddings hold no latent part to decode (informative_with_latent="
                              f"False): pass latent vectors of shape (n, {n_latent}), from "

@@ -69,6 +69,10 @@ class RDKitDescriptorsTransformer(MoleculeInputMixin, TransformerMixin, BaseEsti
         unknown = [name for name in self.descriptors if name not in available]
         if unknown:
             raise ValueError(f"unknown RDKit descriptors {unknown}; see rdkit.Chem.Descriptors.descList")
+        if not self.descriptors:
+            raise ValueError("descriptors is empty: name at least one, or pass None for all of them")
+        if repeated := sorted({name for name in self.descriptors if list(self.descriptors).count(name) > 1}):
+            raise ValueError(f"descriptors names {repeated} more than once: its columns would share a name")
         return [(name, available[name]) for name in self.descriptors]
 
     def fit(self, X=None, y=None):

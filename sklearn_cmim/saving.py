@@ -70,6 +70,8 @@ class SavingMixin:
         >>> cmim.get_params()["pretrained"], cmim.get_params()["max_epochs"]
         ('cmim-broad', 0)
         """
+        if "pretrained" in params:  # it would be overridden by name_or_dir, silently
+            raise TypeError("from_pretrained takes the model as name_or_dir, not as pretrained=")
         estimator = cls(**{"max_epochs": 0, **params, "pretrained": name_or_dir})
         estimator._check_params()  # before any work: nothing is loaded for a bad parameter
         device = resolve_device(estimator.device)

@@ -263,3 +263,13 @@ def test_estimator_fitted_on_a_missing_gpu_loads_on_the_cpu(smiles):
         restored = pickle.loads(blob)
     assert restored.device_.type == "cpu"
     np.testing.assert_array_equal(restored.transform(smiles), expected)
+
+
+def test_a_gpu_index_beyond_the_machines_gpus_falls_back_to_the_first(monkeypatch):
+    from sklearn_cmim.nn.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as on a machine with one GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.warns(UserWarning, match=r"'cuda:1' is not available here \(1 GPU\(s\)\); using cuda:0"):
+        assert resolve_device("cuda:1") == torch.device("cuda", 0)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)

@@ -12,7 +12,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
 
-from sklearn_cmim import CMIMTransformer
+from sklearn_cmim import CMIMTransformer, ECFPTransformer
 from tests.conftest import TINY
 
 
@@ -138,3 +138,21 @@ def test_fingerprints_and_descriptors_name_their_columns_in_a_union_with_pandas_
     assert list(frame.columns) == [*(f"ecfptransformer__ecfp2_{bit}" for bit in range(4)),
                                    "rdkitdescriptorstransformer__MolWt"]
     assert list(frame.index) == ["ethanol", "benzene"]
+
+
+def test_tags_say_the_output_is_float32_whatever_the_input():
+    from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
+
+    for estimator in (CMIMTransformer(), ECFPTransformer(), RDKitDescriptorsTransformer()):
+        assert estimator.__sklearn_tags__().transformer_tags.preserves_dtype == []
+
+
+def test_from_pretrained_refuses_a_second_model_and_descriptors_a_list_that_names_no_column_twice():
+    from sklearn_cmim.descriptors import RDKitDescriptorsTransformer
+
+    with pytest.raises(TypeError, match="not as pretrained="):
+        CMIMTransformer.from_pretrained("cmim-broad", pretrained="mim-broad")
+    with pytest.raises(ValueError, match="descriptors is empty"):
+        RDKitDescriptorsTransformer(descriptors=[]).fit(["CCO"])
+    with pytest.raises(ValueError, match=r"descriptors names \['MolWt'\] more than once"):
+        RDKitDescriptorsTransformer(descriptors=["MolWt", "TPSA", "MolWt"]).fit(["CCO"])

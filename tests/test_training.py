@@ -263,6 +263,12 @@ def test_latent_vectors_decode_whatever_the_embedding_setting(fitted, smiles):
     assert informative.shape[1] != Z.shape[1]
     with pytest.raises(ValueError, match="hold no latent part to decode"):
         bare.inverse_transform(informative)
+    # Mean-pooled decoder states as wide as the latent (32 = 4 x 8) could pass for latent vectors.
+    same = CMIMTransformer(**{**TINY, "n_latents": 4, "informative_pooling": "mean",
+                              "informative_with_latent": False}).fit(smiles[:8])
+    assert same.transform(smiles[:2]).shape[1] == 4 * TINY["latent_dim"]
+    with pytest.raises(ValueError, match="so Z is ambiguous: set embedding='latent'"):
+        same.inverse_transform(same.transform(smiles[:2]))
 
 
 @pytest.mark.parametrize("n_samples", [0, -1, 1.5, "2", True, None])

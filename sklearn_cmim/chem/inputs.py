@@ -37,6 +37,8 @@ class MoleculeInputMixin:
         tags.input_tags.string = True
         tags.input_tags.two_d_array = False
         tags.requires_fit = self._requires_fit
+        if tags.transformer_tags is not None:  # float32 out, whatever comes in
+            tags.transformer_tags.preserves_dtype = []
         return tags
 
     def _more_tags(self):  # scikit-learn < 1.6

@@ -16,7 +16,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None`` means the best available: cuda, then mps, then cpu.
 
     A device that was asked for but is missing here (a model fitted on a GPU, loaded on a laptop)
-    falls back to the CPU with a warning rather than failing.
+    falls back to the CPU with a warning rather than failing; a GPU index beyond the machine's
+    GPUs falls back to the first GPU.
     """
     if device is None:
         if torch.cuda.is_available():
@@ -31,6 +32,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if missing:
         warnings.warn(f"device {str(device)!r} is not available here; using the CPU", stacklevel=3)
         return torch.device("cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        # A model fitted on a machine's second GPU, loaded where there is one.
+        warnings.warn(f"device {str(device)!r} is not available here ({torch.cuda.device_count()} GPU(s)); "
+                      "using cuda:0", stacklevel=3)
+        return torch.device("cuda", 0)
     return device
 
 
