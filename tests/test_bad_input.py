@@ -91,10 +91,15 @@ def test_fit_transform_reads_x_once_and_warns_once(tmp_path):
     with pytest.warns(UnknownTokenWarning) as caught:
         Z = CMIMTransformer(pretrained=pretrained, max_epochs=0).fit_transform(X)
     assert len(caught) == 1 and caught[0].message.counts == {"Br": 2, "Cl": 1}
+    assert caught[0].filename == __file__  # the user's line, not one inside the package
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnknownTokenWarning)
         separately = CMIMTransformer(pretrained=pretrained, max_epochs=0).fit(X).transform(X)
     np.testing.assert_array_equal(Z, separately)
+    fitted = CMIMTransformer(pretrained=pretrained, max_epochs=0).fit(["CCO"]).set_output(transform="pandas")
+    with pytest.warns(UnknownTokenWarning) as caught:
+        fitted.transform(X)  # through scikit-learn's set_output wrapper
+    assert caught[0].filename == __file__
 
 
 @pytest.mark.parametrize("param, value", [("errors", "ignore"), ("embedding", "mean"),
