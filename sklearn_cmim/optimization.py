@@ -123,8 +123,8 @@ class _Search:
                 wanted.append(canonical)
         return wanted
 
-    def tell(self, scores: dict[str, float]) -> None:
-        for canonical, score in scores.items():
+    def tell(self, scored: dict[str, float]) -> None:
+        for canonical, score in scored.items():
             similarity = self.seen[canonical][0]
             if math.isnan(score):  # the objective could not score it: ranked as left unscored
                 self.unscorable.append(canonical)
@@ -132,7 +132,7 @@ class _Search:
             self.seen[canonical] = (similarity, score)
             if score > self.best[0]:
                 self.best = (score, canonical, similarity)
-        self.n_scored += len(scores)
+        self.n_scored += len(scored)
         keys = []
         for z, canonical in zip(self.candidates, self.decoded, strict=True):
             if canonical is None:  # invalid: back towards the seed
