@@ -215,7 +215,10 @@ class EmbeddingMixin(TransformerMixin):
         >>> np.isnan(X).all(axis=1)
         array([False,  True])
         """
-        encoded = self._encode(X)
+        return self._transform_encoded(self._encode(X))
+
+    def _transform_encoded(self, encoded):
+        """``transform``'s second step, for callers that keep the encoding (which items are bad)."""
         return self._embed(encoded, self._embedding_spec(), self._n_features_out())
 
     def get_feature_names_out(self, input_features=None):

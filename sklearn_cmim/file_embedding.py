@@ -94,9 +94,8 @@ class ChunkEmbedder:
 
         # What transform does, in its two steps: which molecules are bad is the encoding's verdict,
         # not read from NaN rows, which a model with damaged weights gives good molecules too.
-        model = self.model
-        encoded = model._encode([smiles for _, smiles in chunk])
-        X = model._embed(encoded, model._embedding_spec(), model._n_features_out())
+        encoded = self.model._encode([smiles for _, smiles in chunk])
+        X = self.model._transform_encoded(encoded)
         valid = encoded.valid
         broken = np.flatnonzero(valid & ~np.isfinite(X).all(axis=1))
         if broken.size:
@@ -137,15 +136,12 @@ def describe_bad(bad: Counter, n_rows: int, max_length: int) -> str:
     >>> describe_bad(Counter({UNREADABLE: 1}), 1, 128)
     '1 of 1 molecule cannot be read'
     """
-    phrases = []
-    if n := bad[TOO_LONG]:
-        phrases.append(f"{n} {'is' if n == 1 else 'are'} longer than the model's max_length "
-                       f"({max_length} tokens)")
-    if n := bad[UNREADABLE]:
-        phrases.append(f"{n} cannot be read")
-    (count, said), *more = [phrase.split(" ", 1) for phrase in phrases]
+    verb = "is" if bad[TOO_LONG] == 1 else "are"
+    phrases = [(bad[TOO_LONG], f"{verb} longer than the model's max_length ({max_length} tokens)"),
+               (bad[UNREADABLE], "cannot be read")]
+    (n, said), *more = [(n, text) for n, text in phrases if n]
     molecules = "molecule" if n_rows == 1 else "molecules"
-    return f"{count} of {n_rows} {molecules} {said}" + "".join(f" and {n} {t}" for n, t in more)
+    return f"{n} of {n_rows} {molecules} {said}" + "".join(f" and {m} {text}" for m, text in more)
 
 
 def write_npy(path: Path, embedded, n_rows: int, names: list[str]) -> None:

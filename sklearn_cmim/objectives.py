@@ -49,8 +49,7 @@ def positive_column(classes, positive_class) -> int:
         return 1
     labels = list(classes)
     if positive_class is not None:
-        # The command line gives a string: "1" finds the class 1 too.
-        matches = [i for i, label in enumerate(labels) if str(label) == str(positive_class)]
+        matches = [i for i, label in enumerate(labels) if _same_label(label, positive_class)]
         if not matches:
             raise ValueError(f"positive_class {positive_class!r} is not one of the classifier's classes "
                              f"{[str(label) for label in labels]}")
@@ -60,6 +59,17 @@ def positive_column(classes, positive_class) -> int:
         return 1
     raise ValueError(f"say which of the classifier's classes {[str(label) for label in labels]} to "
                      "maximise the probability of: positive_class (cmim optimize --positive-class)")
+
+
+def _same_label(label, given) -> bool:
+    """Whether ``given`` names the class ``label``; the command line gives a string, so "1" finds
+    the class 1 or 1.0, and "true" the class True."""
+    if str(label).lower() == str(given).lower():
+        return True
+    try:
+        return not isinstance(label, str) and float(label) == float(given)
+    except (TypeError, ValueError):
+        return False
 
 
 def scores(objective, smiles: list[str], owners: list[str], finite: bool = True) -> np.ndarray:
@@ -74,19 +84,19 @@ def scores(objective, smiles: list[str], owners: list[str], finite: bool = True)
                          f"them): {type(error).__name__}: {first_line} (an estimator must read SMILES "
                          "itself, as a pipeline that starts with a featuriser does)") from error
     try:
-        scores = np.asarray(values, dtype=float)
+        out = np.array(values, dtype=float)  # a copy: NaN is written into it
     except (TypeError, ValueError):
         raise TypeError(f"the objective must return numbers, got {type(values).__name__}") from None
-    if scores.ndim == 2 and scores.shape[1] == 1:
-        scores = scores[:, 0]
-    if scores.shape != (len(smiles),):
-        raise ValueError(f"the objective returned scores of shape {scores.shape} for {len(smiles)} "
+    if out.ndim == 2 and out.shape[1] == 1:
+        out = out[:, 0]
+    if out.shape != (len(smiles),):
+        raise ValueError(f"the objective returned scores of shape {out.shape} for {len(smiles)} "
                          f"molecules ({owners[0]} among them); it must return one number per molecule")
-    bad = np.flatnonzero(~np.isfinite(scores))
+    bad = np.flatnonzero(~np.isfinite(out))
     if not finite:
-        scores[bad] = np.nan  # +inf too: a garbage molecule must not become the best
+        out[bad] = np.nan  # +inf too: a garbage molecule must not become the best
     elif len(bad):
         i = bad[0]
-        raise ValueError(f"the objective gave {scores[i]} for {smiles[i]!r} ({owners[i]}); it must "
+        raise ValueError(f"the objective gave {out[i]} for {smiles[i]!r} ({owners[i]}); it must "
                          "give every valid molecule a finite score")
-    return scores
+    return out

@@ -199,7 +199,8 @@ def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, po
         have to count; 0 removes the constraint.
     budget : int, default=100
         Most molecules scored by ``objective`` per seed, the seed itself not counted. A molecule
-        is scored once however often it is decoded; invalid and dissimilar ones are not scored.
+        is scored once however often it is decoded; invalid and dissimilar ones are not scored,
+        and one the objective gives no finite score counts as scored.
     popsize : int, optional
         Codes decoded per seed and generation, at most 10,000; ``None`` is CMA-ES's default,
         ``4 + 3 ln(n)`` for ``n`` latent dimensions (20 for the bundled models).
@@ -304,7 +305,7 @@ def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, po
                             **settings) for i in range(start, min(start + chunk, len(seeds)))]
         _run(cmim, searches, score)
         finished += searches
-    if unscorable := [smiles for search in finished for smiles in search.unscorable]:
+    if unscorable := list(dict.fromkeys(smiles for search in finished for smiles in search.unscorable)):
         warnings.warn(f"the objective gave no finite score for {len(unscorable)} candidate molecule(s), "
                       f"{unscorable[0]!r} first; the searches passed over them", UserWarning, stacklevel=2)
 

@@ -139,6 +139,11 @@ def test_an_estimator_or_callable_objective_is_maximised(cmim, esol):
     found = optimize_molecules(cmim, SEEDS[:1], named, positive_class="insoluble", budget=8, popsize=8,
                                random_state=0)
     assert found["score"][0] == pytest.approx(named.predict_proba([found["smiles"][0]])[0, 0])
+    # As the command line gives it, a string names a class of numbers or booleans too.
+    from sklearn_cmim.objectives import positive_column
+    assert positive_column(np.array([0.0, 1.0]), "1") == 1
+    assert positive_column(np.array([True, False]), "true") == 0
+    assert positive_column(np.array([1, 2, 3]), "3") == 2
 
 
 BAD_INPUT = [

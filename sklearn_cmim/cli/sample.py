@@ -17,6 +17,7 @@ parses them) and how many of those are unique.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -54,6 +55,17 @@ def summary(smiles) -> str:
     n_valid, n_unique = len(canonical), len(set(canonical))
     return (f"{len(smiles)} molecules: {n_valid} valid ({n_valid / len(smiles):.1%}), {n_unique} "
             f"unique among the valid ({n_unique / max(n_valid, 1):.1%})")
+
+
+def check_memory(n_molecules: int) -> None:
+    """Raise ``MemoryError`` for more decoded molecules than this machine's memory holds, at about a
+    hundred bytes each."""
+    try:
+        holds = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 100
+    except (AttributeError, OSError, ValueError):  # no sysconf (Windows): numpy's MemoryError says it
+        return
+    if n_molecules > holds:
+        raise MemoryError
 
 
 def build_parser(prog: str = "cmim sample") -> ArgumentParser:
@@ -139,6 +151,7 @@ def main(argv=None, prog: str = "cmim sample") -> int:
                 raise ValueError(f"{args.around_file} holds no molecules")
         else:
             seeds, where = list(enumerate(args.around or [], 1)), "--around molecule {}"
+        check_memory(args.n * max(1, len(seeds)))  # before numpy tries, and fails or swaps
         model = load_model(args.model, embedding="latent", device=args.device)
         if seeds:
             # Checked first, before any decoding: the model reads bad seeds as NaN rows, so this

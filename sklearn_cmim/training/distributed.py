@@ -82,6 +82,7 @@ class Context:
             except Exception as caught:
                 error = caught
         if self.broadcast(error is not None):
+            dist.barrier()  # every rank holds the flag before rank 0 tears the group down (NCCL is async)
             raise error if error is not None else StoppedByMain()
         return self.broadcast(result) if share else result
 

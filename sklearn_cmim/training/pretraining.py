@@ -89,7 +89,7 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
     # generators that training uses.
     measured = context.on_main(share=False, compute=lambda: (
         validation_sets(corpora, split, encoder(), args.validation_size), device_peak(device, precision)))
-    validation, peak = measured or ({}, None)
+    validation, peak = measured if context.is_main else ({}, None)
 
     torch.manual_seed(args.random_state)  # identical initial weights on every rank
     model = CMIMModel(config)
@@ -234,7 +234,7 @@ class Loop:
             rank_states = context.all_gather(self.run.rank_state(self.device))
             path = context.on_main(lambda: self.checkpoints.save(self.run.checkpoint(rank_states, self.args),
                                                                  step), share=False)
-            self.log(f"checkpoint {path}")
+            self.log(f"checkpoint {path}")  # rank 0's path: the others log nothing
             self.schedule.saved()
 
     def finish(self) -> None:
@@ -351,8 +351,8 @@ def corpus_stream(args, context: Context, corpus: Corpus, split: HoldOut, encode
         return BatchStream(corpus, split, encoder, args.batch_size, seed, context.rank,
                            context.world_size, args.pool_batches, args.data_workers)
     path = prepared_path(args.prepared, index, n_corpora)
-    context.on_main(lambda: path.exists() or prepare(corpus, split, encoder, args.data_workers, path),
-                    share=False)  # the other ranks wait here until the file exists
+    # The other ranks wait here until the file exists.
+    context.on_main(lambda: prepare(corpus, split, encoder, args.data_workers, path), share=False)
     prepared = PreparedCorpus.load(path, PreparedCorpus.settings_of(corpus, split, encoder))
     return PreparedStream(prepared, split, encoder, args.batch_size, seed, context.rank,
                           context.world_size, args.pool_batches)
@@ -365,6 +365,9 @@ def device_peak(device: torch.device, precision: str) -> float:
 
 
 def prepare(corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder, workers: int, path: Path) -> None:
+    """Write the corpus's ``--prepared`` arrays to ``path``, unless an earlier run did."""
+    if path.exists():
+        return
     start = time.perf_counter()
     prepared = PreparedCorpus.build(corpus, split, encoder, workers)
     prepared.save(path)
