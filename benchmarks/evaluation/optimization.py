@@ -167,7 +167,8 @@ def markdown(report: dict) -> str:
         f"{report['baseline']['charged_seeds']:.0%} of the seeds are charged (ZINC's protonation "
         "states). The models read and write neutral molecules only, and neutralising a charged amine or "
         "acid raises its Crippen logP: the *standardised seed* row is what that alone gives, with no "
-        "search. Published methods keep charges, so compare the search rows with it as well as with them.",
+        "search. Published methods keep charges, and the searches here are measured against the seeds as "
+        "given too (`reference=\"given\"`), so compare the search rows with it as well as with them.",
         "",
         f"QED: share of seeds for which a molecule with QED > {QED_TARGET} is found at similarity "
         f"{config['qed_similarity']} or more (the same seeds; not the QED task's own test set):", "",
