@@ -66,14 +66,15 @@ class RDKitDescriptorsTransformer(MoleculeInputMixin, TransformerMixin, BaseEsti
         available = dict(Descriptors.descList)
         if self.descriptors is None:
             return list(available.items())
-        unknown = [name for name in self.descriptors if name not in available]
+        names = list(self.descriptors)  # a list or an array
+        unknown = [name for name in names if name not in available]
         if unknown:
             raise ValueError(f"unknown RDKit descriptors {unknown}; see rdkit.Chem.Descriptors.descList")
-        if not self.descriptors:
+        if not names:
             raise ValueError("descriptors is empty: name at least one, or pass None for all of them")
-        if repeated := sorted({name for name in self.descriptors if list(self.descriptors).count(name) > 1}):
+        if repeated := sorted({name for name in names if names.count(name) > 1}):
             raise ValueError(f"descriptors names {repeated} more than once: its columns would share a name")
-        return [(name, available[name]) for name in self.descriptors]
+        return [(name, available[name]) for name in names]
 
     def fit(self, X=None, y=None):
         """Check the parameters and the descriptor names; nothing is learned.

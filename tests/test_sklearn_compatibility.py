@@ -154,5 +154,8 @@ def test_from_pretrained_refuses_a_second_model_and_descriptors_a_list_that_name
         CMIMTransformer.from_pretrained("cmim-broad", pretrained="mim-broad")
     with pytest.raises(ValueError, match="descriptors is empty"):
         RDKitDescriptorsTransformer(descriptors=[]).fit(["CCO"])
-    with pytest.raises(ValueError, match=r"descriptors names \['MolWt'\] more than once"):
-        RDKitDescriptorsTransformer(descriptors=["MolWt", "TPSA", "MolWt"]).fit(["CCO"])
+    for names in (["MolWt", "TPSA", "MolWt"], np.array(["MolWt", "TPSA", "MolWt"])):
+        with pytest.raises(ValueError, match=r"descriptors names \['MolWt'\] more than once"):
+            RDKitDescriptorsTransformer(descriptors=names).fit(["CCO"])
+    with pytest.raises(ValueError, match="descriptors is empty"):
+        RDKitDescriptorsTransformer(descriptors=np.array([], dtype=str)).fit(["CCO"])
