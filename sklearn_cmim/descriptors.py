@@ -66,7 +66,7 @@ class RDKitDescriptorsTransformer(MoleculeInputMixin, TransformerMixin, BaseEsti
         available = dict(Descriptors.descList)
         if self.descriptors is None:
             return list(available.items())
-        names = list(self.descriptors)  # a list or an array
+        names = [str(name) for name in self.descriptors]  # a list or an array
         unknown = [name for name in names if name not in available]
         if unknown:
             raise ValueError(f"unknown RDKit descriptors {unknown}; see rdkit.Chem.Descriptors.descList")
