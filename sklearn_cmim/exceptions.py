@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 
-__all__ = ["UnknownTokenWarning"]
+__all__ = ["UnknownTokenWarning", "user_stacklevel"]
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the user's own line, past this package and the
+    scikit-learn and joblib frames (a set_output wrapper, a grid search, an unpickling) between
+    them. Call it in the ``warnings.warn`` call itself."""
+    frame, level = sys._getframe(2), 2  # stacklevel 2: the caller of the function that warns
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in (
+            "sklearn_cmim", "sklearn", "joblib"):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class UnknownTokenWarning(UserWarning):

@@ -20,6 +20,7 @@ import torch
 
 from .chem.standardize import Standardizer
 from .chem.tokenizer import Vocabulary
+from .exceptions import user_stacklevel
 from .nn.model import CMIMModel, ModelConfig
 from .nn.sampling import LatentPrior
 
@@ -69,7 +70,7 @@ def resolve_pretrained(name_or_dir: str | os.PathLike) -> Path:
     if isinstance(name_or_dir, str) and name_or_dir in list_pretrained():
         if (Path(name_or_dir) / CONFIG_FILE).is_file():  # a model of one's own, named like a bundled one
             warnings.warn(f"{name_or_dir!r} names the bundled model, not the directory {name_or_dir} here: "
-                          f"give ./{name_or_dir} to load that one", UserWarning, stacklevel=3)
+                          f"give ./{name_or_dir} to load that one", UserWarning, stacklevel=user_stacklevel())
         return BUNDLED_DIR / name_or_dir
     path = Path(name_or_dir)
     if not (path / CONFIG_FILE).is_file():

@@ -105,8 +105,10 @@ def test_broad_models_reconstruct_small_charged_and_heavy_atom_molecules(name):
 def test_a_directory_named_like_a_bundled_model_is_loaded_only_as_a_path(tmp_path, monkeypatch):
     CMIMTransformer(**TINY).fit(["CCO", "CCN", "CCC", "OCCO"]).save_pretrained(tmp_path / "cmim-broad")
     monkeypatch.chdir(tmp_path)
-    with pytest.warns(UserWarning, match=r"names the bundled model.+give ./cmim-broad to load that one"):
+    shadowed = r"names the bundled model.+give ./cmim-broad to load that one"
+    with pytest.warns(UserWarning, match=shadowed) as caught:
         bundled = CMIMTransformer.from_pretrained("cmim-broad", embedding="latent")
+    assert caught[0].filename == __file__  # the user's line, not one inside the package
     assert bundled.transform(["CCO"]).shape[1] > TINY["latent_dim"]  # the bundled model, as named
     for path in ("./cmim-broad", Path("cmim-broad")):
         with warnings.catch_warnings():

@@ -259,9 +259,9 @@ def test_estimator_fitted_on_a_missing_gpu_loads_on_the_cpu(smiles):
     blob = pickle.dumps(est)
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU; the fallback only happens without one")
-    with pytest.warns(UserWarning, match="not available here; using the CPU"):
+    with pytest.warns(UserWarning, match="not available here; using the CPU") as caught:
         restored = pickle.loads(blob)
-    assert restored.device_.type == "cpu"
+    assert restored.device_.type == "cpu" and caught[0].filename == __file__  # the user's line
     np.testing.assert_array_equal(restored.transform(smiles), expected)
 
 

@@ -9,7 +9,6 @@ Molecules longer than ``max_length`` tokens count as bad items: they are never t
 from __future__ import annotations
 
 import numbers
-import sys
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from rdkit import Chem
 
-from ..exceptions import UnknownTokenWarning
+from ..exceptions import UnknownTokenWarning, user_stacklevel
 from .standardize import MoleculeError, Standardizer
 from .tokenizer import Vocabulary, tokenize
 
@@ -150,17 +149,7 @@ class EncodedInput:
     def warn_unknown(self) -> None:
         """One warning per call, listing the unseen tokens and how often each occurred."""
         if self.unknown:
-            warnings.warn(UnknownTokenWarning(self.unknown), stacklevel=_callers_level())
-
-
-def _callers_level() -> int:
-    """The ``stacklevel`` that points a warning at the user's own line, past this package and the
-    scikit-learn and joblib frames (a set_output wrapper, a grid search) between them."""
-    frame, level = sys._getframe(2), 2  # stacklevel 2: the caller of the function that warns
-    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] in (
-            "sklearn_cmim", "sklearn", "joblib"):
-        frame, level = frame.f_back, level + 1
-    return level
+            warnings.warn(UnknownTokenWarning(self.unknown), stacklevel=user_stacklevel())
 
 
 def encode_items(items: list, standardizer: Standardizer, vocabulary: Vocabulary,

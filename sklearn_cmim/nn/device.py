@@ -9,6 +9,8 @@ import warnings
 
 import torch
 
+from ..exceptions import user_stacklevel
+
 __all__ = ["autocast", "cpu_threads", "free_cores", "resolve_device", "resolve_precision"]
 
 
@@ -30,12 +32,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         device.type == "mps" and not torch.backends.mps.is_available()
     )
     if missing:
-        warnings.warn(f"device {str(device)!r} is not available here; using the CPU", stacklevel=3)
+        warnings.warn(f"device {str(device)!r} is not available here; using the CPU",
+                      stacklevel=user_stacklevel())
         return torch.device("cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         # A model fitted on a machine's second GPU, loaded where there is one.
         warnings.warn(f"device {str(device)!r} is not available here ({torch.cuda.device_count()} GPU(s)); "
-                      "using cuda:0", stacklevel=3)
+                      "using cuda:0", stacklevel=user_stacklevel())
         return torch.device("cuda", 0)
     return device
 
