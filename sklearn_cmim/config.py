@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["ARCHITECTURE", "DEFAULT_MODEL", "ModelConfig", "TrainSettings"]
+__all__ = ["ARCHITECTURE", "DEFAULT_MODEL", "MAX_POPSIZE", "ModelConfig", "TrainSettings"]
 
 # The bundled model the commands, the demo and the examples use unless told otherwise.
 DEFAULT_MODEL = "cmim-broad"
+
+# The largest CMA-ES population optimize_molecules and cmim optimize take. A population is decoded
+# at once, per seed and generation: far beyond this, one generation would hold the machine for
+# hours (a typo's 10**9 allocated without end).
+MAX_POPSIZE = 10_000
 
 # The architecture fields ``cmim pretrain`` takes as options (the others follow from the data).
 ARCHITECTURE = ("d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", "n_latents",

@@ -23,15 +23,12 @@ from .chem.inputs import as_items, describe, token_problem
 from .chem.properties import NORMALIZATION as NORMALIZATION  # re-exported: users import it from here
 from .chem.properties import morgan_fingerprint, penalized_logp, qed, tanimoto_similarity
 from .chem.standardize import MoleculeError, canonical_smiles
+from .config import MAX_POPSIZE
 from .objectives import OBJECTIVES as OBJECTIVES  # re-exported: the names the optimiser knows
 from .objectives import as_objective, scores
 from .progress import SHOW_AFTER, progress
 
 __all__ = ["OBJECTIVES", "optimize_molecules", "penalized_logp", "qed", "tanimoto_similarity"]
-
-# A population is decoded at once, per seed and generation: far beyond this, one generation would
-# hold the machine for hours (a typo's 10**9 allocated without end).
-MAX_POPSIZE = 10_000
 
 
 def _import_cma():

@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 
 from ..chem.smiles_files import check_output, read_smiles, text_output
+from ..config import MAX_POPSIZE
 from ..exceptions import UnknownTokenWarning
 from .common import (
     ArgumentParser,
@@ -47,7 +48,7 @@ NAMED_OBJECTIVES = ("qed", "plogp")  # sklearn_cmim.objectives.OBJECTIVES, which
 JOBLIB_STARTS = (b"\x80", b"x", b"\x1f\x8b", b"BZ", b"]\x00", b"\xfd7zXZ", b'\x04"M\x18', b"ZF")
 
 similarity_threshold = checked(float, lambda v: 0 <= v <= 1, "in [0, 1]")
-population_size = checked(int, lambda v: 2 <= v <= 10_000, "an integer from 2 to 10,000")
+population_size = checked(int, lambda v: 2 <= v <= MAX_POPSIZE, f"an integer from 2 to {MAX_POPSIZE:,}")
 
 
 def load_objective(text: str):
