@@ -212,7 +212,7 @@ def test_heads_without_test_rows_measure_the_inner_cv_only():
 @pytest.mark.shared_data
 @needs_shared_data
 def test_multi_task_sets_score_the_mean_over_their_tasks():
-    args = SimpleNamespace(max_molecules=300, test=True, random_cv=False)
+    args = SimpleNamespace(max_molecules=300, test=True, random_cv=False, quick=True)
     ecfp = ECFPTransformer(errors="nan")
     result = learning_curve.dataset_scores(ecfp, "ECFP4", "clintox", args)["scaffold"]
     assert result["tasks"] == 2 and result["molecules"] == 300 and 0.5 < result["test"] <= 1

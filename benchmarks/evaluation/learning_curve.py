@@ -169,7 +169,8 @@ def chosen_head(X, Y, train, test, task: str, heads: dict, cv, groups) -> dict:
 
 
 def dataset_scores(featuriser, label: str, name: str, args) -> dict[str, dict]:
-    """One dataset, one feature set, with the linear and kernel heads.
+    """One dataset, one feature set, with the linear and kernel heads (their small grids under
+    ``args.quick``).
 
     ``scaffold``: the better head by scaffold-grouped inner CV on train + valid, and with
     ``args.test`` its score on the test part with a bootstrap standard deviation. ``random_cv``
@@ -188,7 +189,7 @@ def dataset_scores(featuriser, label: str, name: str, args) -> dict[str, dict]:
     usable = ~np.isnan(X).all(axis=1) & ~np.isnan(Y).all(axis=1)
     train, test = train[usable[train]], test[usable[test]]
     joined = getattr(featuriser, "descriptor_columns", None)
-    heads = dict(list(make_heads(task, label, quick=False, descriptor_columns=joined).items())[:2])
+    heads = dict(list(make_heads(task, label, quick=args.quick, descriptor_columns=joined).items())[:2])
     # CPU seconds of this process (one thread under OMP_NUM_THREADS=1), not wall time: the
     # featurisation of every row read, and the heads' tuning and final fits on the training rows.
     best = chosen_head(X, Y, train, test, task, heads, inner_cv(task, 5, True, 0),

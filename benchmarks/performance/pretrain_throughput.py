@@ -60,7 +60,7 @@ GPU_BATCH_SIZES = [1024, 4096]  # dropout 0, from the prepared corpus
 
 
 def flags_for(corpus: Path, output: Path, batch_size: int, dropout: float, steps: int,
-              architecture: dict, data_workers: int = 0, bias: bool = False, device: str = "cpu",
+              options: dict, data_workers: int = 0, bias: bool = False, device: str = "cpu",
               prepared: Path | None = None) -> list[str]:
     flags = [str(corpus), "--output", str(output), "--max-steps", str(steps),
              "--log-every", str(max(1, steps // 3)), "--batch-size", str(batch_size),
@@ -69,7 +69,7 @@ def flags_for(corpus: Path, output: Path, batch_size: int, dropout: float, steps
              "--data-workers", str(data_workers), "--bias" if bias else "--no-bias"]
     if prepared is not None:
         flags += ["--prepared", str(prepared)]
-    for name, value in architecture.items():
+    for name, value in options.items():
         flags += ["--" + name.replace("_", "-"), str(value)]
     return flags
 
@@ -88,12 +88,12 @@ def last_record(output: Path, launch: str, batch_size: int, dropout: float, prep
     return record
 
 
-def run(corpus: Path, batch_size: int, dropout: float, steps: int, architecture: dict, workdir: Path,
+def run(corpus: Path, batch_size: int, dropout: float, steps: int, options: dict, workdir: Path,
         data_workers: int = 0, bias: bool = False, device: str = "cpu", prepared: bool = False) -> dict:
     """One short ``cmim pretrain`` run in this process (``prepared``: from ``workdir/corpus.npz``,
     which the first such run writes before its timed steps)."""
     output = workdir / f"b{batch_size}-d{dropout}-w{data_workers}-bias{int(bias)}-p{int(prepared)}"
-    flags = flags_for(corpus, output, batch_size, dropout, steps, architecture, data_workers, bias,
+    flags = flags_for(corpus, output, batch_size, dropout, steps, options, data_workers, bias,
                       device, workdir / "corpus.npz" if prepared else None)
     with contextlib.redirect_stdout(io.StringIO()):
         status = pretrain(flags)
@@ -113,11 +113,11 @@ def run(corpus: Path, batch_size: int, dropout: float, steps: int, architecture:
     return last_record(output, launch, batch_size, dropout, prepared)
 
 
-def run_torchrun(corpus: Path, batch_size: int, dropout: float, steps: int, architecture: dict,
+def run_torchrun(corpus: Path, batch_size: int, dropout: float, steps: int, options: dict,
                  workdir: Path) -> dict:
     """The same run as two single-threaded DDP processes, each with half the batch."""
     output = workdir / "torchrun"
-    flags = flags_for(corpus, output, batch_size // 2, dropout, steps, architecture)
+    flags = flags_for(corpus, output, batch_size // 2, dropout, steps, options)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "sklearn_cmim.cli.pretrain", *flags]
     job = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
@@ -127,22 +127,22 @@ def run_torchrun(corpus: Path, batch_size: int, dropout: float, steps: int, arch
     return last_record(output, "torchrun: 2 processes x 1 thread", batch_size, dropout)
 
 
-def cpu_runs(corpus: Path, defaults, steps: int, architecture: dict, workdir: Path,
+def cpu_runs(corpus: Path, defaults, steps: int, options: dict, workdir: Path,
              repeats: int = 1) -> list[dict]:
     """The CPU settings, then the defaults with biases, with a data worker, from the prepared
     corpus (prepared by a worker per core) and under torchrun, then the defaults again until
     they have run ``repeats`` times. Plain runs at the defaults are marked ``defaults``."""
     def plain(batch, dropout, repeat=0):
-        record = run(corpus, batch, dropout, steps, architecture, workdir / f"repeat{repeat}")
+        record = run(corpus, batch, dropout, steps, options, workdir / f"repeat{repeat}")
         return {**record, "defaults": (batch, dropout) == (defaults.batch_size, defaults.dropout)}
 
     runs = [plain(batch, dropout) for batch, dropout in SETTINGS]
-    runs.append(run(corpus, defaults.batch_size, defaults.dropout, steps, architecture, workdir, bias=True))
-    runs.append(run(corpus, defaults.batch_size, defaults.dropout, steps, architecture, workdir,
+    runs.append(run(corpus, defaults.batch_size, defaults.dropout, steps, options, workdir, bias=True))
+    runs.append(run(corpus, defaults.batch_size, defaults.dropout, steps, options, workdir,
                     data_workers=1))
-    runs.append(run(corpus, defaults.batch_size, defaults.dropout, steps, architecture, workdir,
+    runs.append(run(corpus, defaults.batch_size, defaults.dropout, steps, options, workdir,
                     data_workers=os.cpu_count() or 1, prepared=True))
-    runs.append(run_torchrun(corpus, defaults.batch_size, defaults.dropout, steps, architecture, workdir))
+    runs.append(run_torchrun(corpus, defaults.batch_size, defaults.dropout, steps, options, workdir))
     for repeat in range(1, repeats):
         runs.append(plain(defaults.batch_size, defaults.dropout, repeat))
     return [{"defaults": False, **record} for record in runs]
@@ -201,6 +201,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     command = command_line("benchmarks.performance.pretrain_throughput", argv)
     architecture = QUICK_MODEL if args.quick else {}
+    # Command-line options beyond the defaults. The smoke run's 6 steps read 768 molecules: a
+    # pool of 2 batches spares standardising 6,400 per run for a pool it never uses.
+    options = {**architecture, "pool_batches": 2} if args.quick else {}
     if args.quick:
         args.steps = 6
     set_outputs(args, "pretrain-throughput-quick")
@@ -215,10 +218,10 @@ def main(argv=None) -> dict:
             source = "bundled ESOL" + ("" if args.quick else " (MOSES not found)")
             corpus.write_text("\n".join(load_esol()[0]) + "\n")
         if args.device == "cuda":
-            runs = [{**run(corpus, batch, defaults.dropout, args.steps, architecture, Path(tmp), data_workers,
+            runs = [{**run(corpus, batch, defaults.dropout, args.steps, options, Path(tmp), data_workers,
                            device="cuda", prepared=True), "defaults": False} for batch in GPU_BATCH_SIZES]
         else:
-            runs = cpu_runs(corpus, defaults, args.steps, architecture, Path(tmp), max(1, args.repeats))
+            runs = cpu_runs(corpus, defaults, args.steps, options, Path(tmp), max(1, args.repeats))
     report = {"config": {"command": command, "threads": torch.get_num_threads(), "steps": args.steps,
                          "source": source, "architecture": architecture, "device": args.device,
                          "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
