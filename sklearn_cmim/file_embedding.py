@@ -3,7 +3,8 @@ behind ``cmim embed``, and the model loading and bad-molecule policy ``cmim samp
 ``cmim reconstruct`` and ``cmim optimize`` share.
 
 Memory stays flat however long the file is: molecules are read, embedded and written a chunk
-at a time (a first pass, which parses no molecule, counts them to size the .npy file). Row i of
+at a time (a first pass, which parses no molecule, counts them to size the .npy file; under
+``--errors raise`` a second checks every molecule before any is embedded). Row i of
 the output is record i of the input; a .csv output starts with the input SMILES as given.
 
 Importing this module loads neither torch nor RDKit nor scikit-learn (the commands' ``--help``
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from .transformer import CMIMTransformer
 
 __all__ = ["CHUNK_SIZE", "TOO_LONG", "UNREADABLE", "WRITERS", "BadMolecule", "ChunkEmbedder",
-           "describe_bad", "embed_file", "load_model"]
+           "check_file", "describe_bad", "embed_file", "load_model"]
 
 # Molecules read, embedded and written at a time: memory stays flat, and the progress bar moves
 # every second or so on a CPU core. Larger chunks embed no faster: the batches are sorted by
@@ -111,16 +112,27 @@ class ChunkEmbedder:
             self.bad[kind] += 1
         return X
 
-    def problem(self, smiles: str) -> tuple[str, str]:
+    def check(self, chunk: list[tuple[int, str]]) -> None:
+        """Raise :class:`BadMolecule` for the first bad molecule of ``chunk``, embedding none: this
+        costs what reading the molecules costs, so a file can be vetted before any work."""
+        from .chem.inputs import describe  # on use: --help must not load RDKit
+
+        for line, smiles in chunk:
+            found = self.problem(smiles)
+            if found is not None:
+                raise BadMolecule(f"{self.where.format(line)}: {describe(smiles)} {found[0]}: {found[1]}")
+
+    def problem(self, smiles: str) -> tuple[str, str] | None:
         """Why the model cannot embed ``smiles``: :data:`UNREADABLE` or :data:`TOO_LONG`, and the
-        reason, from the checks ``transform`` makes, in its order."""
+        reason, from the checks ``transform`` makes, in its order; ``None`` if it can."""
         from .chem.inputs import length_problem, n_tokens  # on use: --help must not load RDKit
 
         try:
             length = n_tokens(self.model.standardizer_(smiles))
         except ValueError as error:  # neither RDKit nor the tokenizer can read it
             return UNREADABLE, str(error)
-        return TOO_LONG, length_problem(length, self.model.model_.config.max_length)
+        reason = length_problem(length, self.model.model_.config.max_length)
+        return None if reason is None else (TOO_LONG, reason)
 
 
 def describe_bad(bad: Counter, n_rows: int, max_length: int) -> str:
@@ -187,6 +199,14 @@ def as_counted(chunks, n_rows: int, source) -> Iterator[list]:
                          "found); embed a copy that nothing writes to")
 
 
+def check_file(embed: ChunkEmbedder, source, column: str | None, n_rows: int, chunk_size: int) -> None:
+    """Raise :class:`BadMolecule` for the first bad molecule of ``source``, of ``n_rows``, before
+    any is embedded: one near the end of a long file then stops a run at once, not hours in."""
+    for chunk in progress(as_counted(chunked(read_smiles(source, column), chunk_size), n_rows, source),
+                          total=n_rows, label="checking molecules", after=SHOW_AFTER, size=len):
+        embed.check(chunk)
+
+
 def embed_file(model: CMIMTransformer, source, output, column: str | None = None,
                errors: str = "raise", chunk_size: int = CHUNK_SIZE) -> tuple[int, Counter]:
     """Embed every molecule of a SMILES file into a ``.npy`` or ``.csv`` file, a chunk at a time.
@@ -201,7 +221,8 @@ def embed_file(model: CMIMTransformer, source, output, column: str | None = None
     column : str, optional
         CSV column holding the SMILES.
     errors : {"raise", "nan"}, default="raise"
-        Bad molecules raise :class:`BadMolecule` (and nothing is written), or get NaN rows.
+        Bad molecules raise :class:`BadMolecule` (and nothing is written), or get NaN rows. Under
+        "raise", every molecule is checked before the first is embedded.
     chunk_size : int, default=CHUNK_SIZE
         Molecules read, embedded and written at a time; peak memory grows with it, not with the file.
 
@@ -226,6 +247,8 @@ def embed_file(model: CMIMTransformer, source, output, column: str | None = None
     if n_rows == 0:
         raise ValueError(f"{source} holds no molecules")
     embed = ChunkEmbedder(model, errors, f"line {{}} of {source}")
+    if errors == "raise":
+        check_file(embed, source, column, n_rows, chunk_size)
     chunks = progress(as_counted(chunked(read_smiles(source, column), chunk_size), n_rows, source),
                       total=n_rows, label="embedding molecules", after=SHOW_AFTER, size=len)
     with written_atomically(output) as temporary:

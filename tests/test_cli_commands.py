@@ -103,7 +103,12 @@ def test_errors_nan_gives_nan_rows_where_the_bad_molecules_are(capsys, model, sm
     ("C1CC", "'C1CC'", "cannot be read: RDKit cannot parse"),
     ("C" * 200, "'" + "C" * 76 + "...", "is too long: it is 202 tokens long"),  # a long field, shortened
 ])
-def test_errors_raise_names_the_line_and_writes_nothing(capsys, model, smiles, tmp_path, bad, shown, why):
+def test_errors_raise_names_the_line_and_writes_nothing(capsys, model, smiles, tmp_path, bad, shown, why,
+                                                        monkeypatch):
+    embedded = []  # every molecule is checked before the first chunk is embedded
+    transform = CMIMTransformer._transform_encoded
+    monkeypatch.setattr(CMIMTransformer, "_transform_encoded",
+                        lambda self, encoded: embedded.append(len(encoded.sequences)) or transform(self, encoded))
     source = tmp_path / "in.smi"
     source.write_text("\n".join([*smiles[:3], bad, *smiles[3:6]]) + "\n")
     for output in ("x.npy", "x.csv"):
@@ -112,7 +117,18 @@ def test_errors_raise_names_the_line_and_writes_nothing(capsys, model, smiles, t
         assert status == 2 and out == ""
         assert err.startswith(f"cmim embed: error: line 4 of {source}: {shown} {why}")
         assert err.endswith(" (with --errors nan it gets a NaN row)\n") and err.count("\n") == 1
-    assert os.listdir(tmp_path) == ["in.smi"]
+    assert os.listdir(tmp_path) == ["in.smi"] and embedded == []
+    status, _, _ = run(capsys, "embed", source, "--output", tmp_path / "x.npy", "--model", model,
+                       "--chunk-size", 2, "--errors", "nan")
+    assert status == 0 and embedded == [2, 2, 2, 1]  # the spy sees what it should
+
+
+def test_reconstruct_stops_at_a_bad_molecule_before_it_writes_a_line(capsys, model, smiles, tmp_path):
+    source = tmp_path / "in.smi"
+    source.write_text("\n".join([*smiles[:3], "C1CC"]) + "\n")
+    status, out, err = run(capsys, "reconstruct", source, "--model", model, "--chunk-size", 2)
+    assert status == 2 and out == ""  # stdout held the header and the first chunk's lines
+    assert err.startswith(f"cmim reconstruct: error: line 4 of {source}: 'C1CC' cannot be read")
 
 
 def test_too_long_molecules_are_not_called_unreadable(capsys, model, smiles, tmp_path):

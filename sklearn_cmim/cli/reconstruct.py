@@ -15,7 +15,7 @@ import sys
 from collections import Counter
 
 from ..chem.smiles_files import check_output, chunked, count_smiles, read_smiles, text_output
-from ..file_embedding import CHUNK_SIZE, BadMolecule, ChunkEmbedder, describe_bad, load_model
+from ..file_embedding import CHUNK_SIZE, BadMolecule, ChunkEmbedder, check_file, describe_bad, load_model
 from ..progress import SHOW_AFTER, progress
 from .common import (
     ArgumentParser,
@@ -46,8 +46,9 @@ def reconstruct_file(model, source, handle, column: str | None = None, errors: s
     column : str, optional
         CSV column holding the SMILES.
     errors : {"raise", "nan"}, default="raise"
-        A bad molecule raises :class:`~sklearn_cmim.file_embedding.BadMolecule`, or gets empty
-        ``decoded`` and ``match`` fields and is left out of the accuracy.
+        A bad molecule raises :class:`~sklearn_cmim.file_embedding.BadMolecule`, found before any
+        molecule is decoded or line written, or gets empty ``decoded`` and ``match`` fields and is
+        left out of the accuracy.
     chunk_size : int, default=CHUNK_SIZE
 
     Returns
@@ -66,6 +67,8 @@ def reconstruct_file(model, source, handle, column: str | None = None, errors: s
     if n_rows == 0:
         raise ValueError(f"{source} holds no molecules")
     embed = ChunkEmbedder(model, errors, f"line {{}} of {source}")
+    if errors == "raise":  # before the first line is written or the first molecule decoded
+        check_file(embed, source, column, n_rows, chunk_size)
     n_matches = n_read = 0
     # csv quotes a field holding a tab (a CSV field can), which would shift the columns after it.
     writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
