@@ -209,6 +209,21 @@ def test_heads_without_test_rows_measure_the_inner_cv_only():
     assert math.isnan(result["test"])
 
 
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_random_cv_keeps_every_row_of_a_molecule_on_one_side(task):
+    # Rows 0-2 are one molecule (written three ways, a salt among them), rows 3-4 another.
+    smiles = ["CCO", "OCC", "CCO.Cl", "CCN", "NCC", *(f"C{'C' * i}Br" for i in range(15))]
+    groups = downstream.molecule_groups(smiles)
+    assert len(set(groups[:3])) == 1 and len(set(groups[3:5])) == 1 and len(set(groups)) == 17
+    Y = np.arange(len(smiles), dtype=float)[:, None] % 2
+    positions = np.arange(len(smiles))
+    for seed in range(5):
+        for _, train, test in downstream.random_cv_folds(positions, Y, task, 3, [seed], groups):
+            assert sorted(np.concatenate([train, test])) == positions.tolist()
+            for rows in ([0, 1, 2], [3, 4]):
+                assert np.isin(rows, test).all() or not np.isin(rows, test).any()
+
+
 @pytest.mark.shared_data
 @needs_shared_data
 def test_multi_task_sets_score_the_mean_over_their_tasks():
@@ -266,7 +281,8 @@ def test_chemprop_random_cv_trains_on_the_feature_sets_folds_less_a_valid_tenth(
     smiles, labels, _ = downstream.load_dataset("bbbp")
     labelled = downstream.readable_labelled(downstream.murcko_scaffolds(smiles), labels)
     splits = chemprop_peer.random_cv_splits("bbbp", 5, seed=0)
-    folds = list(downstream.random_cv_folds(labelled, labels, "classification", 5, [0]))
+    groups = downstream.molecule_groups(smiles)
+    folds = list(downstream.random_cv_folds(labelled, labels, "classification", 5, [0], groups))
     assert len(splits) == len(folds) == 5
     for split, (_, train, test) in zip(splits, folds, strict=True):
         assert split["test"] == test.tolist()

@@ -47,6 +47,7 @@ from benchmarks.evaluation.downstream import (
     bootstrap_std,
     committed_split,
     load_dataset,
+    molecule_groups,
     murcko_scaffolds,
     random_cv_folds,
     readable_labelled,
@@ -65,7 +66,7 @@ def random_cv_splits(name: str, folds: int, seed: int) -> list[dict[str, list[in
     rng = np.random.default_rng(seed)
     out = []
     labelled = readable_labelled(murcko_scaffolds(smiles), labels)
-    for _, train, test in random_cv_folds(labelled, labels, task, folds, [seed]):
+    for _, train, test in random_cv_folds(labelled, labels, task, folds, [seed], molecule_groups(smiles)):
         valid = np.isin(train, rng.choice(train, len(train) // 10, replace=False))
         out.append({"train": train[~valid].tolist(), "valid": train[valid].tolist(), "test": test.tolist()})
     return out

@@ -130,7 +130,7 @@ COMPARISONS = [  # (a, b, relation, what it tests: the goal or a claim of docs/m
 ]
 SPLITS_DIR = ROOT / "benchmarks" / "splits"
 # Part of every cached score's key: bump it when heads, grids or scoring change.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 QUICK_TRAIN_MOLECULES = 300
 
 
@@ -493,15 +493,28 @@ def readable_labelled(scaffolds: list[str | None], Y: np.ndarray) -> np.ndarray:
     return np.flatnonzero(readable & ~np.isnan(Y).all(axis=1))
 
 
-def random_cv_folds(positions, Y, task, folds, seeds):
-    """(seed, train, test) position arrays; stratified for single-task classification."""
+def molecule_groups(smiles: list[str]) -> np.ndarray:
+    """An integer per row, shared by the rows of one molecule once standardised (a salt, a stereo
+    mark or a charge apart): what the models and fingerprints read of them is the same."""
+    standard = standardize_items(smiles, Standardizer(), errors="nan")
+    keys = [s if s is not None else f"unreadable row {i}" for i, s in enumerate(standard)]
+    return np.unique(keys, return_inverse=True)[1]
+
+
+def random_cv_folds(positions, Y, task, folds, seeds, molecules):
+    """(seed, train, test) position arrays; stratified for single-task classification.
+
+    The folds split molecules, not rows: the rows of one molecule (``molecules``, from
+    ``molecule_groups``) are all on one side, or a test row would have its twin in training.
+    """
+    _, first, group = np.unique(molecules[positions], return_index=True, return_inverse=True)
     for seed in seeds:
         if task == "classification" and Y.shape[1] == 1:
-            splitter, strata = StratifiedKFold(folds, shuffle=True, random_state=seed), Y[positions, 0]
+            splitter, strata = StratifiedKFold(folds, shuffle=True, random_state=seed), Y[positions[first], 0]
         else:
             splitter, strata = KFold(folds, shuffle=True, random_state=seed), None
-        for train, test in splitter.split(positions, strata):
-            yield seed, positions[train], positions[test]
+        for train, test in splitter.split(first, strata):
+            yield seed, positions[np.isin(group, train)], positions[np.isin(group, test)]
 
 
 def evaluate_feature_set(X, Y, task, heads, scaffold_parts, random_folds, groups, args) -> dict:
@@ -576,7 +589,8 @@ def run_dataset(name: str, models: dict, args) -> dict:
     used_parts = {part: np.array([p for p in positions if usable[p]], dtype=int)
                   for part, positions in parts.items()}
     groups = scaffold_groups(scaffolds)
-    folds = list(random_cv_folds(np.flatnonzero(usable), Y, dataset.task, args.folds, args.seeds))
+    folds = list(random_cv_folds(np.flatnonzero(usable), Y, dataset.task, args.folds, args.seeds,
+                                 molecule_groups(smiles)))
 
     results = {"label": dataset.label, "task": dataset.task, "tasks": tasks,
                "metric": dataset.metric,

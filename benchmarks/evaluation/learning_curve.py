@@ -67,6 +67,7 @@ from benchmarks.evaluation.downstream import (
     inner_cv,
     load_dataset,
     make_heads,
+    molecule_groups,
     murcko_scaffolds,
     random_cv_folds,
     readable_labelled,
@@ -201,8 +202,8 @@ def dataset_scores(featuriser, label: str, name: str, args) -> dict[str, dict]:
                         bootstrap_std=bootstrap_std(task, best["pairs"], 200))
     out = {"scaffold": scaffold}
     if args.random_cv:
-        folds, molecules = [], 0
-        for seed, fold_train, fold_test in random_cv_folds(labelled, Y, task, args.folds, args.seeds):
+        folds, molecules, same = [], 0, molecule_groups(smiles)
+        for seed, fold_train, fold_test in random_cv_folds(labelled, Y, task, args.folds, args.seeds, same):
             fold_train, fold_test = fold_train[usable[fold_train]], fold_test[usable[fold_test]]
             cv = inner_cv(task, 5, False, seed)
             folds.append(chosen_head(X, Y, fold_train, fold_test, task, heads, cv, None))
