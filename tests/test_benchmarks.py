@@ -316,6 +316,14 @@ def test_chemprop_peer_quick_gives_a_row_the_candidates_table_includes(tmp_path)
     assert f"| {chemprop_peer.LABEL} | {candidates.cell(folds, 'random_cv')} |" in text
 
 
+def test_a_subsets_scaffold_split_never_replaces_the_committed_one(tmp_path):
+    models = ["--cmim-model", "a", "--mim-model", "b", "--out", str(tmp_path)]
+    assert downstream.parse_args(models).splits_dir == downstream.SPLITS_DIR
+    subset = downstream.parse_args([*models, "--max-molecules", "50"])
+    assert subset.splits_dir == tmp_path / "splits"
+    assert finetune.parse_args([*models, "--max-molecules", "50"]).splits_dir == tmp_path / "splits"
+
+
 @pytest.mark.shared_data
 @needs_shared_data
 def test_committed_esol_split_matches_a_fresh_one():

@@ -922,9 +922,11 @@ def parse_args(argv):
 def set_output_paths(args, cache_name: str) -> None:
     """Fill in where a run writes (``out``, ``splits_dir``, ``markdown``) and its ``cache``
     (``runs/<cache_name>``), unless given. A quick run's tiny subsets must never overwrite the
-    committed splits or the docs, so it writes below its ``out`` only."""
+    committed splits or the docs, so it writes below its ``out`` only; nor may the split of any
+    random subset (``--max-molecules``), which learning_curve and chemprop_peer would then read."""
     args.out = args.out or ROOT / "docs" / "benchmarks"
-    args.splits_dir = getattr(args, "splits_dir", None) or (args.out / "splits" if args.quick else SPLITS_DIR)
+    subset = args.quick or args.max_molecules
+    args.splits_dir = getattr(args, "splits_dir", None) or (args.out / "splits" if subset else SPLITS_DIR)
     args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
     default_cache = args.out / "cache" if args.quick else ROOT / "runs" / cache_name
     args.cache = Cache(None if args.no_cache else args.cache or default_cache)
