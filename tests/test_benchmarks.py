@@ -5,6 +5,7 @@ import importlib.util
 import json
 import lzma
 import math
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -322,6 +323,38 @@ def test_a_subsets_scaffold_split_never_replaces_the_committed_one(tmp_path):
     subset = downstream.parse_args([*models, "--max-molecules", "50"])
     assert subset.splits_dir == tmp_path / "splits"
     assert finetune.parse_args([*models, "--max-molecules", "50"]).splits_dir == tmp_path / "splits"
+
+
+@pytest.mark.parametrize(("module", "argv", "message"), [
+    (downstream, ["--quick", "--folds", "1"], "--folds: must be at least 2, got 1"),
+    (downstream, ["--quick", "--max-molecules", "-5"], "--max-molecules: must be at least 1, got -5"),
+    (learning_curve, ["--n", "0"], "--n: must be at least 1, got 0"),
+    (prior_shapes, ["--draws", "0"], "--draws: must be at least 1, got 0"),
+    (optimization, ["--seeds", "0"], "--seeds: must be at least 1, got 0"),
+])
+def test_benchmarks_refuse_a_zero_or_negative_size_when_parsed(module, argv, message, capsys):
+    parse = module.parse_args if hasattr(module, "parse_args") else module.main
+    with pytest.raises(SystemExit):
+        parse(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_a_missing_data_file_names_where_the_benchmarks_read_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(downstream, "MOLECULENET", tmp_path / "moleculenet")
+    with pytest.raises(FileNotFoundError, match=r"delaney\.csv is absent: .* \(shared/data beside"):
+        downstream.load_dataset("esol")
+    with pytest.raises(FileNotFoundError, match="beside the clone"):
+        next(benchmarks.common.smiles_rows(tmp_path / "absent.csv.gz"))
+
+
+def test_a_benchmark_command_reports_a_missing_model_in_one_line(tmp_path):
+    finished = subprocess.run([sys.executable, "-m", "benchmarks.evaluation.readout", "no-such-model",
+                               "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert finished.returncode == 1 and "Traceback" not in finished.stderr
+    assert finished.stderr.strip().splitlines() == [
+        "error: 'no-such-model' is neither a bundled model (bundled: cmim-broad, mim-broad) nor a directory "
+        "holding config.json"]
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.shared_data

@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import (
+    as_command,
+    at_least,
     command_line,
     fmt,
     markdown_table,
@@ -190,8 +192,8 @@ def main(argv=None) -> dict | None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--random-cv", action="store_true",
                         help="train on random-CV folds (a run per fold and seed), not the scaffold split")
-    parser.add_argument("--folds", type=int, default=5, help="random-CV folds")
-    parser.add_argument("--epochs", type=int, default=50, help="chemprop's default")
+    parser.add_argument("--folds", type=at_least(2), default=5, help="random-CV folds")
+    parser.add_argument("--epochs", type=at_least(3), default=50, help="chemprop's default")
     parser.add_argument("--out", type=Path, help="folder of chemprop.json (default: docs/benchmarks)")
     parser.add_argument("--markdown", type=Path, help="report to update (default: docs/benchmarks.md)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 epochs, 100 molecules per part")
@@ -230,4 +232,4 @@ def main(argv=None) -> dict | None:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

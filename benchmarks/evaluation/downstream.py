@@ -65,6 +65,8 @@ from benchmarks.common import (
     MOLECULENET,
     QUICK_MODEL,
     ROOT,
+    as_command,
+    at_least,
     command_line,
     fmt,
     load_model,
@@ -72,6 +74,7 @@ from benchmarks.common import (
     mean_std,
     pyplot,
     relative_link,
+    shared_file,
     update_markdown_section,
     write_json,
 )
@@ -137,7 +140,7 @@ QUICK_TRAIN_MOLECULES = 300
 # ------------------------------------------------------------------------------------------ data
 def load_dataset(name: str) -> tuple[list[str], np.ndarray, list[str]]:
     """SMILES, labels (n, tasks) with NaN for missing ones, and the task names."""
-    with open(MOLECULENET / DATASETS[name].file, newline="") as handle:
+    with open(shared_file(MOLECULENET / DATASETS[name].file), newline="") as handle:
         header, *rows = list(csv.reader(handle))
     labels = np.array([[float(v) if v else math.nan for v in row[1:]] for row in rows])
     return [row[0] for row in rows], labels, header[1:]
@@ -883,11 +886,12 @@ def model_comparison_parser(description: str) -> argparse.ArgumentParser:
 def parse_args(argv):
     parser = model_comparison_parser(__doc__)
     parser.add_argument("--extras", action="store_true", help="add ClinTox and Tox21")
-    parser.add_argument("--max-molecules", type=int, help="random subset per dataset")
-    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--max-molecules", type=at_least(1), help="random subset per dataset")
+    parser.add_argument("--folds", type=at_least(2), default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--inner-folds", type=int, default=3)
-    parser.add_argument("--bootstrap", type=int, default=200, help="resamples for scaffold error bars")
+    parser.add_argument("--inner-folds", type=at_least(2), default=3)
+    parser.add_argument("--bootstrap", type=at_least(2), default=200,
+                        help="resamples for scaffold error bars")
     parser.add_argument("--n-jobs", type=int, default=1, help="parallel grid-search fits")
     parser.add_argument("--feature-sets", nargs="+", choices=FEATURE_SETS, default=FEATURE_SETS,
                         help="evaluate only these (fills the cache; the report needs all of them)")
@@ -977,4 +981,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

@@ -49,6 +49,8 @@ from benchmarks.common import (
     BROAD,
     MOSES,
     QUICK_MODEL,
+    as_command,
+    at_least,
     command_line,
     load_model,
     mean_std,
@@ -295,13 +297,16 @@ def main(argv=None) -> dict:
     parser.add_argument("models", nargs="*",
                         help="model directories, bundled names, checkpoints folders, ECFP4 or 'RDKit 2D'")
     parser.add_argument("--datasets", nargs="+", default=CURVE_DATASETS, choices=list(DATASETS))
-    parser.add_argument("--n", type=int, default=500, help="held-out molecules per reconstruction set")
-    parser.add_argument("--holdout-every", type=int, default=250, help="as the pretraining run held out")
-    parser.add_argument("--max-molecules", type=int, help="cap on train + valid molecules per dataset")
+    parser.add_argument("--n", type=at_least(1), default=500,
+                        help="held-out molecules per reconstruction set")
+    parser.add_argument("--holdout-every", type=at_least(1), default=250,
+                        help="as the pretraining run held out")
+    parser.add_argument("--max-molecules", type=at_least(1),
+                        help="cap on train + valid molecules per dataset")
     parser.add_argument("--no-reconstruction", action="store_true")
     parser.add_argument("--test", action="store_true", help="also score the chosen head on the test part")
     parser.add_argument("--random-cv", action="store_true", help="also score in random CV (every molecule)")
-    parser.add_argument("--folds", type=int, default=5, help="random-CV folds")
+    parser.add_argument("--folds", type=at_least(2), default=5, help="random-CV folds")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="random-CV shuffles")
     parser.add_argument("--include", type=Path, nargs="+", default=[], metavar="JSON",
                         help="results of earlier runs (their --out files) to report beside these")
@@ -346,4 +351,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

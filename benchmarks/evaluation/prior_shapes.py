@@ -33,6 +33,8 @@ import numpy as np
 from sklearn.mixture import GaussianMixture
 
 from benchmarks.common import (
+    as_command,
+    at_least,
     command_line,
     corpora_smiles,
     generation_metrics,
@@ -59,8 +61,9 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="*", default=["cmim-broad"],
                         help="bundled names or model directories")
-    parser.add_argument("--fit-molecules", type=int, default=4000, help="training molecules to fit to")
-    parser.add_argument("--draws", type=int, default=300, help="draws decoded per shape and scale")
+    parser.add_argument("--fit-molecules", type=at_least(2), default=4000,
+                        help="training molecules to fit to")
+    parser.add_argument("--draws", type=at_least(1), default=300, help="draws decoded per shape and scale")
     parser.add_argument("--components", type=int, nargs="+", default=[16, 64], help="mixture sizes")
     parser.add_argument("--out", type=Path, help="JSON (default docs/benchmarks)")
     parser.add_argument("--markdown", type=Path, help="report to update (default docs/benchmarks.md)")
@@ -152,4 +155,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)
