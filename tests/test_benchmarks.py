@@ -734,6 +734,16 @@ def test_prior_shapes_quick_scores_every_shape_and_counts_only_new_molecules(tmp
     assert "## Latent prior: which shape to sample from" in (tmp_path / "b.md").read_text()
 
 
+def test_prior_shapes_report_says_its_scales_are_picked_on_the_draws_it_shows():
+    row = {"validity": 0.5, "uniqueness": 1.0, "novelty": 1.0}
+    rows = [{**row, "shape": "full Gaussian", "scale": t, "valid_distinct_new": share}
+            for t, share in ((0.5, 0.4), (0.7, 0.5))]
+    model = {"fitted_to": 10, "draws": 4, "rows": rows}
+    text = prior_shapes.markdown({"command": "c", "models": {"m": model}})
+    assert "| full Gaussian | 0.7 | 50.0% | 100.0% | 100.0% | **50.0%** |" in text
+    assert "picked on the same draws it is reported on, which flatters every shape alike" in text
+
+
 def test_training_records_leave_out_held_out_records_and_follow_the_batch_weights(tmp_path, monkeypatch):
     corpora = {}
     for name, letter in (("train.csv.gz", "A"), ("broad.csv.gz", "B")):

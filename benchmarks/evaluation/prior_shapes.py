@@ -132,7 +132,9 @@ def markdown(report: dict) -> str:
              "distinct valid ones against every corpus the model read and the fitting molecules; the "
              "last column is the share of all draws that are valid, distinct and new. `sample` draws "
              "from the diagonal Gaussian, at a temperature each bundled model chose on other draws "
-             "(`scripts/bundled_models/latent_prior.py`; the model cards give it).\n"]
+             "(`scripts/bundled_models/latent_prior.py`; the model cards give it). The best share is in "
+             "bold; a shape's best scale, like that bold row, is picked on the same draws it is reported "
+             "on, which flatters every shape alike by about the draws' sampling error.\n"]
     for name, result in report["models"].items():
         best = max(row["valid_distinct_new"] for row in result["rows"])
         rows = [[row["shape"], "" if row["scale"] is None else row["scale"], f"{row['validity']:.1%}",
