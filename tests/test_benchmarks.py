@@ -263,6 +263,12 @@ def test_chemprop_peer_without_chemprop_says_so_and_writes_nothing(tmp_path, mon
     assert not any(tmp_path.iterdir())
 
 
+def test_chemprop_peer_refuses_a_multi_task_set_it_would_score_on_one_task(capsys):
+    with pytest.raises(SystemExit):
+        chemprop_peer.main(["--datasets", "tox21"])
+    assert "--datasets: invalid choice: 'tox21'" in capsys.readouterr().err
+
+
 @pytest.mark.shared_data
 @needs_shared_data
 def test_chemprop_peer_trains_on_the_committed_split_parts(tmp_path):
