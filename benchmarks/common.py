@@ -12,6 +12,7 @@ script's rerun never clobbers another's results.
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import itertools
 import json
@@ -53,9 +54,17 @@ by hand: rerun the script instead.
 """
 
 
+def shared_file(path: Path) -> Path:
+    """``path``, or an error saying where the benchmarks look for their data when it is absent."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is absent: the benchmarks read MoleculeNet, MOSES and the "
+                                f"pretraining corpora from {SHARED_DATA} (shared/data beside the clone)")
+    return path
+
+
 def smiles_rows(path: Path) -> Iterator[str]:
     """The first column (SMILES) of each row of a gzipped CSV file, its header skipped."""
-    with gzip.open(path, "rt") as handle:
+    with gzip.open(shared_file(path), "rt") as handle:
         next(handle)
         yield from (line.split(",", 1)[0].strip() for line in handle)
 
@@ -146,6 +155,26 @@ def moses_or_esol(name: str, n: int) -> tuple[list[str], str]:
         return read_moses(name, n), f"MOSES {name.split('.')[0]}"
     from sklearn_cmim.datasets import load_esol
     return load_esol()[0][:n], "bundled ESOL (MOSES not found)"
+
+
+def at_least(minimum: int):
+    """An argparse type: an integer no smaller than ``minimum`` (a count, a size, folds), so that
+    a zero or a negative number is refused when parsed, not after hours of featurising."""
+    def integer(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return integer
+
+
+def as_command(main) -> None:
+    """Run a benchmark's ``main`` as a command: a missing file (the shared data, a model) ends it
+    with one line that names it, not a traceback."""
+    try:
+        main()
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error}")
 
 
 def command_line(module: str, argv: list[str] | None) -> str:

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import lzma
 import math
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -209,6 +210,21 @@ def test_heads_without_test_rows_measure_the_inner_cv_only():
     assert math.isnan(result["test"])
 
 
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_random_cv_keeps_every_row_of_a_molecule_on_one_side(task):
+    # Rows 0-2 are one molecule (written three ways, a salt among them), rows 3-4 another.
+    smiles = ["CCO", "OCC", "CCO.Cl", "CCN", "NCC", *(f"C{'C' * i}Br" for i in range(15))]
+    groups = downstream.molecule_groups(smiles)
+    assert len(set(groups[:3])) == 1 and len(set(groups[3:5])) == 1 and len(set(groups)) == 17
+    Y = np.arange(len(smiles), dtype=float)[:, None] % 2
+    positions = np.arange(len(smiles))
+    for seed in range(5):
+        for _, train, test in downstream.random_cv_folds(positions, Y, task, 3, [seed], groups):
+            assert sorted(np.concatenate([train, test])) == positions.tolist()
+            for rows in ([0, 1, 2], [3, 4]):
+                assert np.isin(rows, test).all() or not np.isin(rows, test).any()
+
+
 @pytest.mark.shared_data
 @needs_shared_data
 def test_multi_task_sets_score_the_mean_over_their_tasks():
@@ -247,6 +263,12 @@ def test_chemprop_peer_without_chemprop_says_so_and_writes_nothing(tmp_path, mon
     assert not any(tmp_path.iterdir())
 
 
+def test_chemprop_peer_refuses_a_multi_task_set_it_would_score_on_one_task(capsys):
+    with pytest.raises(SystemExit):
+        chemprop_peer.main(["--datasets", "tox21"])
+    assert "--datasets: invalid choice: 'tox21'" in capsys.readouterr().err
+
+
 @pytest.mark.shared_data
 @needs_shared_data
 def test_chemprop_peer_trains_on_the_committed_split_parts(tmp_path):
@@ -266,7 +288,8 @@ def test_chemprop_random_cv_trains_on_the_feature_sets_folds_less_a_valid_tenth(
     smiles, labels, _ = downstream.load_dataset("bbbp")
     labelled = downstream.readable_labelled(downstream.murcko_scaffolds(smiles), labels)
     splits = chemprop_peer.random_cv_splits("bbbp", 5, seed=0)
-    folds = list(downstream.random_cv_folds(labelled, labels, "classification", 5, [0]))
+    groups = downstream.molecule_groups(smiles)
+    folds = list(downstream.random_cv_folds(labelled, labels, "classification", 5, [0], groups))
     assert len(splits) == len(folds) == 5
     for split, (_, train, test) in zip(splits, folds, strict=True):
         assert split["test"] == test.tolist()
@@ -298,6 +321,46 @@ def test_chemprop_peer_quick_gives_a_row_the_candidates_table_includes(tmp_path)
     text = candidates.markdown(report, "command", {}, tmp_path / "benchmarks.md")
     assert f"| {chemprop_peer.LABEL} | {candidates.cell(esol)} |" in text and "— (in training)" in text
     assert f"| {chemprop_peer.LABEL} | {candidates.cell(folds, 'random_cv')} |" in text
+
+
+def test_a_subsets_scaffold_split_never_replaces_the_committed_one(tmp_path):
+    models = ["--cmim-model", "a", "--mim-model", "b", "--out", str(tmp_path)]
+    assert downstream.parse_args(models).splits_dir == downstream.SPLITS_DIR
+    subset = downstream.parse_args([*models, "--max-molecules", "50"])
+    assert subset.splits_dir == tmp_path / "splits"
+    assert finetune.parse_args([*models, "--max-molecules", "50"]).splits_dir == tmp_path / "splits"
+
+
+@pytest.mark.parametrize(("module", "argv", "message"), [
+    (downstream, ["--quick", "--folds", "1"], "--folds: must be at least 2, got 1"),
+    (downstream, ["--quick", "--max-molecules", "-5"], "--max-molecules: must be at least 1, got -5"),
+    (learning_curve, ["--n", "0"], "--n: must be at least 1, got 0"),
+    (prior_shapes, ["--draws", "0"], "--draws: must be at least 1, got 0"),
+    (optimization, ["--seeds", "0"], "--seeds: must be at least 1, got 0"),
+])
+def test_benchmarks_refuse_a_zero_or_negative_size_when_parsed(module, argv, message, capsys):
+    parse = module.parse_args if hasattr(module, "parse_args") else module.main
+    with pytest.raises(SystemExit):
+        parse(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_a_missing_data_file_names_where_the_benchmarks_read_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(downstream, "MOLECULENET", tmp_path / "moleculenet")
+    with pytest.raises(FileNotFoundError, match=r"delaney\.csv is absent: .* \(shared/data beside"):
+        downstream.load_dataset("esol")
+    with pytest.raises(FileNotFoundError, match="beside the clone"):
+        next(benchmarks.common.smiles_rows(tmp_path / "absent.csv.gz"))
+
+
+def test_a_benchmark_command_reports_a_missing_model_in_one_line(tmp_path):
+    finished = subprocess.run([sys.executable, "-m", "benchmarks.evaluation.readout", "no-such-model",
+                               "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert finished.returncode == 1 and "Traceback" not in finished.stderr
+    assert finished.stderr.strip().splitlines() == [
+        "error: 'no-such-model' is neither a bundled model (bundled: cmim-broad, mim-broad) nor a directory "
+        "holding config.json"]
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.shared_data
@@ -675,6 +738,16 @@ def test_prior_shapes_quick_scores_every_shape_and_counts_only_new_molecules(tmp
     closest = rows[-len(prior_shapes.AROUND_SIGMAS)]
     assert closest["validity"] >= 0.5 and closest["novelty"] <= 0.5
     assert "## Latent prior: which shape to sample from" in (tmp_path / "b.md").read_text()
+
+
+def test_prior_shapes_report_says_its_scales_are_picked_on_the_draws_it_shows():
+    row = {"validity": 0.5, "uniqueness": 1.0, "novelty": 1.0}
+    rows = [{**row, "shape": "full Gaussian", "scale": t, "valid_distinct_new": share}
+            for t, share in ((0.5, 0.4), (0.7, 0.5))]
+    model = {"fitted_to": 10, "draws": 4, "rows": rows}
+    text = prior_shapes.markdown({"command": "c", "models": {"m": model}})
+    assert "| full Gaussian | 0.7 | 50.0% | 100.0% | 100.0% | **50.0%** |" in text
+    assert "picked on the same draws it is reported on, which flatters every shape alike" in text
 
 
 def test_training_records_leave_out_held_out_records_and_follow_the_batch_weights(tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ import torch
 from benchmarks.common import (
     DOCS_MARKDOWN,
     QUICK_MODEL,
+    as_command,
     command_line,
     markdown_table,
     read_moses,
@@ -168,4 +169,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

@@ -42,6 +42,7 @@ from benchmarks.common import (
     DOCS_MARKDOWN,
     MOSES,
     QUICK_MODEL,
+    as_command,
     command_line,
     fmt,
     markdown_table,
@@ -359,4 +360,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

@@ -26,6 +26,8 @@ from rdkit.Chem import rdFingerprintGenerator
 
 from benchmarks.common import (
     DOCS_MARKDOWN,
+    as_command,
+    at_least,
     command_line,
     load_model,
     markdown_table,
@@ -88,7 +90,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="bundled model name or directory")
-    parser.add_argument("--reference", type=int, default=20_000, help="MOSES train molecules sampled")
+    parser.add_argument("--reference", type=at_least(1), default=20_000, help="MOSES train molecules sampled")
     parser.add_argument("--extras", action="store_true", help="add ClinTox and Tox21")
     parser.add_argument("--out", type=Path, help="JSON (default docs/benchmarks)")
     parser.add_argument("--markdown", type=Path, help=f"report to update (default {DOCS_MARKDOWN})")
@@ -142,4 +144,4 @@ def markdown(report: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

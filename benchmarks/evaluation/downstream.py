@@ -65,6 +65,8 @@ from benchmarks.common import (
     MOLECULENET,
     QUICK_MODEL,
     ROOT,
+    as_command,
+    at_least,
     command_line,
     fmt,
     load_model,
@@ -72,6 +74,7 @@ from benchmarks.common import (
     mean_std,
     pyplot,
     relative_link,
+    shared_file,
     update_markdown_section,
     write_json,
 )
@@ -130,14 +133,14 @@ COMPARISONS = [  # (a, b, relation, what it tests: the goal or a claim of docs/m
 ]
 SPLITS_DIR = ROOT / "benchmarks" / "splits"
 # Part of every cached score's key: bump it when heads, grids or scoring change.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 QUICK_TRAIN_MOLECULES = 300
 
 
 # ------------------------------------------------------------------------------------------ data
 def load_dataset(name: str) -> tuple[list[str], np.ndarray, list[str]]:
     """SMILES, labels (n, tasks) with NaN for missing ones, and the task names."""
-    with open(MOLECULENET / DATASETS[name].file, newline="") as handle:
+    with open(shared_file(MOLECULENET / DATASETS[name].file), newline="") as handle:
         header, *rows = list(csv.reader(handle))
     labels = np.array([[float(v) if v else math.nan for v in row[1:]] for row in rows])
     return [row[0] for row in rows], labels, header[1:]
@@ -493,15 +496,28 @@ def readable_labelled(scaffolds: list[str | None], Y: np.ndarray) -> np.ndarray:
     return np.flatnonzero(readable & ~np.isnan(Y).all(axis=1))
 
 
-def random_cv_folds(positions, Y, task, folds, seeds):
-    """(seed, train, test) position arrays; stratified for single-task classification."""
+def molecule_groups(smiles: list[str]) -> np.ndarray:
+    """An integer per row, shared by the rows of one molecule once standardised (a salt, a stereo
+    mark or a charge apart): what the models and fingerprints read of them is the same."""
+    standard = standardize_items(smiles, Standardizer(), errors="nan")
+    keys = [s if s is not None else f"unreadable row {i}" for i, s in enumerate(standard)]
+    return np.unique(keys, return_inverse=True)[1]
+
+
+def random_cv_folds(positions, Y, task, folds, seeds, molecules):
+    """(seed, train, test) position arrays; stratified for single-task classification.
+
+    The folds split molecules, not rows: the rows of one molecule (``molecules``, from
+    ``molecule_groups``) are all on one side, or a test row would have its twin in training.
+    """
+    _, first, group = np.unique(molecules[positions], return_index=True, return_inverse=True)
     for seed in seeds:
         if task == "classification" and Y.shape[1] == 1:
-            splitter, strata = StratifiedKFold(folds, shuffle=True, random_state=seed), Y[positions, 0]
+            splitter, strata = StratifiedKFold(folds, shuffle=True, random_state=seed), Y[positions[first], 0]
         else:
             splitter, strata = KFold(folds, shuffle=True, random_state=seed), None
-        for train, test in splitter.split(positions, strata):
-            yield seed, positions[train], positions[test]
+        for train, test in splitter.split(first, strata):
+            yield seed, positions[np.isin(group, train)], positions[np.isin(group, test)]
 
 
 def evaluate_feature_set(X, Y, task, heads, scaffold_parts, random_folds, groups, args) -> dict:
@@ -576,7 +592,8 @@ def run_dataset(name: str, models: dict, args) -> dict:
     used_parts = {part: np.array([p for p in positions if usable[p]], dtype=int)
                   for part, positions in parts.items()}
     groups = scaffold_groups(scaffolds)
-    folds = list(random_cv_folds(np.flatnonzero(usable), Y, dataset.task, args.folds, args.seeds))
+    folds = list(random_cv_folds(np.flatnonzero(usable), Y, dataset.task, args.folds, args.seeds,
+                                 molecule_groups(smiles)))
 
     results = {"label": dataset.label, "task": dataset.task, "tasks": tasks,
                "metric": dataset.metric,
@@ -869,11 +886,12 @@ def model_comparison_parser(description: str) -> argparse.ArgumentParser:
 def parse_args(argv):
     parser = model_comparison_parser(__doc__)
     parser.add_argument("--extras", action="store_true", help="add ClinTox and Tox21")
-    parser.add_argument("--max-molecules", type=int, help="random subset per dataset")
-    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--max-molecules", type=at_least(1), help="random subset per dataset")
+    parser.add_argument("--folds", type=at_least(2), default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--inner-folds", type=int, default=3)
-    parser.add_argument("--bootstrap", type=int, default=200, help="resamples for scaffold error bars")
+    parser.add_argument("--inner-folds", type=at_least(2), default=3)
+    parser.add_argument("--bootstrap", type=at_least(2), default=200,
+                        help="resamples for scaffold error bars")
     parser.add_argument("--n-jobs", type=int, default=1, help="parallel grid-search fits")
     parser.add_argument("--feature-sets", nargs="+", choices=FEATURE_SETS, default=FEATURE_SETS,
                         help="evaluate only these (fills the cache; the report needs all of them)")
@@ -908,9 +926,11 @@ def parse_args(argv):
 def set_output_paths(args, cache_name: str) -> None:
     """Fill in where a run writes (``out``, ``splits_dir``, ``markdown``) and its ``cache``
     (``runs/<cache_name>``), unless given. A quick run's tiny subsets must never overwrite the
-    committed splits or the docs, so it writes below its ``out`` only."""
+    committed splits or the docs, so it writes below its ``out`` only; nor may the split of any
+    random subset (``--max-molecules``), which learning_curve and chemprop_peer would then read."""
     args.out = args.out or ROOT / "docs" / "benchmarks"
-    args.splits_dir = getattr(args, "splits_dir", None) or (args.out / "splits" if args.quick else SPLITS_DIR)
+    subset = args.quick or args.max_molecules
+    args.splits_dir = getattr(args, "splits_dir", None) or (args.out / "splits" if subset else SPLITS_DIR)
     args.markdown = args.markdown or (args.out / "benchmarks.md" if args.quick else DOCS_MARKDOWN)
     default_cache = args.out / "cache" if args.quick else ROOT / "runs" / cache_name
     args.cache = Cache(None if args.no_cache else args.cache or default_cache)
@@ -961,4 +981,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

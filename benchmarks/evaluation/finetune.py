@@ -34,6 +34,8 @@ from benchmarks.common import (
     DOCS_MARKDOWN,
     QUICK_MODEL,
     ROOT,
+    as_command,
+    at_least,
     command_line,
     fmt,
     markdown_table,
@@ -162,9 +164,9 @@ def parse_args(argv):
     parser.add_argument("--mim-warmup-steps", type=int,
                         help="the fine-tuning fits' MIM warm-up (default: the estimator's)")
     parser.add_argument("--seed", type=int, default=0, help="random_state of every fit")
-    parser.add_argument("--inner-folds", type=int, default=3)
-    parser.add_argument("--bootstrap", type=int, default=200, help="resamples for the error bars")
-    parser.add_argument("--max-molecules", type=int, help="random subset per dataset")
+    parser.add_argument("--inner-folds", type=at_least(2), default=3)
+    parser.add_argument("--bootstrap", type=at_least(2), default=200, help="resamples for the error bars")
+    parser.add_argument("--max-molecules", type=at_least(1), help="random subset per dataset")
     parser.add_argument("--cache", type=Path, help="features kept here, so a killed run resumes "
                         "(default runs/finetune-cache)")
     parser.add_argument("--no-cache", action="store_true", help="compute everything afresh")
@@ -209,4 +211,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

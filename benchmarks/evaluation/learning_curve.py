@@ -49,6 +49,8 @@ from benchmarks.common import (
     BROAD,
     MOSES,
     QUICK_MODEL,
+    as_command,
+    at_least,
     command_line,
     load_model,
     mean_std,
@@ -67,6 +69,7 @@ from benchmarks.evaluation.downstream import (
     inner_cv,
     load_dataset,
     make_heads,
+    molecule_groups,
     murcko_scaffolds,
     random_cv_folds,
     readable_labelled,
@@ -202,8 +205,8 @@ def dataset_scores(featuriser, label: str, name: str, args) -> dict[str, dict]:
                         bootstrap_std=bootstrap_std(task, best["pairs"], 200))
     out = {"scaffold": scaffold}
     if args.random_cv:
-        folds, molecules = [], 0
-        for seed, fold_train, fold_test in random_cv_folds(labelled, Y, task, args.folds, args.seeds):
+        folds, molecules, same = [], 0, molecule_groups(smiles)
+        for seed, fold_train, fold_test in random_cv_folds(labelled, Y, task, args.folds, args.seeds, same):
             fold_train, fold_test = fold_train[usable[fold_train]], fold_test[usable[fold_test]]
             cv = inner_cv(task, 5, False, seed)
             folds.append(chosen_head(X, Y, fold_train, fold_test, task, heads, cv, None))
@@ -295,13 +298,16 @@ def main(argv=None) -> dict:
     parser.add_argument("models", nargs="*",
                         help="model directories, bundled names, checkpoints folders, ECFP4 or 'RDKit 2D'")
     parser.add_argument("--datasets", nargs="+", default=CURVE_DATASETS, choices=list(DATASETS))
-    parser.add_argument("--n", type=int, default=500, help="held-out molecules per reconstruction set")
-    parser.add_argument("--holdout-every", type=int, default=250, help="as the pretraining run held out")
-    parser.add_argument("--max-molecules", type=int, help="cap on train + valid molecules per dataset")
+    parser.add_argument("--n", type=at_least(1), default=500,
+                        help="held-out molecules per reconstruction set")
+    parser.add_argument("--holdout-every", type=at_least(1), default=250,
+                        help="as the pretraining run held out")
+    parser.add_argument("--max-molecules", type=at_least(1),
+                        help="cap on train + valid molecules per dataset")
     parser.add_argument("--no-reconstruction", action="store_true")
     parser.add_argument("--test", action="store_true", help="also score the chosen head on the test part")
     parser.add_argument("--random-cv", action="store_true", help="also score in random CV (every molecule)")
-    parser.add_argument("--folds", type=int, default=5, help="random-CV folds")
+    parser.add_argument("--folds", type=at_least(2), default=5, help="random-CV folds")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="random-CV shuffles")
     parser.add_argument("--include", type=Path, nargs="+", default=[], metavar="JSON",
                         help="results of earlier runs (their --out files) to report beside these")
@@ -346,4 +352,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

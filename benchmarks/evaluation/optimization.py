@@ -29,11 +29,14 @@ from benchmarks.common import (
     DOCS_MARKDOWN,
     ROOT,
     SHARED_DATA,
+    as_command,
+    at_least,
     command_line,
     fmt,
     load_model,
     markdown_table,
     mean_std,
+    shared_file,
     update_markdown_section,
     write_json,
 )
@@ -54,7 +57,7 @@ QUICK = dict(seeds=3, budget=4, popsize=6, max_iter=2)
 
 def read_seeds(n: int | None) -> tuple[list[str], np.ndarray]:
     """The first ``n`` benchmark seeds and their penalised logP as the file gives it."""
-    rows = [line.split() for line in SEEDS_FILE.read_text().splitlines() if line.strip()][:n]
+    rows = [line.split() for line in shared_file(SEEDS_FILE).read_text().splitlines() if line.strip()][:n]
     return [smiles for smiles, _ in rows], np.array([float(value) for _, value in rows])
 
 
@@ -187,11 +190,13 @@ def parse_args(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cmim-model", default="cmim-broad", help="model name or directory (lambda = 1)")
     parser.add_argument("--mim-model", default="mim-broad", help="model name or directory (lambda = 0)")
-    parser.add_argument("--seeds", type=int, help="the first N seeds only (default: all 800)")
-    parser.add_argument("--budget", type=int, default=100, help="molecules scored per seed and threshold")
+    parser.add_argument("--seeds", type=at_least(1), help="the first N seeds only (default: all 800)")
+    parser.add_argument("--budget", type=at_least(1), default=100,
+                        help="molecules scored per seed and threshold")
     parser.add_argument("--popsize", type=int, help="CMA-ES population (default: CMA-ES's own)")
     parser.add_argument("--sigma0", type=float, default=0.1, help="initial CMA-ES step size")
-    parser.add_argument("--max-iter", type=int, help="generations per seed (default: 5 x budget / popsize)")
+    parser.add_argument("--max-iter", type=at_least(1),
+                        help="generations per seed (default: 5 x budget / popsize)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=list(THRESHOLDS))
     parser.add_argument("--qed-similarity", type=float, default=0.4)
     parser.add_argument("--random-state", type=int, default=0)
@@ -238,4 +243,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

@@ -35,6 +35,7 @@ import numpy as np
 from benchmarks.common import (
     BROAD,
     ROOT,
+    as_command,
     generation_metrics,
     load_model,
     read_moses,
@@ -294,4 +295,4 @@ def corpora(arguments: dict) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

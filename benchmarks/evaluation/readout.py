@@ -26,6 +26,7 @@ import numpy as np
 
 from benchmarks.common import (
     QUICK_MODEL,
+    as_command,
     command_line,
     fmt,
     load_model,
@@ -178,4 +179,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

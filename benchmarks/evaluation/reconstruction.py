@@ -28,6 +28,8 @@ import numpy as np
 from benchmarks.common import (
     DOCS_MARKDOWN,
     ROOT,
+    as_command,
+    at_least,
     command_line,
     load_model,
     markdown_table,
@@ -237,7 +239,7 @@ def main(argv=None) -> dict:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cmim-model", help="bundled model name or directory (lambda = 1)")
     parser.add_argument("--mim-model", help="bundled model name or directory (lambda = 0)")
-    parser.add_argument("--molecules", type=int, default=2000, help="molecules of each held-out set")
+    parser.add_argument("--molecules", type=at_least(1), default=2000, help="molecules of each held-out set")
     parser.add_argument("--out", type=Path, help="JSON and figure (default docs/benchmarks)")
     parser.add_argument("--markdown", type=Path, help=f"report to update (default {DOCS_MARKDOWN})")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: tiny models on bundled ESOL")
@@ -274,4 +276,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

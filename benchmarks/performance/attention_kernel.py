@@ -30,6 +30,7 @@ import sklearn_cmim.nn.model
 from benchmarks.common import (
     DOCS_MARKDOWN,
     QUICK_MODEL,
+    as_command,
     command_line,
     markdown_table,
     moses_or_esol,
@@ -171,4 +172,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

@@ -26,6 +26,7 @@ from pathlib import Path
 from benchmarks.common import (
     DOCS_MARKDOWN,
     MOSES,
+    as_command,
     command_line,
     markdown_table,
     set_outputs,
@@ -190,4 +191,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

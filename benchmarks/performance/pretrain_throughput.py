@@ -44,6 +44,7 @@ from benchmarks.common import (
     DOCS_MARKDOWN,
     MOSES,
     QUICK_MODEL,
+    as_command,
     command_line,
     markdown_table,
     set_outputs,
@@ -237,4 +238,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

@@ -35,6 +35,7 @@ import torch
 from benchmarks.common import (
     DOCS_MARKDOWN,
     QUICK_MODEL,
+    as_command,
     command_line,
     markdown_table,
     moses_or_esol,
@@ -240,4 +241,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from benchmarks.common import (
     QUICK_MODEL,
+    as_command,
     command_line,
     fmt,
     load_model,
@@ -149,4 +150,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import QUICK_MODEL, moses_or_esol
+from benchmarks.common import QUICK_MODEL, as_command, moses_or_esol
 from sklearn_cmim import CMIMTransformer
 from sklearn_cmim.nn.device import resolve_device
 from sklearn_cmim.nn.flops import matmul_peak_flops
@@ -114,4 +114,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    as_command(main)
