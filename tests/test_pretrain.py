@@ -212,6 +212,21 @@ def test_corrupt_newest_checkpoint_warns_and_previous_is_used(tmp_path):
         checkpoints.load_latest()
 
 
+def test_a_checkpoint_cut_short_is_damaged_not_a_disk_error(tmp_path):
+    # torch reads a zip cut short this far (a partial copy) as OSError "Invalid argument".
+    checkpoints = Checkpoints(tmp_path, keep=3)
+    for step in (1, 2):
+        checkpoints.save({**{key: step for key in ("step", "model", "optimizer", "scheduler", "ranks",
+                                                   "config", "vocabulary", "standardizer")},
+                          "weights": torch.zeros(100_000)}, step)
+    newest = tmp_path / "step-00000002.pt"
+    newest.write_bytes(newest.read_bytes()[:5000])
+    with pytest.warns(CheckpointWarning, match=r"step-00000002\.pt is unreadable: it is truncated"):
+        path, state = checkpoints.load_latest()
+    assert path.name == "step-00000001.pt" and state["step"] == 1
+    assert [p.name for p in checkpoints.damaged()] == ["step-00000002.pt.corrupt"]
+
+
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     checkpoints = Checkpoints(tmp_path, keep=3)
     checkpoints.save({"step": 1}, 1)

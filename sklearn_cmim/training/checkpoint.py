@@ -16,6 +16,7 @@ import re
 import tempfile
 import time
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -257,6 +258,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not start.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip, or before 1.6 a pickle
         why = "the file is empty" if not start else "it is not a PyTorch checkpoint"
         raise DamagedCheckpoint(f"checkpoint {path} is unreadable: {why}")
+    if start.startswith(b"PK"):
+        check_archive(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as error:  # the disk failed, not necessarily the file
@@ -268,6 +271,18 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if missing:
         raise DamagedCheckpoint(f"checkpoint {path} is unreadable (missing {', '.join(missing)})")
     return state
+
+
+def check_archive(path) -> None:
+    """A zip checkpoint must end in its directory: torch reads a file cut short (a partial copy)
+    as an OSError, ``Invalid argument``, which would pass for a disk error and stop a resume."""
+    try:
+        zipfile.ZipFile(path).close()
+    except zipfile.BadZipFile:
+        raise DamagedCheckpoint(f"checkpoint {path} is unreadable: it is truncated (its zip directory "
+                                "is missing)") from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {error.strerror or error}") from None
 
 
 class CheckpointSchedule:
