@@ -7,6 +7,7 @@ import copy
 import json
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -264,6 +265,13 @@ def test_resume_refuses_other_held_out_records_or_other_files(tmp_path, corpora,
     # Another batch size would cut the pool it resumes in differently, and miscount molecules seen.
     assert pretrain.main([corpora[0], *resume, "--batch-size", "8"]) == 2
     assert "(--batch-size 4, now 8)" in capsys.readouterr().err
+    # A line taken out of the file numbers every record after it anew: held-out records would train.
+    original = Path(corpora[0]).read_text()
+    Path(corpora[0]).write_text(original.split("\n", 1)[1])
+    assert pretrain.main([corpora[0], *resume]) == 2
+    err = capsys.readouterr().err
+    assert f"(corpus alcohols.smi of {len(original)} bytes, now {len(original) - 3})" in err
+    Path(corpora[0]).write_text(original)
     assert pretrain.main([corpora[0], *resume]) == 0  # the same options resume
 
 

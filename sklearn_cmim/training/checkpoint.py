@@ -132,7 +132,7 @@ def resume_state(args, context: Context, checkpoints: Checkpoints) -> dict | Non
     if state["world_size"] != context.world_size:
         raise CheckpointError(f"{path} was written by {state['world_size']} process(es); resume it with "
                               f"as many (now {context.world_size}) so that each rank finds its data position")
-    if changed := changed_data_options(state.get("arguments", {}), args):
+    if changed := changed_data_options(state.get("arguments", {}), args, state.get("input_files", [])):
         raise CheckpointError(f"{path} was written by a run with other data options ({'; '.join(changed)}); "
                               "resume it with the same ones")
     return {**state, "path": path}
@@ -190,10 +190,11 @@ def check_writable(*directories: Path) -> None:
             raise CheckpointError(f"cannot write to {directory}: {error.strerror or error}") from None
 
 
-def changed_data_options(before: dict, args) -> list[str]:
+def changed_data_options(before: dict, args, files: list[dict] = ()) -> list[str]:
     """What a resumed run reads differently: which records are held out, and from which files (by
-    name), would make it train on held-out records or take up another file's position; another
-    batch or pool size would cut the pool it resumes in differently and miscount the molecules seen."""
+    name and, where ``files`` (:func:`input_files`) recorded it, size), would make it train on
+    held-out records or take up another file's position; another batch or pool size would cut the
+    pool it resumes in differently and miscount the molecules seen."""
     changed = [f"--{name.replace('_', '-')} {before[name]!r}, now {getattr(args, name)!r}"
                for name in ("holdout_every", "column", "batch_size", "pool_batches")
                if name in before and before[name] != getattr(args, name)]
@@ -204,9 +205,13 @@ def changed_data_options(before: dict, args) -> list[str]:
     excluded, now = ([Path(p).name for p in paths] for paths in (before.get("exclude", []), args.exclude))
     if excluded != now:
         changed.append(f"--exclude {' '.join(excluded) or 'nothing'}, now {' '.join(now) or 'nothing'}")
-    files = [Path(path).name for path in before.get("inputs", [])]
-    if files and files != [Path(path).name for path in args.inputs]:
-        changed.append(f"input files {', '.join(files)}, now {', '.join(Path(p).name for p in args.inputs)}")
+    names = [Path(path).name for path in before.get("inputs", [])]
+    if names and names != [Path(path).name for path in args.inputs]:
+        changed.append(f"input files {', '.join(names)}, now {', '.join(Path(p).name for p in args.inputs)}")
+    elif len(files) == len(args.inputs):  # a line added or removed numbers the records after it anew
+        for file, path in zip(files, map(Path, args.inputs), strict=True):
+            if "bytes" in file and path.is_file() and (size := path.stat().st_size) != file["bytes"]:
+                changed.append(f"corpus {path.name} of {file['bytes']:,} bytes, now {size:,}")
     return changed
 
 
