@@ -500,6 +500,7 @@ def test_unwritable_output_is_a_clear_error_before_training(tmp_path, capsys):
     ([DELANEY, "--batch-size", "0"], "--batch-size: must be a positive integer"),
     ([DELANEY, "--column", "nope"], "has no column 'nope'"),
     ([DELANEY, "--d-model", "10", "--n-heads", "4"], "multiple of --n-heads"),
+    ([DELANEY, "--warmup-steps", "100", "--max-steps", "10"], "--warmup-steps (100) must be below"),
     ([DELANEY, "--vocab-from", "no-such-model"], "--vocab-from: 'no-such-model' is neither"),
 ])
 def test_user_errors_are_one_line_without_traceback(tmp_path, capsys, argv, message):
