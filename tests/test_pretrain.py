@@ -533,6 +533,8 @@ def test_cli_dispatches_and_documents_pretrain(capsys):
     help_text = capsys.readouterr().out
     for flag in ("--contrastive-weight", "--n-latents", "--resume", "--checkpoint-every-minutes", "--column"):
         assert flag in help_text
+    # validation_sets takes --validation-size molecules from every corpus, not in all.
+    assert "held-out molecules of each corpus scored at each validation" in " ".join(help_text.split())
     with pytest.raises(SystemExit) as exit_:
         cli.main(["no-such-command"])
     assert exit_.value.code == 2

@@ -89,7 +89,7 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
     data.add_argument("--holdout-every", type=checked(int, lambda v: v >= 2, "at least 2"), default=1000,
                       help="hold out every N-th record (records 0, N, 2N, ...) for validation")
     data.add_argument("--validation-size", type=positive_int, default=512,
-                      help="held-out molecules scored at each validation")
+                      help="held-out molecules of each corpus scored at each validation")
     data.add_argument("--vocab-records", type=positive_int, default=100_000,
                       help="learn the vocabulary from N records spread over each corpus")
     data.add_argument("--vocab-min-count", type=positive_int, default=1,
