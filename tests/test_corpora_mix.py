@@ -275,6 +275,17 @@ def test_resume_refuses_other_held_out_records_or_other_files(tmp_path, corpora,
     assert pretrain.main([corpora[0], *resume]) == 0  # the same options resume
 
 
+def test_a_resume_says_it_draws_the_corpora_by_other_weights_over_other_steps(tmp_path, corpora, capsys):
+    out = str(tmp_path / "run")
+    assert pretrain.main([*corpora, *TINY, "--max-steps", "2", "--checkpoint-every-steps", "1",
+                          "--output", out, "--weights", "1", "3"]) == 0
+    (tmp_path / "run" / "config.json").unlink()
+    capsys.readouterr()
+    # The command run again without its --weights: the mix changes, and the log line says so.
+    assert pretrain.main([*corpora, *TINY, "--max-steps", "4", "--output", out, "--resume"]) == 0
+    assert "at step 2 (max steps 2, now 4; weights 1 3, now equal)\n" in capsys.readouterr().out
+
+
 def test_exclude_keeps_evaluation_molecules_out_however_they_are_written(tmp_path, corpora, capsys):
     # The evaluation set writes two training molecules otherwise: as a salt and in another order.
     evaluation = tmp_path / "evaluation.csv"

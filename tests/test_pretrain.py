@@ -252,7 +252,8 @@ def test_resume_after_corrupt_checkpoint_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     with pytest.warns(CheckpointWarning, match="step-00000006.pt is unreadable"):
         assert pretrain.main([*common, "--max-steps", "8", "--resume"]) == 0
-    assert re.search(r"resumed from \S*step-00000003\.pt at step 3\n", capsys.readouterr().out)
+    assert re.search(r"resumed from \S*step-00000003\.pt at step 3 \(max steps 6, now 8\)\n",
+                     capsys.readouterr().out)
     assert metadata(out)["pretraining"]["steps"] == 8
     # Under torchrun, as under cmim, the fallback is one warning line.
     newest = out / "checkpoints" / "step-00000008.pt"

@@ -26,7 +26,7 @@ from ..persistence import CONFIG_FILE, load_error_reason
 from .distributed import Context
 
 __all__ = ["CheckpointError", "CheckpointSchedule", "CheckpointWarning", "Checkpoints", "DamagedCheckpoint",
-           "capture_rng", "changed_data_options", "changed_rates", "check_writable", "found_again",
+           "capture_rng", "changed_data_options", "changed_settings", "check_writable", "found_again",
            "input_files", "load_checkpoint", "restore_rng", "resume_state", "run_corpora"]
 
 NAME = re.compile(r"^step-(\d{8})\.pt$")
@@ -155,13 +155,22 @@ def newest_to_resume(args, checkpoints: Checkpoints):
     return found
 
 
-def changed_rates(state: dict, args) -> str:
-    """What of the optimisation the resumed run changes, for its log line."""
+def changed_settings(state: dict, args) -> str:
+    """What of the optimisation and the corpora's mix the resumed run changes, for its log line: a
+    resume without the run's --weights draws the corpora equally, and another --max-steps moves
+    the learning rate to that point of the new schedule."""
     before = state.get("arguments", {})
-    changed = [f"{name.replace('_', ' ')} {before[name]:g}, now {getattr(args, name):g}"
-               for name in ("learning_rate", "weight_decay")
+    changed = [f"{name.replace('_', ' ')} {shown(before[name])}, now {shown(getattr(args, name))}"
+               for name in ("learning_rate", "weight_decay", "max_steps", "weights")
                if name in before and before[name] != getattr(args, name)]
     return f" ({'; '.join(changed)})" if changed else ""
+
+
+def shown(value) -> str:
+    """An option's value as the log line writes it; ``None`` (no --weights) is an equal mix."""
+    if value is None:
+        return "equal"
+    return " ".join(f"{w:g}" for w in value) if isinstance(value, list) else f"{value:g}"
 
 
 def refuse_new_run(args, checkpoints: Checkpoints) -> None:
