@@ -77,9 +77,22 @@ def resolve_pretrained(name_or_dir: str | os.PathLike) -> Path:
         bundled = ", ".join(list_pretrained()) or "none"
         raise FileNotFoundError(
             f"{str(name_or_dir)!r} is neither a bundled model (bundled: {bundled}) nor a directory "
-            f"holding {CONFIG_FILE}"
+            f"holding {CONFIG_FILE}{loading_hint(path)}"
         )
     return path
+
+
+def loading_hint(path: Path) -> str:
+    """Advice where ``path`` is a file of a model directory, a ``cmim pretrain`` checkpoint, or a
+    run that has not written its model yet: a checkpoint's model loads once ``cmim export`` writes it."""
+    if path.is_file() and (path.parent / CONFIG_FILE).is_file():
+        return f"; give the model's directory, {path.parent}"
+    if path.is_file() and path.name.startswith("step-") and path.suffix == ".pt":
+        return f"; to load the model of this checkpoint, write it out first: cmim export {path} DIR"
+    if path.is_dir() and any((path / "checkpoints").glob("step-*.pt")):
+        return (f"; {path} is a cmim pretrain run not finished yet: resume it, or cmim export one of "
+                f"its checkpoints ({path / 'checkpoints'})")
+    return ""
 
 
 def weights_to_bytes(model: torch.nn.Module, half: bool = False) -> bytes:

@@ -7,6 +7,7 @@ import copy
 import json
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -264,7 +265,25 @@ def test_resume_refuses_other_held_out_records_or_other_files(tmp_path, corpora,
     # Another batch size would cut the pool it resumes in differently, and miscount molecules seen.
     assert pretrain.main([corpora[0], *resume, "--batch-size", "8"]) == 2
     assert "(--batch-size 4, now 8)" in capsys.readouterr().err
+    # A line taken out of the file numbers every record after it anew: held-out records would train.
+    original = Path(corpora[0]).read_text()
+    Path(corpora[0]).write_text(original.split("\n", 1)[1])
+    assert pretrain.main([corpora[0], *resume]) == 2
+    err = capsys.readouterr().err
+    assert f"(corpus alcohols.smi of {len(original)} bytes, now {len(original) - 3})" in err
+    Path(corpora[0]).write_text(original)
     assert pretrain.main([corpora[0], *resume]) == 0  # the same options resume
+
+
+def test_a_resume_says_it_draws_the_corpora_by_other_weights_over_other_steps(tmp_path, corpora, capsys):
+    out = str(tmp_path / "run")
+    assert pretrain.main([*corpora, *TINY, "--max-steps", "2", "--checkpoint-every-steps", "1",
+                          "--output", out, "--weights", "1", "3"]) == 0
+    (tmp_path / "run" / "config.json").unlink()
+    capsys.readouterr()
+    # The command run again without its --weights: the mix changes, and the log line says so.
+    assert pretrain.main([*corpora, *TINY, "--max-steps", "4", "--output", out, "--resume"]) == 0
+    assert "at step 2 (max steps 2, now 4; weights 1 3, now equal)\n" in capsys.readouterr().out
 
 
 def test_exclude_keeps_evaluation_molecules_out_however_they_are_written(tmp_path, corpora, capsys):

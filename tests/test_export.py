@@ -1,8 +1,10 @@
 """Shipping a model mid-run: a checkpoint exported with ``cmim export`` is the model it holds."""
 
+import re
 import shutil
 
 import numpy as np
+import pytest
 import torch
 
 from sklearn_cmim import CMIMTransformer, cli
@@ -27,6 +29,14 @@ def test_exported_checkpoint_equals_the_finished_run(tmp_path, esol):
     assert meta["learning_curve"] == load_pretrained(run).metadata["learning_curve"]
     # The prior is fitted to the same validation molecules as the finished run's.
     assert exported.latent_prior_ == finished.latent_prior_ and exported.latent_prior_.n_molecules == 8
+    # What a new user may give instead of the model's directory is answered with what to give.
+    with pytest.raises(FileNotFoundError, match=f"first: cmim export {re.escape(str(checkpoint))} DIR"):
+        CMIMTransformer.from_pretrained(checkpoint)
+    with pytest.raises(FileNotFoundError, match=rf"give the model's directory, {re.escape(str(run))}$"):
+        CMIMTransformer.from_pretrained(run / "weights.pt")
+    (run / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="is a cmim pretrain run not finished yet: resume it"):
+        CMIMTransformer.from_pretrained(run)
 
 
 def test_an_exported_checkpoint_whose_corpora_moved_has_no_latent_prior_and_says_why(tmp_path, capsys):

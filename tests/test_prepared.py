@@ -105,6 +105,11 @@ def test_pretraining_prepares_once_reuses_the_file_and_refuses_one_made_otherwis
     assert pretrain.main([*common[:-1], DELANEY, "--output", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
     assert f"{DELANEY} is not a prepared corpus" in err and "delete" not in err
+    # Nor is another zip, such as a model's weights: it is not a damaged prepared file.
+    weights = tmp_path / "a" / "weights.pt"
+    assert pretrain.main([*common[:-1], str(weights), "--output", str(tmp_path / "f")]) == 2
+    err = capsys.readouterr().err
+    assert f"{weights} is not a prepared corpus" in err and "delete" not in err
 
 
 def test_a_worker_dying_while_preparing_is_a_clear_error(tmp_path):

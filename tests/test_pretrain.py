@@ -212,6 +212,21 @@ def test_corrupt_newest_checkpoint_warns_and_previous_is_used(tmp_path):
         checkpoints.load_latest()
 
 
+def test_a_checkpoint_cut_short_is_damaged_not_a_disk_error(tmp_path):
+    # torch reads a zip cut short this far (a partial copy) as OSError "Invalid argument".
+    checkpoints = Checkpoints(tmp_path, keep=3)
+    for step in (1, 2):
+        checkpoints.save({**{key: step for key in ("step", "model", "optimizer", "scheduler", "ranks",
+                                                   "config", "vocabulary", "standardizer")},
+                          "weights": torch.zeros(100_000)}, step)
+    newest = tmp_path / "step-00000002.pt"
+    newest.write_bytes(newest.read_bytes()[:5000])
+    with pytest.warns(CheckpointWarning, match=r"step-00000002\.pt is unreadable: it is truncated"):
+        path, state = checkpoints.load_latest()
+    assert path.name == "step-00000001.pt" and state["step"] == 1
+    assert [p.name for p in checkpoints.damaged()] == ["step-00000002.pt.corrupt"]
+
+
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     checkpoints = Checkpoints(tmp_path, keep=3)
     checkpoints.save({"step": 1}, 1)
@@ -237,7 +252,8 @@ def test_resume_after_corrupt_checkpoint_end_to_end(tmp_path, capsys):
     capsys.readouterr()
     with pytest.warns(CheckpointWarning, match="step-00000006.pt is unreadable"):
         assert pretrain.main([*common, "--max-steps", "8", "--resume"]) == 0
-    assert re.search(r"resumed from \S*step-00000003\.pt at step 3\n", capsys.readouterr().out)
+    assert re.search(r"resumed from \S*step-00000003\.pt at step 3 \(max steps 6, now 8\)\n",
+                     capsys.readouterr().out)
     assert metadata(out)["pretraining"]["steps"] == 8
     # Under torchrun, as under cmim, the fallback is one warning line.
     newest = out / "checkpoints" / "step-00000008.pt"
@@ -485,6 +501,7 @@ def test_unwritable_output_is_a_clear_error_before_training(tmp_path, capsys):
     ([DELANEY, "--batch-size", "0"], "--batch-size: must be a positive integer"),
     ([DELANEY, "--column", "nope"], "has no column 'nope'"),
     ([DELANEY, "--d-model", "10", "--n-heads", "4"], "multiple of --n-heads"),
+    ([DELANEY, "--warmup-steps", "100", "--max-steps", "10"], "--warmup-steps (100) must be below"),
     ([DELANEY, "--vocab-from", "no-such-model"], "--vocab-from: 'no-such-model' is neither"),
 ])
 def test_user_errors_are_one_line_without_traceback(tmp_path, capsys, argv, message):
@@ -517,6 +534,8 @@ def test_cli_dispatches_and_documents_pretrain(capsys):
     help_text = capsys.readouterr().out
     for flag in ("--contrastive-weight", "--n-latents", "--resume", "--checkpoint-every-minutes", "--column"):
         assert flag in help_text
+    # validation_sets takes --validation-size molecules from every corpus, not in all.
+    assert "held-out molecules of each corpus scored at each validation" in " ".join(help_text.split())
     with pytest.raises(SystemExit) as exit_:
         cli.main(["no-such-command"])
     assert exit_.value.code == 2

@@ -89,7 +89,7 @@ def build_parser(prog: str = "cmim pretrain") -> ArgumentParser:
     data.add_argument("--holdout-every", type=checked(int, lambda v: v >= 2, "at least 2"), default=1000,
                       help="hold out every N-th record (records 0, N, 2N, ...) for validation")
     data.add_argument("--validation-size", type=positive_int, default=512,
-                      help="held-out molecules scored at each validation")
+                      help="held-out molecules of each corpus scored at each validation")
     data.add_argument("--vocab-records", type=positive_int, default=100_000,
                       help="learn the vocabulary from N records spread over each corpus")
     data.add_argument("--vocab-min-count", type=positive_int, default=1,
@@ -188,16 +188,24 @@ def weight(text: str) -> float:
                                          "(cmim pretrain A.smi B.csv --weights 1 3)") from None
 
 
-def check_arguments(parser: ArgumentParser, args, rebuild, argv):
-    """``args``, checked before any work as argparse cannot (``parser.error`` on a problem), with
-    ``--max-length`` set to 0 under ``--init-from`` when not given: the continued model's own."""
+def check_combinations(parser: ArgumentParser, args) -> None:
+    """Options that each parse but contradict one another: ``parser.error`` on the first."""
     if args.d_model % args.n_heads:
         parser.error(f"--d-model ({args.d_model}) must be a multiple of --n-heads ({args.n_heads})")
+    if args.warmup_steps is not None and args.warmup_steps >= args.max_steps:
+        parser.error(f"--warmup-steps ({args.warmup_steps}) must be below --max-steps ({args.max_steps}): "
+                     "the learning rate would never warm up to --learning-rate and decay")
     if args.weights is not None and len(args.weights) != len(args.inputs):
         parser.error(f"--weights takes one weight per FILE: {len(args.inputs)} file(s), "
                      f"{len(args.weights)} weight(s)")
     if args.weights is not None and not any(args.weights):
         parser.error("--weights: at least one weight must be above 0")
+
+
+def check_arguments(parser: ArgumentParser, args, rebuild, argv):
+    """``args``, checked before any work as argparse cannot (``parser.error`` on a problem), with
+    ``--max-length`` set to 0 under ``--init-from`` when not given: the continued model's own."""
+    check_combinations(parser, args)
     if args.init_from and args.vocab_from:
         parser.error("--init-from keeps that model's vocabulary (extended): drop --vocab-from")
     given = given_options(rebuild, argv, (*KEPT_BY_INIT_FROM, "max_length")) if args.init_from else []

@@ -16,6 +16,7 @@ import re
 import tempfile
 import time
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from ..persistence import CONFIG_FILE, load_error_reason
 from .distributed import Context
 
 __all__ = ["CheckpointError", "CheckpointSchedule", "CheckpointWarning", "Checkpoints", "DamagedCheckpoint",
-           "capture_rng", "changed_data_options", "changed_rates", "check_writable", "found_again",
+           "capture_rng", "changed_data_options", "changed_settings", "check_writable", "found_again",
            "input_files", "load_checkpoint", "restore_rng", "resume_state", "run_corpora"]
 
 NAME = re.compile(r"^step-(\d{8})\.pt$")
@@ -131,7 +132,7 @@ def resume_state(args, context: Context, checkpoints: Checkpoints) -> dict | Non
     if state["world_size"] != context.world_size:
         raise CheckpointError(f"{path} was written by {state['world_size']} process(es); resume it with "
                               f"as many (now {context.world_size}) so that each rank finds its data position")
-    if changed := changed_data_options(state.get("arguments", {}), args):
+    if changed := changed_data_options(state.get("arguments", {}), args, state.get("input_files", [])):
         raise CheckpointError(f"{path} was written by a run with other data options ({'; '.join(changed)}); "
                               "resume it with the same ones")
     return {**state, "path": path}
@@ -154,13 +155,22 @@ def newest_to_resume(args, checkpoints: Checkpoints):
     return found
 
 
-def changed_rates(state: dict, args) -> str:
-    """What of the optimisation the resumed run changes, for its log line."""
+def changed_settings(state: dict, args) -> str:
+    """What of the optimisation and the corpora's mix the resumed run changes, for its log line: a
+    resume without the run's --weights draws the corpora equally, and another --max-steps moves
+    the learning rate to that point of the new schedule."""
     before = state.get("arguments", {})
-    changed = [f"{name.replace('_', ' ')} {before[name]:g}, now {getattr(args, name):g}"
-               for name in ("learning_rate", "weight_decay")
+    changed = [f"{name.replace('_', ' ')} {shown(before[name])}, now {shown(getattr(args, name))}"
+               for name in ("learning_rate", "weight_decay", "max_steps", "weights")
                if name in before and before[name] != getattr(args, name)]
     return f" ({'; '.join(changed)})" if changed else ""
+
+
+def shown(value) -> str:
+    """An option's value as the log line writes it; ``None`` (no --weights) is an equal mix."""
+    if value is None:
+        return "equal"
+    return " ".join(f"{w:g}" for w in value) if isinstance(value, list) else f"{value:g}"
 
 
 def refuse_new_run(args, checkpoints: Checkpoints) -> None:
@@ -189,10 +199,11 @@ def check_writable(*directories: Path) -> None:
             raise CheckpointError(f"cannot write to {directory}: {error.strerror or error}") from None
 
 
-def changed_data_options(before: dict, args) -> list[str]:
+def changed_data_options(before: dict, args, files: list[dict] = ()) -> list[str]:
     """What a resumed run reads differently: which records are held out, and from which files (by
-    name), would make it train on held-out records or take up another file's position; another
-    batch or pool size would cut the pool it resumes in differently and miscount the molecules seen."""
+    name and, where ``files`` (:func:`input_files`) recorded it, size), would make it train on
+    held-out records or take up another file's position; another batch or pool size would cut the
+    pool it resumes in differently and miscount the molecules seen."""
     changed = [f"--{name.replace('_', '-')} {before[name]!r}, now {getattr(args, name)!r}"
                for name in ("holdout_every", "column", "batch_size", "pool_batches")
                if name in before and before[name] != getattr(args, name)]
@@ -203,9 +214,13 @@ def changed_data_options(before: dict, args) -> list[str]:
     excluded, now = ([Path(p).name for p in paths] for paths in (before.get("exclude", []), args.exclude))
     if excluded != now:
         changed.append(f"--exclude {' '.join(excluded) or 'nothing'}, now {' '.join(now) or 'nothing'}")
-    files = [Path(path).name for path in before.get("inputs", [])]
-    if files and files != [Path(path).name for path in args.inputs]:
-        changed.append(f"input files {', '.join(files)}, now {', '.join(Path(p).name for p in args.inputs)}")
+    names = [Path(path).name for path in before.get("inputs", [])]
+    if names and names != [Path(path).name for path in args.inputs]:
+        changed.append(f"input files {', '.join(names)}, now {', '.join(Path(p).name for p in args.inputs)}")
+    elif len(files) == len(args.inputs):  # a line added or removed numbers the records after it anew
+        for file, path in zip(files, map(Path, args.inputs), strict=True):
+            if "bytes" in file and path.is_file() and (size := path.stat().st_size) != file["bytes"]:
+                changed.append(f"corpus {path.name} of {file['bytes']:,} bytes, now {size:,}")
     return changed
 
 
@@ -257,6 +272,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if not start.startswith((b"PK\x03\x04", b"\x80")):  # torch.save writes a zip, or before 1.6 a pickle
         why = "the file is empty" if not start else "it is not a PyTorch checkpoint"
         raise DamagedCheckpoint(f"checkpoint {path} is unreadable: {why}")
+    if start.startswith(b"PK"):
+        check_archive(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as error:  # the disk failed, not necessarily the file
@@ -268,6 +285,18 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     if missing:
         raise DamagedCheckpoint(f"checkpoint {path} is unreadable (missing {', '.join(missing)})")
     return state
+
+
+def check_archive(path) -> None:
+    """A zip checkpoint must end in its directory: torch reads a file cut short (a partial copy)
+    as an OSError, ``Invalid argument``, which would pass for a disk error and stop a resume."""
+    try:
+        zipfile.ZipFile(path).close()
+    except zipfile.BadZipFile:
+        raise DamagedCheckpoint(f"checkpoint {path} is unreadable: it is truncated (its zip directory "
+                                "is missing)") from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {error.strerror or error}") from None
 
 
 class CheckpointSchedule:

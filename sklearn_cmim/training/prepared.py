@@ -129,15 +129,22 @@ class PreparedCorpus:
     @classmethod
     def load(cls, path: Path, expected_settings: dict) -> PreparedCorpus:
         """Read ``path``; a file made from other data or settings, or an unreadable one, is an error."""
+        not_prepared = CorpusError(f"{path} is not a prepared corpus (the .npz file --prepared writes); "
+                                   "give --prepared a path of its own")
         with open(path, "rb") as handle:
             if handle.read(4) != b"PK\x03\x04":  # an .npz is a zip; this may be the user's own data
-                raise CorpusError(f"{path} is not a prepared corpus (the .npz file --prepared writes); "
-                                  "give --prepared a path of its own")
+                raise not_prepared
+        names = ("tokens", "offsets", "records", "skipped_records", "skipped_reasons")
         try:
             with np.load(path, allow_pickle=False) as arrays:
-                fields = {name: arrays[name] for name in ("tokens", "offsets", "records", "skipped_records",
-                                                         "skipped_reasons")}
+                # Another zip (a model's weights.pt, a checkpoint, the user's own .npz) is no damaged
+                # prepared file, to be deleted as one.
+                if not {*names, "settings"} <= set(arrays.files):
+                    raise not_prepared
+                fields = {name: arrays[name] for name in names}
                 settings = json.loads(str(arrays["settings"]))
+        except CorpusError:
+            raise
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             raise CorpusError(f"cannot read the prepared corpus {path}: {error}; delete it to prepare "
                               "it again") from None

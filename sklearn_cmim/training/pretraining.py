@@ -44,7 +44,7 @@ from .checkpoint import (
     Checkpoints,
     CheckpointSchedule,
     capture_rng,
-    changed_rates,
+    changed_settings,
     input_files,
     restore_rng,
     resume_state,
@@ -105,7 +105,7 @@ def _pretrain(args, context: Context, device: torch.device, cleanup: ExitStack) 
     loop = Loop(args, context, device, precision, settings, run, checkpoints, validation, peak)
     if state is not None:
         run.restore(state, context.rank, device)
-        loop.log(f"resumed from {state['path']} at step {run.step}{changed_rates(state, args)}")
+        loop.log(f"resumed from {state['path']} at step {run.step}{changed_settings(state, args)}")
         del state  # the loaded copy of the weights and optimiser state is no longer needed
     loop.log_start(initial)  # None when resuming: the checkpoint holds the weights
     loop.train()
