@@ -107,8 +107,12 @@ def test_errors_raise_names_the_line_and_writes_nothing(capsys, model, smiles, t
                                                         monkeypatch):
     embedded = []  # every molecule is checked before the first chunk is embedded
     transform = CMIMTransformer._transform_encoded
-    monkeypatch.setattr(CMIMTransformer, "_transform_encoded",
-                        lambda self, encoded: embedded.append(len(encoded.sequences)) or transform(self, encoded))
+
+    def spy(self, encoded):
+        embedded.append(len(encoded.sequences))
+        return transform(self, encoded)
+
+    monkeypatch.setattr(CMIMTransformer, "_transform_encoded", spy)
     source = tmp_path / "in.smi"
     source.write_text("\n".join([*smiles[:3], bad, *smiles[3:6]]) + "\n")
     for output in ("x.npy", "x.csv"):
