@@ -39,7 +39,7 @@ class RDKitDescriptorsTransformer(MoleculeInputMixin, TransformerMixin, BaseEsti
 
     Parameters
     ----------
-    descriptors : list of str, default=None
+    descriptors : list or array of str, default=None
         Names from ``descList`` to compute, in this order; ``None`` computes all of them.
     standardizer : Standardizer, default=None
         ``None`` means ``Standardizer()``.
@@ -79,6 +79,9 @@ class RDKitDescriptorsTransformer(MoleculeInputMixin, TransformerMixin, BaseEsti
         available = dict(Descriptors.descList)
         if self.descriptors is None:
             return list(available.items())
+        if isinstance(self.descriptors, (set, frozenset)):
+            raise ValueError("descriptors must be a list or an array, not a set: a set's order, and so "
+                             "the columns', changes from one Python process to the next")
         names = [str(name) for name in self.descriptors]  # a list or an array
         unknown = [name for name in names if name not in available]
         if unknown:

@@ -250,3 +250,11 @@ def test_descriptors_take_names_as_a_list_or_array_and_still_name_unknown_ones()
     assert est.fit_transform(["CCO"]).shape == (1, 2)
     with pytest.raises(ValueError, match=r"unknown RDKit descriptors \['NoSuchThing'\]"):
         RDKitDescriptorsTransformer(descriptors=["MolWt", "NoSuchThing"]).transform(["CCO"])
+
+
+def test_descriptors_refuse_a_set_whose_order_would_shuffle_the_columns_between_processes():
+    # String hashes are salted per process: a pipeline fitted in one would read swapped columns in another.
+    est = RDKitDescriptorsTransformer(descriptors={"MolWt", "TPSA"})
+    for method, args in [("fit", (["CCO"],)), ("transform", (["CCO"],)), ("get_feature_names_out", ())]:
+        with pytest.raises(ValueError, match="not a set"):
+            getattr(est, method)(*args)
