@@ -21,10 +21,15 @@ __all__ = ["ECFPTransformer"]
 class ECFPTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
     """Morgan fingerprint bits of radius ``radius`` (2 gives ECFP4), on standardised molecules.
 
+    Bits, not counts, and without chirality: the :class:`~sklearn_cmim.Standardizer` drops
+    stereochemistry, salts and charges first, so enantiomers, and a salt and its parent, get
+    the same row.
+
     Parameters
     ----------
     radius : int, default=2
-        Radius of the circular environments; the diameter (4 for ECFP4) is twice this.
+        Radius of the circular environments; the diameter (4 for ECFP4) is twice this. At most
+        2**32 - 1; a radius past a molecule's size gives the bits its size allows.
     n_bits : int, default=2048
         Length of the folded bit vector.
     errors : {"raise", "nan"}, default="raise"
@@ -54,7 +59,7 @@ class ECFPTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
 
     # Checked by ``fit`` and, since it works unfitted, by ``transform``.
     _parameter_constraints: ClassVar[dict] = {
-        "radius": [Range(Integral, 0, None, closed="left")],
+        "radius": [Range(Integral, 0, 2**32 - 1, closed="both")],  # RDKit's radius is an unsigned int
         "n_bits": [Range(Integral, 1, 2**24, closed="both")],  # RDKit's fpSize is a 32-bit count
         "errors": [StrOptions(set(ERRORS))],
     }
@@ -71,13 +76,16 @@ class ECFPTransformer(MoleculeInputMixin, TransformerMixin, BaseEstimator):
     def transform(self, X):
         self._validate_params()
         smiles = standardize_items(as_items(X), Standardizer(), self.errors)
+        mols = [None if s is None else Chem.MolFromSmiles(s) for s in smiles]
+        # Environments stop growing once they span the molecule, so a radius past the largest
+        # molecule's atom count gives the same bits, while RDKit would loop through every step.
         # int(): RDKit takes Python ints only, not the NumPy ones of a parameter grid.
-        generator = rdFingerprintGenerator.GetMorganGenerator(radius=int(self.radius),
-                                                              fpSize=int(self.n_bits))
+        radius = min(int(self.radius), max((m.GetNumAtoms() for m in mols if m is not None), default=0))
+        generator = rdFingerprintGenerator.GetMorganGenerator(radius=radius, fpSize=int(self.n_bits))
         out = np.full((len(smiles), self.n_bits), np.nan, dtype=np.float32)
-        for row, s in enumerate(smiles):
-            if s is not None:
-                out[row] = generator.GetFingerprintAsNumPy(Chem.MolFromSmiles(s))
+        for row, mol in enumerate(mols):
+            if mol is not None:
+                out[row] = generator.GetFingerprintAsNumPy(mol)
         return out
 
     def get_feature_names_out(self, input_features=None):

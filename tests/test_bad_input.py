@@ -131,3 +131,15 @@ def test_inverse_transform_of_non_finite_rows(fitted):
 def test_inverse_transform_rejects_wrong_width(fitted):
     with pytest.raises(ValueError, match="shape"):
         fitted.inverse_transform(np.zeros((2, 5)))
+
+
+def test_descriptors_refuse_molecules_too_large_to_finish_naming_them():
+    from sklearn_cmim.descriptors import MAX_ATOMS, RDKitDescriptorsTransformer
+
+    # Ipc's cost grows as the fourth power of the size: a 5,000-atom chain would run for days.
+    large = "C" * (MAX_ATOMS + 1)
+    with pytest.raises(ValueError, match=rf"X\[1\] = 'CCC.*it has {MAX_ATOMS + 1} heavy atoms"):
+        RDKitDescriptorsTransformer().transform(["CCO", large, "C1CC", "C" * 5000])
+    X = RDKitDescriptorsTransformer(descriptors=["MolWt"], errors="nan").transform(
+        ["CCO", large, "C" * MAX_ATOMS])
+    assert np.isnan(X[1]).all() and np.isfinite(X[[0, 2]]).all()

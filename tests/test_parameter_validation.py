@@ -201,7 +201,8 @@ def test_fitted_methods_ignore_training_parameters(fitted):
 
 # --------------------------------------------------------------- the baseline transformers
 @pytest.mark.parametrize(("param", "value"), [("radius", -1), ("radius", 2.5), ("radius", True),
-                                              ("n_bits", 0), ("n_bits", False), ("errors", "ignore")])
+                                              ("radius", 2**32), ("n_bits", 0), ("n_bits", False),
+                                              ("errors", "ignore")])
 def test_ecfp_refuses_bad_values_in_fit_and_unfitted_transform(param, value):
     est = ECFPTransformer(**{param: value})
     expected = names_parameter_and_value("ECFPTransformer", param, value)
@@ -209,6 +210,22 @@ def test_ecfp_refuses_bad_values_in_fit_and_unfitted_transform(param, value):
         est.fit(["CCO"])
     with pytest.raises(ValueError, match=expected):
         est.transform(["CCO"])
+
+
+def test_ecfp_radius_past_the_molecules_size_gives_the_same_bits_without_looping(monkeypatch):
+    from rdkit.Chem import rdFingerprintGenerator
+
+    smiles = ["CCO", "c1ccccc1CC(=O)O"]
+    expected = ECFPTransformer(radius=8, n_bits=64).transform(smiles)
+    generator = rdFingerprintGenerator.GetMorganGenerator
+
+    def morgan(radius, **kwargs):
+        # RDKit steps through every radius it is given: 2**32 - 1 of them took minutes for ethanol.
+        assert radius == 10, radius  # the larger molecule's atoms
+        return generator(radius=radius, **kwargs)
+
+    monkeypatch.setattr(rdFingerprintGenerator, "GetMorganGenerator", morgan)
+    np.testing.assert_array_equal(ECFPTransformer(radius=2**32 - 1, n_bits=64).transform(smiles), expected)
 
 
 def test_ecfp_takes_radius_0_and_numpy_integers():
@@ -233,3 +250,11 @@ def test_descriptors_take_names_as_a_list_or_array_and_still_name_unknown_ones()
     assert est.fit_transform(["CCO"]).shape == (1, 2)
     with pytest.raises(ValueError, match=r"unknown RDKit descriptors \['NoSuchThing'\]"):
         RDKitDescriptorsTransformer(descriptors=["MolWt", "NoSuchThing"]).transform(["CCO"])
+
+
+def test_descriptors_refuse_a_set_whose_order_would_shuffle_the_columns_between_processes():
+    # String hashes are salted per process: a pipeline fitted in one would read swapped columns in another.
+    est = RDKitDescriptorsTransformer(descriptors={"MolWt", "TPSA"})
+    for method, args in [("fit", (["CCO"],)), ("transform", (["CCO"],)), ("get_feature_names_out", ())]:
+        with pytest.raises(ValueError, match="not a set"):
+            getattr(est, method)(*args)

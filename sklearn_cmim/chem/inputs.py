@@ -11,6 +11,7 @@ from __future__ import annotations
 import numbers
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,12 +80,14 @@ def describe(item, limit: int = 80) -> str:
 
 
 def standardize_items(items: list, standardizer: Standardizer, errors: str,
-                      max_length: int | None = None) -> list[str | None]:
+                      max_length: int | None = None,
+                      check: Callable[[str], str | None] | None = None) -> list[str | None]:
     """Standardised SMILES per item; ``None`` for bad items when ``errors="nan"``.
 
     With ``max_length``, SMILES the tokenizer cannot read or longer than ``max_length`` tokens
-    are bad items too. Every check runs here, item by item, so that ``errors="raise"`` names the
-    first bad item whatever makes it bad.
+    are bad items too; with ``check``, so are those for which it returns a problem (a string).
+    Every check runs here, item by item, so that ``errors="raise"`` names the first bad item
+    whatever makes it bad.
     """
     if errors not in ERRORS:
         raise ValueError(f"errors must be one of {ERRORS}, got {errors!r}")
@@ -105,6 +108,8 @@ def standardize_items(items: list, standardizer: Standardizer, errors: str,
             out.append(None)
             continue
         problem = None if max_length is None else token_problem(smiles, max_length)
+        if problem is None and check is not None:
+            problem = check(smiles)
         if problem and errors == "raise":
             raise ValueError(f"X[{index}] = {describe(item)}: {problem} {NAN_HINT}")
         out.append(None if problem else smiles)
