@@ -1,11 +1,25 @@
-"""Warnings the package emits, for callers to filter by class; kept free of torch and RDKit."""
+"""Warnings the package emits, for callers to filter by class, and how a stop signal unwinds a
+command; kept free of torch and RDKit."""
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections import Counter
 
-__all__ = ["UnknownTokenWarning", "user_stacklevel"]
+__all__ = ["STOP_SIGNALS", "Terminated", "UnknownTokenWarning", "user_stacklevel"]
+
+# SIGTERM is how batch schedulers stop a job; SIGHUP comes when the terminal closes (an ssh
+# session that drops). Windows has no SIGHUP.
+STOP_SIGNALS = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, so that it unwinds like Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def user_stacklevel() -> int:

@@ -27,6 +27,7 @@ from sklearn_cmim.chem.standardize import Standardizer
 from sklearn_cmim.chem.tokenizer import Vocabulary
 from sklearn_cmim.cli import pretrain
 from sklearn_cmim.datasets import DATA_DIR, load_esol
+from sklearn_cmim.exceptions import Terminated
 from sklearn_cmim.nn.losses import contrastive_loss
 from sklearn_cmim.persistence import load_pretrained
 from sklearn_cmim.training import checkpoint, pretraining
@@ -34,6 +35,7 @@ from sklearn_cmim.training import fit as training
 from sklearn_cmim.training.checkpoint import CheckpointError, Checkpoints, CheckpointWarning, load_checkpoint
 from sklearn_cmim.training.distributed import Context, LatentGather
 from sklearn_cmim.training.schedule import TrainingClock
+from sklearn_cmim.training.stopping import StopRequest, raise_for
 from sklearn_cmim.training.streams import BatchStream
 
 DELANEY = str(DATA_DIR / "delaney.csv")
@@ -581,6 +583,54 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert f"resumed from {out / 'checkpoints' / f'step-{last:08d}.pt'} at step {last}\n" in resumed.stdout
     assert metadata(out)["pretraining"]["steps"] == 400
     assert checkpoint_steps(out / "checkpoints")[-1] == 400
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "status", "said", "workers"), [(signal.SIGTERM, 143, "terminated", 0),
+                                                                   (signal.SIGINT, 130, "interrupted", 1)])
+def test_a_stop_signal_writes_a_checkpoint_first_and_the_run_resumes_from_it(tmp_path, signum, status, said,
+                                                                             workers):
+    # A batch scheduler's SIGTERM, or Ctrl-C (to the whole process group, data workers included):
+    # the work since the last checkpoint (up to 30 minutes by default) was lost.
+    out = tmp_path / "run"
+    argv = ["-m", "sklearn_cmim.cli.pretrain", DELANEY, "--output", str(out), *TINY, "--max-steps", "100000",
+            "--checkpoint-every-steps", "100000", "--log-every", "5", "--data-workers", str(workers)]
+    process = subprocess.Popen([sys.executable, *argv], env=ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in process.stdout:  # training has begun: no checkpoint is due for 100,000 steps
+            if line.startswith("step 5/"):
+                break
+        os.killpg(process.pid, signum)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == status, stderr
+    assert stderr.endswith(f"cmim pretrain: {said}\n") and "Traceback" not in stderr
+    step = int(stdout.split(f"stopped by {signal.Signals(signum).name} after step ")[1].split(";")[0])
+    assert checkpoint_steps(out / "checkpoints") == [step] and step >= 5
+    assert not (out / "config.json").exists()  # stopped, not finished
+
+    resumed = run_cli(*argv, "--max-steps", str(step + 2), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"at step {step} (max steps 100000, now {step + 2})" in resumed.stdout
+    assert metadata(out)["pretraining"]["steps"] == step + 2
+
+
+def test_a_second_stop_signal_stops_at_once_and_the_handlers_come_back():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop = StopRequest()
+    with stop.watching():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.1)  # the handler runs between bytecodes: it has by now
+        assert stop.signum == signal.SIGTERM  # noted, not raised
+        with pytest.raises(Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+    assert {s: signal.getsignal(s) for s in before} == before
+    with pytest.raises(KeyboardInterrupt):
+        raise_for(signal.SIGINT)
 
 
 # ---------------------------------------------------------------------------------- DDP (a)

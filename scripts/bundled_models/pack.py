@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn_cmim.chem.corpus import Corpus, HoldOut, MoleculeEncoder, validation_set
 from sklearn_cmim.chem.standardize import Standardizer
 from sklearn_cmim.chem.tokenizer import Vocabulary
-from sklearn_cmim.training.pretraining import prepared_path
+from sklearn_cmim.training.prepared import prepared_path
 
 NAMES = ["moses", "broad", "fragments"]  # the order train_gpu.py mixes them in
 MOLECULENET = [

@@ -19,7 +19,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from ..config import DEFAULT_MODEL
-from ..exceptions import UnknownTokenWarning
+from ..exceptions import STOP_SIGNALS, Terminated, UnknownTokenWarning
 from ..progress import end_bar
 
 __all__ = ["OPTIONS", "ArgumentParser", "HelpFormatter", "add_file_options", "add_options",
@@ -57,21 +57,8 @@ def report_warning(prog: str, message) -> None:
     print(f"{rank_prefix()}{prog}: warning: {message}", file=sys.stderr)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised where the program is, so that it unwinds like Ctrl-C."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
 def _raise_terminated(signum, frame):
     raise Terminated(signum)
-
-
-# SIGTERM is how batch schedulers stop a job; SIGHUP comes when the terminal closes (an ssh
-# session that drops). Windows has no SIGHUP.
-STOP_SIGNALS = [signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])]
 
 
 def run_interruptible(prog: str, run) -> int:

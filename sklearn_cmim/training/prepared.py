@@ -11,8 +11,9 @@ more molecules a second, docs/findings.md); on a GPU, whose steps outrun one cor
 leaves the training process's one thread to queue the device's work. Larger corpora stream from
 their files (:class:`~sklearn_cmim.training.streams.BatchStream`).
 
-Read top-down: :class:`PreparedCorpus` (build, save, load) and :class:`PreparedStream` (one
-rank's endless, resumable sequence of full, length-bucketed batches).
+Read top-down: :class:`PreparedCorpus` (build, save, load), :class:`PreparedStream` (one
+rank's endless, resumable sequence of full, length-bucketed batches), then :func:`prepare`, which
+writes a corpus's file once, and :func:`prepared_path`, which names one file per corpus.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
@@ -36,12 +38,11 @@ from ..chem.corpus import (
     CorpusError,
     HoldOut,
     MoleculeEncoder,
-    encode_records,
-    start_data_workers,
 )
+from ..chem.workers import encode_records, start_data_workers
 from .streams import StreamPosition
 
-__all__ = ["PreparedCorpus", "PreparedStream"]
+__all__ = ["PreparedCorpus", "PreparedStream", "prepare", "prepared_path"]
 
 
 @dataclass
@@ -210,3 +211,23 @@ class PreparedStream(StreamPosition):
                 yield [tokens[offsets[i]:offsets[i + 1]] for i in molecules.tolist()]
             self.start = {"epoch": self.epoch + 1, "rng": self.rng.bit_generator.state}
             self.taken = 0
+
+
+def prepare(corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder, workers: int, path: Path) -> None:
+    """Write the corpus's ``--prepared`` arrays to ``path``, unless an earlier run did."""
+    if path.exists():
+        return
+    start = time.perf_counter()
+    prepared = PreparedCorpus.build(corpus, split, encoder, workers)
+    prepared.save(path)
+    print(f"prepared {len(prepared):,} training molecules in {time.perf_counter() - start:.0f} s: {path}",
+          flush=True)
+
+
+def prepared_path(path: Path, index: int, n_corpora: int) -> Path:
+    """``--prepared`` itself for one corpus; for several, one file each: ``mix.npz`` -> ``mix.0.npz``, ...
+
+    >>> prepared_path(Path("mix.npz"), 1, 2).name
+    'mix.1.npz'
+    """
+    return path if n_corpora == 1 else path.with_name(f"{path.stem}.{index}{path.suffix}")

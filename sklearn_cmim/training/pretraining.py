@@ -10,14 +10,16 @@ Read top-down: :func:`pretrain` (set-up), :class:`Loop` (a step, then the log li
 and checkpoint due after it), :class:`Run` (what a checkpoint holds), then the helpers they
 call. What the run starts from (config, vocabulary, ``--init-from`` weights) lives in
 :mod:`sklearn_cmim.training.model_spec`, the learning-rate schedule and its clock in
-:mod:`sklearn_cmim.training.schedule`, and what the loop reports (log lines, throughput,
-validation) in :mod:`sklearn_cmim.training.reporting`.
+:mod:`sklearn_cmim.training.schedule`, what the loop reports (log lines, throughput,
+validation) in :mod:`sklearn_cmim.training.reporting`, and how a stop signal ends it after a
+checkpoint in :mod:`sklearn_cmim.training.stopping`.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import signal
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -52,9 +54,10 @@ from .checkpoint import (
 from .distributed import Context, LatentGather
 from .fit import NonFiniteLossError, StepSkipper, TrainSettings, make_optimizer, train_step
 from .model_spec import initial_summary, load_extended, model_spec
-from .prepared import PreparedCorpus, PreparedStream
+from .prepared import PreparedCorpus, PreparedStream, prepare, prepared_path
 from .reporting import Meter, format_record, format_validation, validate_corpora
 from .schedule import TrainingClock, make_scheduler
+from .stopping import StopRequest, raise_for
 from .streams import BatchStream, MixedStream
 
 __all__ = ["Loop", "Run", "pretrain", "train_settings"]
@@ -154,18 +157,31 @@ class Loop:
             self.log("warning: no usable held-out molecule; validation is skipped")
 
     def train(self) -> None:
-        batches, clock = iter(self.run.stream), self.run.clock
+        """Step until the run ends; a stop signal (see :mod:`~sklearn_cmim.training.stopping`)
+        ends it after a checkpoint, raising as the signal would."""
+        batches, clock, stop = iter(self.run.stream), self.run.clock, StopRequest()
         clock.start()
-        while self.run.step < self.args.max_steps and not clock.expired():
-            batch = next(batches)
-            losses, width = self.step(batch)
-            self.tick()
-            last = self.run.step == self.args.max_steps or clock.expired()
-            self.report(losses, batch, width, last)
-            paused = time.perf_counter()
-            self.validate(last)
-            self.save_if_due(last)
-            self.meter.start += time.perf_counter() - paused  # throughput counts training time only
+        with stop.watching():
+            while self.run.step < self.args.max_steps and not clock.expired():
+                batch = next(batches)
+                losses, width = self.step(batch)
+                self.tick()
+                signum = stop.agreed(self.context, self.run.step, self.args.log_every)
+                last = self.run.step == self.args.max_steps or clock.expired() or signum is not None
+                self.report(losses, batch, width, last)
+                paused = time.perf_counter()
+                if signum is None:
+                    self.validate(last)
+                self.save_if_due(last)
+                self.meter.start += time.perf_counter() - paused  # throughput counts training time only
+                if signum is not None:
+                    self.log(f"stopped by {signal.Signals(signum).name} after step {self.run.step}; "
+                             "--resume continues from the checkpoint above")
+                    raise_for(signum)
+        # A signal that came as the last checkpoint was written ends the run as asked; under
+        # torchrun the ranks go on to write the model together, as they cannot agree any more.
+        if stop.signum is not None and not self.context.distributed:
+            raise_for(stop.signum)
 
     def tick(self) -> None:
         """Read the clock that the schedule and ``--max-minutes`` go by: after every step in one
@@ -362,26 +378,6 @@ def device_peak(device: torch.device, precision: str) -> float:
     """The matmul FLOP/s that MFU is measured against, at the precision training runs in."""
     return matmul_peak_flops(device, torch.bfloat16 if precision == "bf16" else torch.float32,
                              size=4096 if device.type == "cuda" else 1024, min_seconds=0.5)
-
-
-def prepare(corpus: Corpus, split: HoldOut, encoder: MoleculeEncoder, workers: int, path: Path) -> None:
-    """Write the corpus's ``--prepared`` arrays to ``path``, unless an earlier run did."""
-    if path.exists():
-        return
-    start = time.perf_counter()
-    prepared = PreparedCorpus.build(corpus, split, encoder, workers)
-    prepared.save(path)
-    print(f"prepared {len(prepared):,} training molecules in {time.perf_counter() - start:.0f} s: {path}",
-          flush=True)
-
-
-def prepared_path(path: Path, index: int, n_corpora: int) -> Path:
-    """``--prepared`` itself for one corpus; for several, one file each: ``mix.npz`` -> ``mix.0.npz``, ...
-
-    >>> prepared_path(Path("mix.npz"), 1, 2).name
-    'mix.1.npz'
-    """
-    return path if n_corpora == 1 else path.with_name(f"{path.stem}.{index}{path.suffix}")
 
 
 def as_trained(args, config: ModelConfig, standardizer: Standardizer) -> argparse.Namespace:

@@ -16,7 +16,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..chem.batching import length_bucketed_batches
-from ..chem.corpus import Corpus, CorpusError, HoldOut, MoleculeEncoder, encode_records, start_data_workers
+from ..chem.corpus import Corpus, CorpusError, HoldOut, MoleculeEncoder
+from ..chem.workers import encode_records, start_data_workers
 
 __all__ = ["BatchStream", "MixedStream", "StreamPosition"]
 
