@@ -1,7 +1,11 @@
 """Small MoleculeNet regression sets shipped with the package, so examples and tests run offline.
 
 Copied unchanged from the chemprop repository's ``data/`` folder (MoleculeNet, Wu et al. 2018;
-MIT licence). Larger sets are read from a local copy by the benchmarks.
+that repository is MIT-licensed). The measurements come from Delaney 2004 (ESOL), Mobley and
+Guthrie 2014 (FreeSolv) and AstraZeneca's deposition in ChEMBL (Lipophilicity, CHEMBL3301361;
+ChEMBL data are CC BY-SA 3.0). ESOL lists 5 SMILES twice, with their own measurements; a
+cross-validation that must keep a molecule on one side of each fold groups them. Larger sets are
+read from a local copy by the benchmarks.
 """
 
 from __future__ import annotations

@@ -2,7 +2,11 @@
 
 import re
 
-from sklearn_cmim import CMIMTransformer, cli
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from sklearn_cmim import CMIMTransformer, Standardizer, cli
+from sklearn_cmim.cli import demo
 from tests.conftest import TINY
 
 
@@ -27,3 +31,28 @@ def test_demo_with_an_unknown_model_is_a_one_line_error(capsys):
     assert cli.main(["demo", "--model", "no-such-model"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no-such-model" in err[0]
+
+
+def test_demo_folds_keep_the_records_of_one_molecule_on_one_side(monkeypatch, capsys):
+    # ESOL lists some molecules twice, under the same or another SMILES: a copy of a test
+    # molecule in the training part flattered every feature set.
+    smiles = ["CCO", "OCC", "c1ccccc1O", "Oc1ccccc1", "CCN", "CCCl", "CC(C)O", "CCCC", "CCO", "NCC"]
+    folds = []
+
+    class Spy(BaseEstimator):
+        def fit(self, X, y):
+            folds.append([set(X)])
+            return self
+
+        def predict(self, X):
+            folds[-1].append(set(X))
+            return np.zeros(len(X))
+
+    monkeypatch.setattr(demo, "load_esol", lambda: (smiles, np.arange(len(smiles), dtype=float)))
+    monkeypatch.setattr(demo, "candidates", lambda model: {"spy": Spy()})
+    assert cli.main(["demo", "--folds", "3"]) == 0
+    standardise = Standardizer()
+    assert len(folds) == 3 and sum(len(test) for _, test in folds) == len(set(smiles))
+    for train, test in folds:
+        assert not {standardise(s) for s in train} & {standardise(s) for s in test}
+    assert "3-fold CV by molecule" in capsys.readouterr().out

@@ -78,7 +78,7 @@ def main(argv=None, prog: str = "cmim demo") -> int:
 
     >>> from sklearn_cmim.cli.demo import main
     >>> main(["--molecules", "16", "--folds", "2"])  # doctest: +ELLIPSIS
-    ESOL aqueous solubility: 16 molecules, 2-fold CV, head = StandardScaler + SVR(C=5)
+    ESOL aqueous solubility: 16 molecules, 2-fold CV by molecule, head = StandardScaler + SVR(C=5)
     <BLANKLINE>
     features                                    RMSE (log mol/L)
     ECFP4 (2048 bits)                              ...
@@ -95,6 +95,7 @@ def main(argv=None, prog: str = "cmim demo") -> int:
     from sklearn.base import clone  # after parsing: --help must not load scikit-learn or torch
     from sklearn.model_selection import KFold
 
+    from ..chem.standardize import Standardizer
     from ..exceptions import UnknownTokenWarning
     from ..transformer import CMIMTransformer
 
@@ -107,13 +108,19 @@ def main(argv=None, prog: str = "cmim demo") -> int:
         CMIMTransformer(pretrained=args.model, max_epochs=0).fit(smiles)
     except (FileNotFoundError, ValueError) as error:
         return report_error(prog, error)
-    folds = KFold(args.folds, shuffle=True, random_state=0)
-    print(f"ESOL aqueous solubility: {len(smiles)} molecules, {args.folds}-fold CV, "
+    # Folds of molecules, not rows: ESOL lists some molecules twice (13 once standardised), and a
+    # copy of a test molecule in training would flatter every feature set.
+    molecules, group = np.unique([Standardizer()(s) for s in smiles], return_inverse=True)
+    if len(molecules) < args.folds:
+        return report_error(prog, f"{len(molecules)} distinct molecules are fewer than --folds {args.folds}")
+    folds = [(np.flatnonzero(np.isin(group, train)), np.flatnonzero(np.isin(group, test)))
+             for train, test in KFold(args.folds, shuffle=True, random_state=0).split(molecules)]
+    print(f"ESOL aqueous solubility: {len(smiles)} molecules, {args.folds}-fold CV by molecule, "
           "head = StandardScaler + SVR(C=5)")
     start = time.perf_counter()
     smiles = np.asarray(smiles, dtype=object)
     jobs = [(name, pipe, train, test) for name, pipe in candidates(args.model).items()
-            for train, test in folds.split(smiles)]
+            for train, test in folds]
     results: dict[str, list[float]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnknownTokenWarning)  # reported above, not in every fold
