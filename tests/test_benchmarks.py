@@ -227,6 +227,19 @@ def test_random_cv_keeps_every_row_of_a_molecule_on_one_side(task):
 
 @pytest.mark.shared_data
 @needs_shared_data
+def test_the_paired_bootstrap_counts_the_resamples_each_feature_set_wins():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=200)
+    close, far = y + rng.normal(scale=0.1, size=200), y + rng.normal(scale=1.0, size=200)
+    assert downstream.paired_bootstrap("regression", [(y, close)], [(y, far)], 200) == 1.0
+    assert downstream.paired_bootstrap("regression", [(y, far)], [(y, close)], 200) == 0.0
+    # Two equally good predictors: each wins about half of the resamples, as a coin would.
+    other = y + rng.normal(scale=1.0, size=200)
+    assert 0.1 < downstream.paired_bootstrap("regression", [(y, far)], [(y, other)], 400) < 0.9
+    labels = (y > 0).astype(float)
+    assert downstream.paired_bootstrap("classification", [(labels, close)], [(labels, -close)], 50) == 1.0
+
+
 def test_multi_task_sets_score_the_mean_over_their_tasks():
     args = SimpleNamespace(max_molecules=300, test=True, random_cv=False, quick=True)
     ecfp = ECFPTransformer(errors="nan")
@@ -396,6 +409,10 @@ def test_downstream_quick(tmp_path):
         rows = [set(split[k]) for k in ("train", "valid", "test")]
         assert sum(map(len, rows)) == len(set.union(*rows)) == split["rows"] - len(split["unparsable"])
     assert report["goal"]["met"] is None  # two datasets cannot decide a goal over five
+    for claim in report["claims"].values():  # a paired bootstrap per task on the scaffold split
+        shares = claim["p_better"].values()
+        assert len(shares) == (2 if claim["split"] == "scaffold" else 0) and all(0 <= p <= 1 for p in shares)
+    assert "pairs" not in json.dumps(report["datasets"])  # the predictions stay in the cache
     for result in report["datasets"].values():
         assert set(result["outside_vocabulary"]) == {"MIM", "cMIM"}
     ranking = report["variant_ranking"]
