@@ -171,13 +171,16 @@ def test_a_model_whose_weights_give_nan_is_named_not_its_molecules_called_too_lo
     torch.save({k: v * float("nan") if v.is_floating_point() else v for k, v in weights.items()},
                damaged / "weights.pt")
     source = tmp_path / "in.smi"
-    source.write_text("C1CC\nCCO\nc1ccccc1\n")
-    for errors in ("raise", "nan"):  # the NaN rows were read as bad molecules: "'CCO' is too long: None"
+    # The NaN rows were read as bad molecules: "'CCO' is too long: None". Under --errors raise an
+    # unreadable molecule is found first, before any molecule is embedded: the file holds none.
+    for errors, text, line in (("raise", "CCO\nc1ccccc1\n", 1), ("nan", "C1CC\nCCO\nc1ccccc1\n", 2)):
+        source.write_text(text)
         status, out, err = run(capsys, "embed", source, "--output", tmp_path / "x.npy", "--model", damaged,
                                "--errors", errors)
         assert status == 2 and out == "" and err.count("\n") == 1, err
-        assert err == (f"cmim embed: error: the model gave non-finite values for line 2 of {source} ('CCO', "
-                       "a molecule it reads); its weights may be damaged (a training run that diverged?)\n")
+        assert err == (f"cmim embed: error: the model gave non-finite values for line {line} of {source} "
+                       "('CCO', a molecule it reads); its weights may be damaged (a training run that "
+                       "diverged?)\n")
         assert not (tmp_path / "x.npy").exists()
 
 
@@ -195,9 +198,10 @@ def test_embed_draws_progress_on_a_terminal_once_a_run_lasts_a_few_seconds(capsy
     monkeypatch.setattr(progress, "perf_counter", lambda: next(clock))
     assert run(capsys, "embed", smi, "--output", tmp_path / "slow.npy", "--model", model,
                "--chunk-size", 8)[0] == 0
-    drawn = sys.stderr.getvalue().split("\r")[1:]  # 24 molecules in 3 chunks; 2 s have passed at the 2nd
-    assert [line.split("] ")[1] for line in drawn] == ["16/24 2s", "24/24 4s\n"]
-    assert drawn[0].startswith("embedding molecules [#")
+    # 24 molecules in 3 chunks; 2 s have passed at the 2nd. Every molecule is checked first.
+    drawn = sys.stderr.getvalue().split("\r")[1:]
+    assert [line.split("] ")[1] for line in drawn] == ["16/24 2s", "24/24 4s\n"] * 2
+    assert [line.split(" [")[0] for line in drawn] == ["checking molecules"] * 2 + ["embedding molecules"] * 2
 
 
 def test_an_error_after_the_progress_bar_is_drawn_starts_a_line_of_its_own(capsys, model, smiles, tmp_path,
@@ -210,7 +214,7 @@ def test_an_error_after_the_progress_bar_is_drawn_starts_a_line_of_its_own(capsy
     assert run(capsys, "embed", source, "--output", tmp_path / "x.npy", "--model", model,
                "--chunk-size", 8)[0] == 2
     bar, error = sys.stderr.getvalue().split("\n")[:2]  # the error was written after "16/25 2s"
-    assert bar.startswith("\rembedding molecules [#") and bar.endswith("] 16/25 2s")
+    assert bar.startswith("\rchecking molecules [#") and bar.endswith("] 16/25 2s")
     assert error.startswith(f"cmim embed: error: line 21 of {source}: 'C1CC' cannot be read")
     progress.end_bar()  # a bar ended once is not ended again
     assert sys.stderr.getvalue().count("\n") == 2
