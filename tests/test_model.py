@@ -202,3 +202,20 @@ def test_blocks_have_no_bias_by_default_and_configs_saved_before_the_option_keep
     old = CMIMModel(ModelConfig.from_dict(saved))
     assert all(bias is not None for bias in block_biases(old))
     assert not CMIMModel(ModelConfig.from_dict(model.config.to_dict())).config.bias
+
+
+def test_the_posterior_sample_under_autocast_is_not_rounded_to_bf16():
+    # log q(z|x) scores (z - mu) / sigma, which should be the drawn N(0, 1) noise. Near mu = 4
+    # bf16 steps by 1/32, about 0.6 sigma at the clamp (sigma = e^-3), so a z rounded to bf16
+    # would leave the noise a handful of distinct values.
+    model = tiny_model().train()
+    with torch.no_grad():
+        model.to_posterior.bias[:4] = 4.0
+        model.to_posterior.bias[4:] = -50.0  # clamped to -6
+    ids = torch.randint(4, 12, (64, 6))
+    ids[:, 0], ids[:, -1] = 1, 2
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z, mu, logvar, _ = model(ids)
+    noise = ((z - mu) / torch.exp(0.5 * logvar)).flatten()
+    assert noise.unique().numel() == noise.numel() == 512
+    assert 0.85 < noise.std().item() < 1.15

@@ -274,9 +274,13 @@ class CMIMModel(nn.Module):
     def forward(self, ids):
         """One training pass: sample z ~ q(z|x) and score the teacher-forced reconstruction.
 
-        Returns ``z, mu, logvar`` (B, K, D) and ``logits`` (B, T-1, V) predicting ``ids[:, 1:]``.
+        Returns ``z, mu, logvar`` (B, K, D), in fp32, and ``logits`` (B, T-1, V) predicting ``ids[:, 1:]``.
         """
         mu, logvar = self.encode(ids)
+        # Under autocast the posterior comes out of a bf16 matmul. z is drawn in fp32: in bf16 (8
+        # significant bits) z - mu, what log q(z|x) scores, would be rounded to steps as coarse as
+        # sigma = e^-3 once |mu| reaches a few units.
+        mu, logvar = mu.float(), logvar.float()
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         inputs = ids[:, :-1]
         if self.training and self.config.decoder_token_dropout > 0:
