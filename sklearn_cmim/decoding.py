@@ -124,7 +124,8 @@ class DecodingMixin:
             ``sigma`` times N(0, I) noise. Bad items follow ``errors``: they raise, or, with
             ``errors="nan"``, their samples are ``None``.
         sigma : float, default=0.07
-            Noise scale around each molecule, in units of the prior's standard deviation. With the
+            Noise scale around each molecule, in latent units: the standard prior N(0, I)'s standard
+            deviation is 1 (the bundled models' fitted prior's about 0.1). With the
             `-broad` models 0.07 keeps about 95% of the decodings valid, most of them the molecule
             itself; 0.1 keeps about 60% valid, over a third of them new molecules.
         prior : {"fitted", "standard"}, default="fitted"

@@ -202,8 +202,8 @@ def optimize_molecules(cmim, seeds, objective, *, similarity=0.4, budget=100, po
         Codes decoded per seed and generation, at most 10,000; ``None`` is CMA-ES's default,
         ``4 + 3 ln(n)`` for ``n`` latent dimensions (20 for the bundled models).
     sigma0 : float, default=0.1
-        CMA-ES's initial step size in the latent space, in units of the prior's standard deviation
-        (at most 10).
+        CMA-ES's initial step size in the latent space, in latent units (the standard prior N(0, I)'s
+        standard deviation is 1; the bundled models' fitted prior's about 0.1); at most 10.
     max_iter : int, optional
         Most generations per seed, which bounds the decoding work when few decodings are new
         feasible molecules; ``None`` allows ``ceil(5 * budget / popsize)``.

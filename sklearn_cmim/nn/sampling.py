@@ -9,7 +9,7 @@ import numpy as np
 
 __all__ = ["DEFAULT_SIGMA", "PRIOR_TEMPERATURE", "LatentPrior"]
 
-# Noise scale around a molecule's latent mean, in units of the prior's standard deviation. Taken
+# Noise scale around a molecule's latent mean, in latent units (N(0, I)'s standard deviation is 1). Taken
 # from the validity-against-sigma curves of the bundled models' cards (docs/models/): the largest
 # measured scale at which at least 90% of the decodings stay valid molecules. Most of them are
 # still the molecule itself; a larger sigma gives more new molecules and fewer valid ones.
