@@ -219,3 +219,15 @@ def test_the_posterior_sample_under_autocast_is_not_rounded_to_bf16():
     noise = ((z - mu) / torch.exp(0.5 * logvar)).flatten()
     assert noise.unique().numel() == noise.numel() == 512
     assert 0.85 < noise.std().item() < 1.15
+
+
+def test_attention_with_a_mask_stays_causal():
+    # PyTorch's kernel drops is_causal when a mask is given: a key mask and causality together
+    # let every position see the positions after it.
+    q, k, v = torch.randn(3, 2, 2, 5, 4).unbind(0)
+    causal = attention(q, k, v, causal=True)
+    seen = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    torch.testing.assert_close(attention(q, k, v, mask=seen, causal=True), causal)
+    seen[:, :, :, -1] = False  # a padded last key changes only what sees it: the last position
+    masked = attention(q, k, v, mask=seen, causal=True)
+    torch.testing.assert_close(masked[:, :, :-1], causal[:, :, :-1])

@@ -28,8 +28,10 @@ def attention(q, k, v, mask=None, causal=False, dropout_p=0.0):
     """
     if cpu_attention.applies(q):
         return cpu_attention.attention(q, k, v, mask, causal, dropout_p)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p,
-                                          is_causal=causal and mask is None)
+    if causal and mask is not None:  # PyTorch's kernel takes one or the other: fold causality in
+        T, S = q.shape[-2], k.shape[-2]
+        mask, causal = mask & torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T), False
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=causal)
 
 
 def training_stream_dtype(x: torch.Tensor, training: bool) -> torch.dtype | None:
