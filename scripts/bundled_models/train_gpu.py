@@ -7,8 +7,10 @@ Reads the corpora that pack.py wrote to data/ (no RDKit needed: the machine may 
 with the package's own loop for MINUTES of wall time (``cmim pretrain --max-minutes``: a linear
 warm-up of --warmup-steps, 150 unless the options say otherwise, and a cosine decay spread over
 the minutes), and writes the model's config and its fp16 weights, in files under 15 MB, to OUT.
-With INIT=DIR it continues the model that an earlier run left in DIR/run-NAME; with INIT=bundled,
-the bundled model of its name. PACKED_DATA and RUNS, if set, stand in for data/ and for /tmp,
+MINUTES 0 trains for --max-steps instead, with the decay spread over the steps: a stage on a CPU,
+which may be stopped (SIGTERM writes a checkpoint) and continued with --resume. With INIT=DIR
+it continues the model that an earlier run left in DIR/run-NAME; with INIT=bundled, the bundled
+model of its name. PACKED_DATA and RUNS, if set, stand in for data/ and for /tmp,
 where the runs go.
 """
 import importlib.util
@@ -37,7 +39,7 @@ from sklearn_cmim.nn.device import resolve_device, resolve_precision
 from sklearn_cmim.nn.model import CMIMModel
 from sklearn_cmim.persistence import load_pretrained
 from sklearn_cmim.training import reporting
-from sklearn_cmim.training.checkpoint import Checkpoints, check_writable
+from sklearn_cmim.training.checkpoint import Checkpoints, changed_settings, resume_state
 from sklearn_cmim.training.distributed import Context
 from sklearn_cmim.training.fit import NonFiniteLossError, StepSkipper
 from sklearn_cmim.training.model_spec import new_config
@@ -110,7 +112,7 @@ def main():
     args = build_parser().parse_args([
         *ORIGINS, "--weights", *WEIGHTS, *ARCH, "--contrastive-weight", weight, "--batch-size", "1024",
         "--learning-rate", "1e-3", "--warmup-steps", "150", "--mim-warmup-steps", "500",
-        "--max-steps", "1000000", "--max-minutes", str(minutes),
+        "--max-steps", "1000000", *(["--max-minutes", str(minutes)] if minutes > 0 else []),
         "--holdout-every", str(settings["holdout_every"]), "--validation-size", "200",
         "--validation-every", "1000", "--log-every", "200", "--checkpoint-every-steps", "1000000",
         "--checkpoint-every-minutes", "100000", "--keep-checkpoints", "1", "--random-state", "0",
@@ -139,12 +141,17 @@ def main():
     train = train_settings(args)
     run = Run.new(args, model, train, stream, vocabulary, standardizer)
     checkpoints = Checkpoints(run_dir / "checkpoints", args.keep_checkpoints)
-    check_writable(run_dir, checkpoints.directory)
+    state = resume_state(args, context, checkpoints)  # None unless --resume finds a checkpoint
     loop = GpuLoop(args, context, device, precision, train, run, checkpoints, validation, peak)
     if "--test-skipper" in sys.argv:  # exercise the GPU's skip path on a CPU
         loop.skipper = StepSkipper(device)
     loop.log_start(None)
-    loop.log(f"training for {minutes} min; rdkit stubbed: {STUBBED}; torch {torch.__version__}")
+    if state is not None:
+        run.restore(state, context.rank, device)
+        loop.log(f"resumed from {state['path']} at step {run.step}{changed_settings(state, args)}")
+        del state
+    budget = f"{minutes} min" if minutes > 0 else f"{args.max_steps} steps"
+    loop.log(f"training for {budget}; rdkit stubbed: {STUBBED}; torch {torch.__version__}")
     loop.train()
     loop.finish()
     # Bring back: the config (with its metadata) and fp16 weights in parts under 15 MB.
