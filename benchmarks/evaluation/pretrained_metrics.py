@@ -268,13 +268,22 @@ def molmim_comparison(results: dict) -> str:
 
 
 def optimisation(run: dict, arguments: dict) -> str:
-    """The optimiser settings in words; a run trained in stages (a wall-time budget each) lists them."""
+    """The optimiser settings in words; a run trained in stages (a wall-time budget each, or a
+    number of steps) lists them."""
     head = f"batch {arguments.get('batch_size')}, AdamW"
     if not run.get("stages"):
         return f"{head} lr {arguments.get('learning_rate')}, schedule over {arguments.get('max_steps')} steps"
-    stages = "; ".join(f"stage {i}: peak lr {stage['learning_rate']}, {stage['minutes']} min of wall time "
-                       f"({stage['steps']:,} steps)" for i, stage in enumerate(run["stages"], 1))
+    stages = "; ".join(f"stage {i}: peak lr {stage['learning_rate']}, {stage_length(stage)}"
+                       for i, stage in enumerate(run["stages"], 1))
     return f"{head}; {stages}; each stage {run.get('schedule', '')}"
+
+
+def stage_length(stage: dict) -> str:
+    """How long one stage trained, and where, if its stages ran on several machines."""
+    where = f" on {stage['hardware']}" if "hardware" in stage else ""
+    if stage.get("minutes") is None:
+        return f"{stage['steps']:,} steps of {stage['batch_size']}{where}"
+    return f"{stage['minutes']} min of wall time ({stage['steps']:,} steps){where}"
 
 
 def markdown_row(cells: list[str]) -> str:
