@@ -240,6 +240,15 @@ def test_the_paired_bootstrap_counts_the_resamples_each_feature_set_wins():
     assert downstream.paired_bootstrap("classification", [(labels, close)], [(labels, -close)], 50) == 1.0
 
 
+def test_a_capped_training_set_is_a_fixed_sample_spread_over_the_file():
+    rows = np.arange(10, 1010)
+    capped = learning_curve.capped(rows, 100)
+    assert len(set(capped)) == 100 and set(capped) <= set(rows) and (np.diff(capped) > 0).all()
+    assert capped.max() > 900 and capped.min() < 100  # not the file's first rows, whatever its order
+    np.testing.assert_array_equal(capped, learning_curve.capped(rows, 100))
+    assert learning_curve.capped(rows, None) is rows and learning_curve.capped(rows, 5000) is rows
+
+
 def test_multi_task_sets_score_the_mean_over_their_tasks():
     args = SimpleNamespace(max_molecules=300, test=True, random_cv=False, quick=True)
     ecfp = ECFPTransformer(errors="nan")

@@ -171,6 +171,14 @@ def chosen_head(X, Y, train, test, task: str, heads: dict, cv, groups) -> dict:
     return {**per_head[head], "head": head, "head_cpu_s": time.process_time() - start}
 
 
+def capped(rows: np.ndarray, n: int | None) -> np.ndarray:
+    """At most ``n`` of ``rows``, the same ones every run, spread over a file that may be ordered
+    (by label, by source) rather than its first ``n``."""
+    if not n or n >= len(rows):
+        return rows
+    return np.sort(np.random.default_rng(0).choice(rows, n, replace=False))
+
+
 def dataset_scores(featuriser, label: str, name: str, args) -> dict[str, dict]:
     """One dataset, one feature set, with the linear and kernel heads (their small grids under
     ``args.quick``).
@@ -183,7 +191,7 @@ def dataset_scores(featuriser, label: str, name: str, args) -> dict[str, dict]:
     smiles, Y, _ = load_dataset(name)
     task = DATASETS[name].task
     parts = committed_split(name)
-    train = np.array(sorted(parts["train"] + parts["valid"]))[:args.max_molecules]
+    train = capped(np.array(sorted(parts["train"] + parts["valid"])), args.max_molecules)
     test = np.array(sorted(parts["test"]) if args.test else [], dtype=int)
     scaffolds = murcko_scaffolds(smiles)  # the grouped inner CV's groups, and what RDKit reads
     labelled = readable_labelled(scaffolds, Y) if args.random_cv else np.array([], dtype=int)
@@ -303,7 +311,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--holdout-every", type=at_least(1), default=250,
                         help="as the pretraining run held out")
     parser.add_argument("--max-molecules", type=at_least(1),
-                        help="cap on train + valid molecules per dataset")
+                        help="cap on train + valid molecules per dataset (a random subset of them)")
     parser.add_argument("--no-reconstruction", action="store_true")
     parser.add_argument("--test", action="store_true", help="also score the chosen head on the test part")
     parser.add_argument("--random-cv", action="store_true", help="also score in random CV (every molecule)")
