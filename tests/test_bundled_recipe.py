@@ -5,6 +5,7 @@ import importlib.util
 import json
 import lzma
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -103,11 +104,17 @@ def packed_corpora(folder: Path) -> Path:
     return data
 
 
-def train_gpu(tmp_path: Path, minutes: str, *options: str) -> subprocess.CompletedProcess:
+def train_gpu_command(tmp_path: Path, minutes: str, *options: str) -> tuple[list[str], dict]:
+    """train_gpu.py on the stand-ins in ``tmp_path``, and its environment."""
     env = {**os.environ, "PACKED_DATA": str(tmp_path / "data"), "RUNS": str(tmp_path), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(SCRIPT.parents[2])}
     command = [sys.executable, str(SCRIPT.with_name("train_gpu.py")), "cmim", "1.0", minutes, "1e12",
                str(tmp_path / "out"), "--device", "cpu", "--batch-size", "4", "--warmup-steps", "1", *options]
+    return command, env
+
+
+def train_gpu(tmp_path: Path, minutes: str, *options: str) -> subprocess.CompletedProcess:
+    command, env = train_gpu_command(tmp_path, minutes, *options)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     return done
@@ -134,3 +141,17 @@ def test_a_stage_by_steps_goes_on_where_it_stopped(tmp_path):
     run = metadata["pretraining"]
     assert run["steps"] == 4 and run["arguments"]["max_minutes"] is None
     assert [record["step"] for record in metadata["training_log"]] == [1, 2, 3, 4]
+
+
+def test_a_stage_stopped_by_sigterm_leaves_a_checkpoint_and_exits_quietly(tmp_path):
+    packed_corpora(tmp_path)
+    command, env = train_gpu_command(tmp_path, "0", "--max-steps", "100000", "--log-every", "1")
+    run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in run.stdout:  # stop it once it is training
+        if line.startswith("step 2/"):
+            run.send_signal(signal.SIGTERM)
+            break
+    out, err = run.communicate(timeout=300)
+    assert run.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "stopped by SIGTERM" in out and "Traceback" not in err
+    assert list((tmp_path / "run-cmim" / "checkpoints").glob("step-*.pt"))

@@ -17,6 +17,7 @@ import importlib.util
 import json
 import lzma
 import os
+import signal
 import sys
 from pathlib import Path
 from unittest import mock
@@ -152,7 +153,10 @@ def main():
         del state
     budget = f"{minutes} min" if minutes > 0 else f"{args.max_steps} steps"
     loop.log(f"training for {budget}; rdkit stubbed: {STUBBED}; torch {torch.__version__}")
-    loop.train()
+    try:
+        loop.train()
+    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP, after a checkpoint --resume reads
+        sys.exit(128 + getattr(stop, "signum", signal.SIGINT))
     loop.finish()
     # Bring back: the config (with its metadata) and fp16 weights in parts under 15 MB.
     out.mkdir(parents=True, exist_ok=True)
