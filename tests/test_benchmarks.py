@@ -202,12 +202,30 @@ def test_heads_without_test_rows_measure_the_inner_cv_only():
     Y = (X[:, :2] > 0).astype(float)  # two classification tasks
     Y[:5, 1] = np.nan
     heads = downstream.make_heads("classification", "cMIM informative", quick=True, linear_only=True)
-    cv = downstream.inner_cv("classification", 3, False, 0)
+    cv = downstream.inner_cv("classification", 3, seed=0)
     no_rows = np.array([], dtype=int)
-    result = downstream.evaluate_heads(X, Y, np.arange(60), no_rows, "classification", heads, cv, None,
-                                       None)["LogReg"]
+    result = downstream.evaluate_heads(X, Y, np.arange(60), no_rows, "classification", heads, cv,
+                                       np.arange(60), None)["LogReg"]
     assert result["tasks_scored"] == 2 and result["inner"] > 0.8 and not result["pairs"]
     assert math.isnan(result["test"])
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_the_inner_cv_of_random_folds_keeps_each_molecule_whole_and_draws_anew_per_seed(task):
+    rng = np.random.default_rng(0)
+    molecules = np.repeat(np.arange(40), rng.integers(1, 4, size=40))  # 1 to 3 rows a molecule
+    y = (molecules % 2).astype(float)
+    splits = {}
+    for seed in (0, 1):
+        cv = downstream.inner_cv(task, 5, seed)
+        splits[seed] = [test.tolist() for _, test in cv.split(np.zeros((len(y), 1)), y, molecules)]
+        tests = np.concatenate(splits[seed])
+        assert cv.get_n_splits() == 5 and sorted(tests) == list(range(len(y)))  # a partition of the rows
+        for test in splits[seed]:
+            assert not set(molecules[test]) & set(np.delete(molecules, test))
+    assert splits[0] != splits[1]
+    with pytest.raises(ValueError, match="groups"):
+        next(downstream.ShuffledGroupKFold(5, 0).split(np.zeros((4, 1))))
 
 
 @pytest.mark.parametrize("task", ["regression", "classification"])

@@ -24,7 +24,9 @@ splits; each head's small grid is tuned by inner cross-validation on the trainin
   train, and heads are tuned by scaffold-grouped inner CV over both, so tuning sees the same
   unseen-scaffold shift as the test part and no molecule is spent on a single noisy hold-out.
   Scores are on the test part; error bars are bootstrap standard deviations over test molecules.
-* Random CV: 5 folds x 3 seeds, mean ± standard deviation over the 15 test folds.
+* Random CV: 5 folds x 3 seeds, mean ± standard deviation over the 15 test folds. Folds split
+  molecules, not rows (a molecule listed twice once standardised stays on one side), in the heads'
+  inner CV too.
 
 "Best head" is chosen by its inner-CV score, never by the test score. Informative-embedding
 variants (docs/method.md, Embeddings) are compared with a linear head (Ridge / logistic regression), the usual
@@ -135,7 +137,7 @@ COMPARISONS = [  # (a, b, relation, what it tests: the goal or a claim of docs/m
 PAIRED_RESAMPLES = 1000
 SPLITS_DIR = ROOT / "benchmarks" / "splits"
 # Part of every cached score's key: bump it when heads, grids or scoring change.
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 QUICK_TRAIN_MOLECULES = 300
 
 
@@ -425,12 +427,36 @@ def better(task: str, a: float, b: float) -> bool:
     return a < b if task == "regression" else a > b
 
 
-def inner_cv(task: str, folds: int, grouped: bool, seed: int):
-    if grouped:
+def inner_cv(task: str, folds: int, seed: int | None = None):
+    """Inner CV over whole groups (the ``groups`` given with it): scaffolds in a fixed order for the
+    scaffold split (``seed`` None); molecules shuffled by ``seed`` in random CV, so that tuning
+    never validates on a molecule whose other row it trained on."""
+    if seed is None:
         return StratifiedGroupKFold(folds) if task == "classification" else GroupKFold(folds)
     if task == "classification":
-        return StratifiedKFold(folds, shuffle=True, random_state=seed)
-    return KFold(folds, shuffle=True, random_state=seed)
+        return StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+    return ShuffledGroupKFold(folds, seed)
+
+
+class ShuffledGroupKFold:
+    """K folds of whole groups drawn at random (``GroupKFold(shuffle=True)`` of scikit-learn 1.6,
+    for the older versions the package supports): each fold holds about as many groups."""
+
+    def __init__(self, n_splits: int, seed: int):
+        self.n_splits, self.seed = n_splits, seed
+
+    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+        return self.n_splits
+
+    def split(self, X, y=None, groups=None):
+        if groups is None:
+            raise ValueError("ShuffledGroupKFold needs the groups")
+        shuffled = np.random.default_rng(self.seed).permutation(np.unique(groups))
+        if len(shuffled) < self.n_splits:
+            raise ValueError(f"{len(shuffled)} groups cannot make {self.n_splits} folds")
+        for part in np.array_split(shuffled, self.n_splits):
+            test = np.isin(groups, part)
+            yield np.flatnonzero(~test), np.flatnonzero(test)
 
 
 # ----------------------------------------------------------------------------------- evaluation
@@ -546,10 +572,11 @@ def random_cv_folds(positions, Y, task, folds, seeds, molecules):
 
 
 def evaluate_feature_set(X, Y, task, heads, scaffold_parts, random_folds, groups, args) -> dict:
-    """Every head and the best head of one feature set, on the scaffold split and in random CV."""
+    """Every head and the best head of one feature set, on the scaffold split and in random CV;
+    ``groups`` holds the scaffold and the molecule of each row, which their inner CVs keep whole."""
     train = np.concatenate([scaffold_parts["train"], scaffold_parts["valid"]])
     per_head = evaluate_heads(X, Y, train, scaffold_parts["test"], task, heads,
-                              inner_cv(task, args.inner_folds, True, 0), groups, args.n_jobs)
+                              inner_cv(task, args.inner_folds), groups["scaffold"], args.n_jobs)
     chosen = best_head(task, per_head)
     scaffold = {
         "heads": {name: {k: v for k, v in r.items() if k != "pairs"} for name, r in per_head.items()},
@@ -561,7 +588,7 @@ def evaluate_feature_set(X, Y, task, heads, scaffold_parts, random_folds, groups
     fold_scores, best_scores, best_names = defaultdict(list), [], []
     for seed, train, test in random_folds:
         per_head = evaluate_heads(X, Y, train, test, task, heads,
-                                  inner_cv(task, args.inner_folds, False, seed), None, args.n_jobs)
+                                  inner_cv(task, args.inner_folds, seed), groups["molecule"], args.n_jobs)
         for name, r in per_head.items():
             fold_scores[name].append(r["test"])
         chosen = best_head(task, per_head)
@@ -618,9 +645,9 @@ def run_dataset(name: str, models: dict, args) -> dict:
           f"{time.perf_counter() - start:.0f} s", flush=True)
     used_parts = {part: np.array([p for p in positions if usable[p]], dtype=int)
                   for part, positions in parts.items()}
-    groups = scaffold_groups(scaffolds)
+    groups = {"scaffold": scaffold_groups(scaffolds), "molecule": molecule_groups(smiles)}
     folds = list(random_cv_folds(np.flatnonzero(usable), Y, dataset.task, args.folds, args.seeds,
-                                 molecule_groups(smiles)))
+                                 groups["molecule"]))
 
     results = {"label": dataset.label, "task": dataset.task, "tasks": tasks,
                "metric": dataset.metric,

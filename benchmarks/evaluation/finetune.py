@@ -122,7 +122,7 @@ def run_dataset(name: str, fits: list[dict], args) -> dict:
              if name != "RF"}
     for setting_name, X in matrices.items():
         per_head = evaluate_heads(X, Y, train_used, used["test"], dataset.task, heads,
-                                  inner_cv(dataset.task, args.inner_folds, True, 0), groups, 1)
+                                  inner_cv(dataset.task, args.inner_folds), groups, 1)
         chosen = best_head(dataset.task, per_head)
         results["settings"][setting_name] = {
             "head": chosen, "test": per_head[chosen]["test"],

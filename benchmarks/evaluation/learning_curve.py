@@ -203,8 +203,7 @@ def dataset_scores(featuriser, label: str, name: str, args) -> dict[str, dict]:
     heads = dict(list(make_heads(task, label, quick=args.quick, descriptor_columns=joined).items())[:2])
     # CPU seconds of this process (one thread under OMP_NUM_THREADS=1), not wall time: the
     # featurisation of every row read, and the heads' tuning and final fits on the training rows.
-    best = chosen_head(X, Y, train, test, task, heads, inner_cv(task, 5, True, 0),
-                       scaffold_groups(scaffolds))
+    best = chosen_head(X, Y, train, test, task, heads, inner_cv(task, 5), scaffold_groups(scaffolds))
     scaffold = {"inner": best["inner"], "head": best["head"], "tasks": best["tasks_scored"],
                 "molecules": len(train), "head_cpu_s": best["head_cpu_s"],
                 "featurised": len(rows), "featurise_cpu_s": featurise_cpu_s}
@@ -216,8 +215,7 @@ def dataset_scores(featuriser, label: str, name: str, args) -> dict[str, dict]:
         folds, molecules, same = [], 0, molecule_groups(smiles)
         for seed, fold_train, fold_test in random_cv_folds(labelled, Y, task, args.folds, args.seeds, same):
             fold_train, fold_test = fold_train[usable[fold_train]], fold_test[usable[fold_test]]
-            cv = inner_cv(task, 5, False, seed)
-            folds.append(chosen_head(X, Y, fold_train, fold_test, task, heads, cv, None))
+            folds.append(chosen_head(X, Y, fold_train, fold_test, task, heads, inner_cv(task, 5, seed), same))
             molecules += len(fold_train)
         mean, std = mean_std([fold["test"] for fold in folds])
         out["random_cv"] = {"test": mean, "std": std, "folds": [fold["test"] for fold in folds],
