@@ -198,6 +198,9 @@ def test_sigterm_sighup_and_ctrl_c_end_a_command_in_one_line_with_no_partial_out
         pytest.fail(f"run_interruptible left signal {signum} to its previous handler")
 
     default = signal.signal(signal.SIGHUP, unhandled)
+    # A shell ignores Ctrl-C in the jobs it starts in the background, pytest among them; a terminal's
+    # foreground command has Python's own handler.
+    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
         assert run_interruptible("cmim embed", command) == status
@@ -206,3 +209,4 @@ def test_sigterm_sighup_and_ctrl_c_end_a_command_in_one_line_with_no_partial_out
         assert {s: signal.getsignal(s) for s in before} == before
     finally:
         signal.signal(signal.SIGHUP, default)
+        signal.signal(signal.SIGINT, sigint)
