@@ -267,6 +267,8 @@ def test_a_capped_training_set_is_a_fixed_sample_spread_over_the_file():
     assert learning_curve.capped(rows, None) is rows and learning_curve.capped(rows, 5000) is rows
 
 
+@pytest.mark.shared_data
+@needs_shared_data
 def test_multi_task_sets_score_the_mean_over_their_tasks():
     args = SimpleNamespace(max_molecules=300, test=True, random_cv=False, quick=True)
     ecfp = ECFPTransformer(errors="nan")
