@@ -260,11 +260,11 @@ def test_the_paired_bootstrap_counts_the_resamples_each_feature_set_wins():
 
 def test_a_capped_training_set_is_a_fixed_sample_spread_over_the_file():
     rows = np.arange(10, 1010)
-    capped = learning_curve.capped(rows, 100)
+    capped = downstream.capped(rows, 100)
     assert len(set(capped)) == 100 and set(capped) <= set(rows) and (np.diff(capped) > 0).all()
     assert capped.max() > 900 and capped.min() < 100  # not the file's first rows, whatever its order
-    np.testing.assert_array_equal(capped, learning_curve.capped(rows, 100))
-    assert learning_curve.capped(rows, None) is rows and learning_curve.capped(rows, 5000) is rows
+    np.testing.assert_array_equal(capped, downstream.capped(rows, 100))
+    assert downstream.capped(rows, None) is rows and downstream.capped(rows, 5000) is rows
 
 
 @pytest.mark.shared_data

@@ -603,14 +603,21 @@ def evaluate_feature_set(X, Y, task, heads, scaffold_parts, random_folds, groups
     return {"scaffold": scaffold, "random_cv": random_cv}
 
 
+def capped(rows: np.ndarray, n: int | None) -> np.ndarray:
+    """At most ``n`` of ``rows``, the same ones every run, spread over a file that may be ordered
+    (by label, by source) rather than its first ``n``."""
+    if not n or n >= len(rows):
+        return rows
+    return np.sort(np.random.default_rng(0).choice(rows, n, replace=False))
+
+
 def prepare(name: str, args) -> tuple:
     """SMILES, labels, task names, scaffolds and scaffold split of a dataset (or of its random
     subset); the split is written to ``args.splits_dir`` as CSV row indices."""
     dataset = DATASETS[name]
     smiles, Y, tasks = load_dataset(name)
-    rows = np.arange(len(smiles))
-    if args.max_molecules and args.max_molecules < len(rows):
-        rows = np.sort(np.random.default_rng(0).choice(len(rows), args.max_molecules, replace=False))
+    rows = capped(np.arange(len(smiles)), args.max_molecules)
+    if len(rows) < len(smiles):
         smiles, Y = [smiles[i] for i in rows], Y[rows]
     scaffolds = murcko_scaffolds(smiles)
     parts = scaffold_split(scaffolds)

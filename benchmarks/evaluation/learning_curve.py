@@ -64,6 +64,7 @@ from benchmarks.evaluation.downstream import (
     DATASETS,
     best_head,
     bootstrap_std,
+    capped,
     committed_split,
     evaluate_heads,
     inner_cv,
@@ -169,14 +170,6 @@ def chosen_head(X, Y, train, test, task: str, heads: dict, cv, groups) -> dict:
     per_head = evaluate_heads(X, Y, train, test, task, heads, cv, groups, None)
     head = best_head(task, per_head)
     return {**per_head[head], "head": head, "head_cpu_s": time.process_time() - start}
-
-
-def capped(rows: np.ndarray, n: int | None) -> np.ndarray:
-    """At most ``n`` of ``rows``, the same ones every run, spread over a file that may be ordered
-    (by label, by source) rather than its first ``n``."""
-    if not n or n >= len(rows):
-        return rows
-    return np.sort(np.random.default_rng(0).choice(rows, n, replace=False))
 
 
 def dataset_scores(featuriser, label: str, name: str, args) -> dict[str, dict]:
