@@ -17,7 +17,6 @@ import importlib.util
 import json
 import lzma
 import os
-import signal
 import sys
 from pathlib import Path
 from unittest import mock
@@ -35,6 +34,7 @@ import torch
 from sklearn_cmim.chem.corpus import HoldOut, MoleculeEncoder
 from sklearn_cmim.chem.standardize import Standardizer
 from sklearn_cmim.chem.tokenizer import Vocabulary
+from sklearn_cmim.cli.common import run_interruptible
 from sklearn_cmim.cli.pretrain import build_parser
 from sklearn_cmim.nn.device import resolve_device, resolve_precision
 from sklearn_cmim.nn.model import CMIMModel
@@ -153,10 +153,9 @@ def main():
         del state
     budget = f"{minutes} min" if minutes > 0 else f"{args.max_steps} steps"
     loop.log(f"training for {budget}; rdkit stubbed: {STUBBED}; torch {torch.__version__}")
-    try:
-        loop.train()
-    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM or SIGHUP, after a checkpoint --resume reads
-        sys.exit(128 + getattr(stop, "signum", signal.SIGINT))
+    # Ctrl-C, SIGTERM or SIGHUP end the run after the checkpoint that --resume reads.
+    if status := run_interruptible("train_gpu.py", loop.train):
+        sys.exit(status)
     loop.finish()
     # Bring back: the config (with its metadata) and fp16 weights in parts under 15 MB.
     out.mkdir(parents=True, exist_ok=True)
