@@ -454,6 +454,13 @@ def test_max_minutes_stops_the_run_by_the_clock_with_a_checkpoint(tmp_path):
     assert meta["training_log"][-1]["step"] == step and meta["training_log"][-1]["minutes"] >= 0.02
 
 
+def test_a_cpu_run_keeps_the_heap_small(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(pretraining, "keep_cpu_heap_small", lambda device: calls.append(device.type))
+    assert pretrain.main([DELANEY, "--output", str(tmp_path / "run"), *TINY, "--max-steps", "1"]) == 0
+    assert calls == ["cpu"]
+
+
 def test_a_resumed_run_counts_the_minutes_before_its_checkpoint(tmp_path, monkeypatch):
     # A clock on which every step takes one second, so that the budget is known in steps.
     seconds = [0.0]

@@ -1,9 +1,11 @@
-"""Where the model runs: device, precision and CPU threads."""
+"""Where the model runs: device, precision, CPU threads and the CPU heap."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import sys
 import time
 import warnings
 
@@ -11,7 +13,9 @@ import torch
 
 from ..exceptions import user_stacklevel
 
-__all__ = ["autocast", "cpu_threads", "free_cores", "resolve_device", "resolve_precision"]
+__all__ = [
+    "autocast", "cpu_threads", "free_cores", "keep_cpu_heap_small", "resolve_device", "resolve_precision",
+]
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -136,3 +140,27 @@ def cpu_threads(n_threads: int | None, device: torch.device):
     finally:
         if wanted != before:
             torch.set_num_threads(before)
+
+
+MMAP_THRESHOLD = 64 * 1024  # bytes; keeps a CPU run at batch 512 at 2-3 GB (docs/cli.md)
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number in glibc's malloc.h
+
+
+def keep_cpu_heap_small(device: torch.device) -> bool:
+    """For a run on the CPU, have glibc serve every allocation of 64 KiB or more by ``mmap``, so
+    that freed tensors go back to the system; returns whether the setting was made.
+
+    glibc raises its threshold to the largest block freed so far, and blocks under it come from a
+    heap that rarely shrinks: in a long CPU training run, batches of ever different shapes leave
+    that heap growing until the kernel stops the process. Nothing is changed where
+    ``MALLOC_MMAP_THRESHOLD_`` is set (the user chose) or where the C library is not glibc.
+    """
+    if device.type != "cpu" or "MALLOC_MMAP_THRESHOLD_" in os.environ or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)  # the C library this process already uses
+    except OSError:
+        return False
+    if not hasattr(libc, "gnu_get_libc_version"):  # musl's mallopt accepts the call and ignores it
+        return False
+    return libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
