@@ -258,6 +258,22 @@ def test_the_paired_bootstrap_counts_the_resamples_each_feature_set_wins():
     assert downstream.paired_bootstrap("classification", [(labels, close)], [(labels, -close)], 50) == 1.0
 
 
+def test_the_bootstrap_draws_molecules_once_for_all_tasks():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=100)
+    whole = (y, y + rng.normal(size=100), np.arange(100))
+    # Two identical tasks move together in every draw: the mean over them spreads as one task does
+    # (drawn task by task, it would spread about 1/sqrt(2) as much).
+    assert downstream.bootstrap_std("regression", [whole, whole], 300) == pytest.approx(
+        downstream.bootstrap_std("regression", [whole], 300))
+    # A task labelled on every other molecule draws the same molecules as the one labelled on all.
+    even = (y[::2], whole[1][::2], np.arange(0, 100, 2))
+    for _ in range(20):
+        picks_all, picks_even = downstream.resample([whole, even], rng)
+        drawn = np.bincount(picks_all, minlength=100)
+        assert np.array_equal(np.bincount(picks_even, minlength=50), drawn[::2])
+
+
 def test_a_capped_training_set_is_a_fixed_sample_spread_over_the_file():
     rows = np.arange(10, 1010)
     capped = downstream.capped(rows, 100)

@@ -137,7 +137,7 @@ COMPARISONS = [  # (a, b, relation, what it tests: the goal or a claim of docs/m
 PAIRED_RESAMPLES = 1000
 SPLITS_DIR = ROOT / "benchmarks" / "splits"
 # Part of every cached score's key: bump it when heads, grids or scoring change.
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 QUICK_TRAIN_MOLECULES = 300
 
 
@@ -465,8 +465,9 @@ def evaluate_heads(X, Y, train, test, task, heads, cv, groups, n_jobs) -> dict:
 
     Returns per head: ``test`` and ``inner`` scores in the metric's units (mean over tasks for
     multi-task sets; rows with a missing label are skipped per task), the chosen ``params`` and
-    the test ``pairs`` (labels, predictions) per task, which the bootstrap reuses. With no ``test``
-    rows only the inner-CV scores are measured.
+    the test ``pairs`` per task, which the bootstrap reuses: labels, predictions and the labelled
+    molecules' positions in the test part. With no ``test`` rows only the inner-CV scores are
+    measured.
     """
     scoring = "neg_root_mean_squared_error" if task == "regression" else "roc_auc"
     sign = -1.0 if task == "regression" else 1.0
@@ -474,7 +475,8 @@ def evaluate_heads(X, Y, train, test, task, heads, cv, groups, n_jobs) -> dict:
     for name, (estimator, grid) in heads.items():
         tests, inners, params, pairs = [], [], [], []
         for t in range(Y.shape[1]):
-            tr, te = train[~np.isnan(Y[train, t])], test[~np.isnan(Y[test, t])]
+            labelled = ~np.isnan(Y[test, t])
+            tr, te = train[~np.isnan(Y[train, t])], test[labelled]
             one_class = [len(np.unique(Y[rows, t])) < 2 for rows in (tr, te) if len(rows)]
             if task == "classification" and any(one_class):
                 continue  # AUC is undefined with one class; the task is left out of the mean
@@ -485,7 +487,7 @@ def evaluate_heads(X, Y, train, test, task, heads, cv, groups, n_jobs) -> dict:
             if len(te):
                 prediction = predict(task, search.best_estimator_, X[te])
                 tests.append(test_metric(task, Y[te, t], prediction))
-                pairs.append((Y[te, t], prediction))
+                pairs.append((Y[te, t], prediction, np.flatnonzero(labelled)))
         results[name] = {"test": mean_std(tests)[0], "inner": mean_std(inners)[0],
                          "params": params[0] if len(params) == 1 else params,
                          "tasks_scored": len(inners), "pairs": pairs}
@@ -500,14 +502,26 @@ def best_head(task: str, per_head: dict) -> str:
     return min(per_head, key=key)
 
 
+def resample(pairs, rng: np.random.Generator) -> list[np.ndarray]:
+    """One bootstrap draw of the test molecules, shared by all tasks: for each pair, the indices
+    of its molecules in the draw (one drawn twice counts twice). A pair's optional third element
+    holds its molecules' positions in the test part; without it, the pair is the whole test part.
+    Drawing molecules rather than each task's labels keeps the tasks' correlation in the spread."""
+    positions = [np.asarray(pair[2], dtype=int) if len(pair) > 2 else np.arange(len(pair[0]))
+                 for pair in pairs]
+    size = max((int(p.max()) + 1 for p in positions if len(p)), default=0)
+    counts = np.bincount(rng.integers(0, size, size), minlength=size)
+    return [np.repeat(np.arange(len(p)), counts[p]) for p in positions]
+
+
 def bootstrap_std(task: str, pairs, n: int, seed: int = 0) -> float:
     """Standard deviation of the test metric over bootstrap resamples of the test molecules."""
     rng = np.random.default_rng(seed)
     scores = []
     for _ in range(n):
         per_task = []
-        for y, prediction in pairs:
-            pick = rng.integers(0, len(y), len(y))
+        for (y, prediction, *_), pick in zip(pairs, resample(pairs, rng), strict=True):
+            y, prediction = np.asarray(y), np.asarray(prediction)
             if task == "classification" and len(np.unique(y[pick])) < 2:
                 continue
             per_task.append(test_metric(task, y[pick], prediction[pick]))
@@ -522,13 +536,13 @@ def paired_bootstrap(task: str, pairs_a, pairs_b, n: int, seed: int = 0) -> floa
     the loss, holds once the test part's sampling is allowed for (0.5: a coin toss)."""
     rng = np.random.default_rng(seed)
     wins = draws = 0
+    for pair_a, pair_b in zip(pairs_a, pairs_b, strict=True):
+        if len(pair_a[0]) != len(pair_b[0]):
+            raise ValueError("the feature sets were scored on different test molecules")
     for _ in range(n):
         a_scores, b_scores = [], []
-        for (y, a), (y_b, b) in zip(pairs_a, pairs_b, strict=True):
+        for (y, a, *_), (_, b, *_), pick in zip(pairs_a, pairs_b, resample(pairs_a, rng), strict=True):
             y, a, b = np.asarray(y), np.asarray(a), np.asarray(b)
-            if len(y_b) != len(y):
-                raise ValueError("the feature sets were scored on different test molecules")
-            pick = rng.integers(0, len(y), len(y))
             if task == "classification" and len(np.unique(y[pick])) < 2:
                 continue
             a_scores.append(test_metric(task, y[pick], a[pick]))
