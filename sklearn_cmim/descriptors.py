@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from rdkit import Chem
+from rdkit import Chem, rdBase
 from rdkit.Chem import Descriptors
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import StrOptions
@@ -40,11 +40,22 @@ class RDKitDescriptorsTransformer(MoleculeInputMixin, TransformerMixin, BaseEsti
     Parameters
     ----------
     descriptors : list or array of str, default=None
-        Names from ``descList`` to compute, in this order; ``None`` computes all of them.
+        Names from ``descList`` to compute, in this order; ``None`` computes all of them (the
+        list grows with RDKit's version: ``fit`` fixes it, see ``descriptor_names_``).
     standardizer : Standardizer, default=None
         ``None`` means ``Standardizer()``.
     errors : {"raise", "nan"}, default="raise"
         As in :class:`~sklearn_cmim.CMIMTransformer`: bad items raise, or get an all-NaN row.
+
+    Attributes
+    ----------
+    descriptor_names_ : ndarray of str
+        The descriptors chosen at ``fit``, which a fitted transformer computes from then on: a
+        pipeline fitted under one RDKit version gives the same columns under another, or an
+        error naming the descriptors that version lacks. An unfitted transformer computes what
+        ``descriptors`` names in the RDKit at hand.
+    rdkit_version_ : str
+        The RDKit version at ``fit``.
 
     Examples
     --------
@@ -75,6 +86,17 @@ class RDKitDescriptorsTransformer(MoleculeInputMixin, TransformerMixin, BaseEsti
         self.errors = errors
 
     def _functions(self) -> list[tuple[str, object]]:
+        """The descriptors fixed at ``fit``, or, unfitted, those the parameters choose."""
+        if not hasattr(self, "descriptor_names_"):
+            return self._chosen()
+        self._validate_params()
+        available = dict(Descriptors.descList)
+        if missing := [name for name in self.descriptor_names_ if name not in available]:
+            raise ValueError(f"this transformer was fitted under RDKit {self.rdkit_version_}, and RDKit "
+                             f"{rdBase.rdkitVersion} has no descriptors {missing}: fit it again")
+        return [(name, available[name]) for name in self.descriptor_names_]
+
+    def _chosen(self) -> list[tuple[str, object]]:
         self._validate_params()
         available = dict(Descriptors.descList)
         if self.descriptors is None:
@@ -93,13 +115,14 @@ class RDKitDescriptorsTransformer(MoleculeInputMixin, TransformerMixin, BaseEsti
         return [(name, available[name]) for name in names]
 
     def fit(self, X=None, y=None):
-        """Check the parameters and the descriptor names; nothing is learned.
+        """Check the parameters and fix the descriptors to compute; nothing is learned from ``X``.
 
         Returns
         -------
         self : RDKitDescriptorsTransformer
         """
-        self._functions()
+        self.descriptor_names_ = np.asarray([name for name, _ in self._chosen()], dtype=object)
+        self.rdkit_version_ = rdBase.rdkitVersion
         return self
 
     def transform(self, X):

@@ -5,6 +5,7 @@ import importlib.util
 import json
 import lzma
 import math
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -694,6 +695,22 @@ def test_descriptors_follow_the_errors_policy_and_are_nan_safe():
     big = "C" * 10 + "".join(f"C(C{i % 3 * 'C'})" for i in range(60))
     ipc = RDKitDescriptorsTransformer(descriptors=["Ipc", "MolWt"]).transform([big])
     assert np.isnan(ipc[0, 0]) and np.isfinite(ipc[0, 1])
+
+
+def test_a_fitted_descriptor_transformer_keeps_its_columns_under_another_rdkit(monkeypatch):
+    from rdkit.Chem import Descriptors
+
+    fitted = pickle.loads(pickle.dumps(RDKitDescriptorsTransformer().fit(["CCO"])))
+    expected, names = fitted.transform(["CCO"]), list(fitted.get_feature_names_out())
+    # A later RDKit with one more descriptor, listed first: the fitted columns stay as they were.
+    monkeypatch.setattr(Descriptors, "descList", [("Newer", lambda mol: 1.0), *Descriptors.descList])
+    np.testing.assert_array_equal(fitted.transform(["CCO"]), expected)
+    assert list(fitted.get_feature_names_out()) == names
+    assert RDKitDescriptorsTransformer().transform(["CCO"]).shape == (1, len(names) + 1)  # unfitted: all
+    # One without a fitted descriptor: an error that names it, never shifted columns.
+    monkeypatch.setattr(Descriptors, "descList", [item for item in Descriptors.descList if item[0] != "TPSA"])
+    with pytest.raises(ValueError, match=r"has no descriptors \['TPSA'\]: fit it again"):
+        fitted.transform(["CCO"])
 
 
 @pytest.mark.slow
