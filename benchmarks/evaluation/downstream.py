@@ -597,7 +597,7 @@ def evaluate_feature_set(X, Y, task, heads, scaffold_parts, random_folds, groups
         "best": {"head": chosen, "test": per_head[chosen]["test"],
                  "bootstrap_std": bootstrap_std(task, per_head[chosen]["pairs"], args.bootstrap),
                  # Kept in the cache for the claims' paired bootstrap, left out of the report.
-                 "pairs": [(y.tolist(), prediction.tolist()) for y, prediction in per_head[chosen]["pairs"]]},
+                 "pairs": [[part.tolist() for part in pair] for pair in per_head[chosen]["pairs"]]},
     }
     fold_scores, best_scores, best_names = defaultdict(list), [], []
     for seed, train, test in random_folds:
