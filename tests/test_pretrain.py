@@ -28,6 +28,7 @@ from sklearn_cmim.chem.tokenizer import Vocabulary
 from sklearn_cmim.cli import pretrain
 from sklearn_cmim.datasets import DATA_DIR, load_esol
 from sklearn_cmim.exceptions import Terminated
+from sklearn_cmim.nn.device import HeapTrimmer
 from sklearn_cmim.nn.losses import contrastive_loss
 from sklearn_cmim.persistence import load_pretrained
 from sklearn_cmim.training import checkpoint, pretraining
@@ -37,6 +38,7 @@ from sklearn_cmim.training.distributed import Context, LatentGather
 from sklearn_cmim.training.schedule import TrainingClock
 from sklearn_cmim.training.stopping import StopRequest, raise_for
 from sklearn_cmim.training.streams import BatchStream
+from tests.conftest import TINY as TINY_ESTIMATOR
 
 DELANEY = str(DATA_DIR / "delaney.csv")
 TINY = ["--d-model", "16", "--n-heads", "2", "--d-ff", "32", "--n-encoder-layers", "1",
@@ -454,11 +456,19 @@ def test_max_minutes_stops_the_run_by_the_clock_with_a_checkpoint(tmp_path):
     assert meta["training_log"][-1]["step"] == step and meta["training_log"][-1]["minutes"] >= 0.02
 
 
-def test_a_cpu_run_keeps_the_heap_small(tmp_path, monkeypatch):
-    calls = []
-    monkeypatch.setattr(pretraining, "keep_cpu_heap_small", lambda device: calls.append(device.type))
-    assert pretrain.main([DELANEY, "--output", str(tmp_path / "run"), *TINY, "--max-steps", "1"]) == 0
-    assert calls == ["cpu"]
+def test_cpu_training_hands_freed_memory_back_after_its_steps(tmp_path, monkeypatch):
+    trimmed = []
+
+    class Recording(HeapTrimmer):
+        def __call__(self):
+            trimmed.append(self.trim is not None)
+
+    monkeypatch.setattr(pretraining, "HeapTrimmer", Recording)
+    monkeypatch.setattr(training, "HeapTrimmer", Recording)
+    assert pretrain.main([DELANEY, "--output", str(tmp_path / "run"), *TINY, "--max-steps", "3"]) == 0
+    assert trimmed == [True] * 3
+    CMIMTransformer(**{**TINY_ESTIMATOR, "max_epochs": 1, "batch_size": 16}).fit(ALCOHOLS)
+    assert trimmed == [True] * 5  # and after fit's two batches of the 30 alcohols
 
 
 def test_a_resumed_run_counts_the_minutes_before_its_checkpoint(tmp_path, monkeypatch):

@@ -36,7 +36,7 @@ from sklearn_cmim.chem.standardize import Standardizer
 from sklearn_cmim.chem.tokenizer import Vocabulary
 from sklearn_cmim.cli.common import run_interruptible
 from sklearn_cmim.cli.pretrain import build_parser
-from sklearn_cmim.nn.device import keep_cpu_heap_small, resolve_device, resolve_precision
+from sklearn_cmim.nn.device import resolve_device, resolve_precision
 from sklearn_cmim.nn.model import CMIMModel
 from sklearn_cmim.persistence import load_pretrained
 from sklearn_cmim.training import reporting
@@ -120,7 +120,6 @@ def main():
         "--prepared", "prepared/mix.npz", "--output", str(run_dir), *extra])
     context = Context.from_environment()
     device = resolve_device(args.device)
-    keep_cpu_heap_small(device)
     precision = resolve_precision(args.precision, device)
     vocabulary = Vocabulary(settings["vocabulary"])
     standardizer = Standardizer(**settings["standardizer"])

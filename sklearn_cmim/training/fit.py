@@ -16,7 +16,7 @@ import torch
 
 from ..chem.batching import length_bucketed_batches, pad
 from ..config import TrainSettings
-from ..nn.device import autocast
+from ..nn.device import HeapTrimmer, autocast
 from ..nn.losses import total_loss
 from .schedule import make_scheduler
 
@@ -133,7 +133,7 @@ def fit_model(model, sequences: list[list[int]], settings: TrainSettings, device
     steps_per_epoch = math.ceil(len(sequences) / settings.batch_size)
     optimizer = make_optimizer(model, settings)
     scheduler = make_scheduler(optimizer, settings.max_epochs * steps_per_epoch, settings)
-    history, step = [], 0
+    history, step, trim = [], 0, HeapTrimmer(device)
     for epoch in range(1, settings.max_epochs + 1):
         start = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
@@ -147,6 +147,7 @@ def fit_model(model, sequences: list[list[int]], settings: TrainSettings, device
                 raise NonFiniteLossError(f"epoch {epoch}, step {batch_number}: {error}; "
                                          "the weights keep their last good values") from None
             step += 1
+            trim()
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value
         seconds = time.perf_counter() - start

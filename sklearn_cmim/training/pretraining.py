@@ -36,7 +36,7 @@ from ..chem.corpus import Corpus, CorpusError, HoldOut, MoleculeEncoder, standar
 from ..chem.standardize import Standardizer
 from ..chem.tokenizer import Vocabulary
 from ..config import ARCHITECTURE
-from ..nn.device import autocast, keep_cpu_heap_small, resolve_device, resolve_precision
+from ..nn.device import HeapTrimmer, autocast, resolve_device, resolve_precision
 from ..nn.flops import matmul_peak_flops
 from ..nn.inference import fit_latent_prior
 from ..nn.model import CMIMModel, ModelConfig
@@ -67,7 +67,6 @@ def pretrain(args: argparse.Namespace) -> Path:
     """Train as ``args`` say (see :func:`build_parser`); returns the model directory."""
     context = Context.from_environment()
     device = context.start(resolve_device(args.device))
-    keep_cpu_heap_small(device)  # else, on a CPU, batches of varying length grow the heap for hours
     try:
         with ExitStack() as cleanup:
             return _pretrain(args, context, device, cleanup)
@@ -161,11 +160,13 @@ class Loop:
         """Step until the run ends; a stop signal (see :mod:`~sklearn_cmim.training.stopping`)
         ends it after a checkpoint, raising as the signal would."""
         batches, clock, stop = iter(self.run.stream), self.run.clock, StopRequest()
+        trim = HeapTrimmer(self.device)
         clock.start()
         with stop.watching():
             while self.run.step < self.args.max_steps and not clock.expired():
                 batch = next(batches)
                 losses, width = self.step(batch)
+                trim()
                 self.tick()
                 signum = stop.agreed(self.context, self.run.step, self.args.log_every)
                 last = self.run.step == self.args.max_steps or clock.expired() or signum is not None
