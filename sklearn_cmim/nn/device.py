@@ -140,7 +140,6 @@ def cpu_threads(n_threads: int | None, device: torch.device):
             torch.set_num_threads(before)
 
 
-
 def _malloc_trim():
     """glibc's ``malloc_trim``, or ``None`` under another C library or system."""
     if not sys.platform.startswith("linux"):
