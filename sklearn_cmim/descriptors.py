@@ -87,20 +87,21 @@ class RDKitDescriptorsTransformer(MoleculeInputMixin, TransformerMixin, BaseEsti
 
     def _functions(self) -> list[tuple[str, object]]:
         """The descriptors fixed at ``fit``, or, unfitted, those the parameters choose."""
-        if not hasattr(self, "descriptor_names_"):
-            return self._chosen()
         self._validate_params()
         available = dict(Descriptors.descList)
-        if missing := [name for name in self.descriptor_names_ if name not in available]:
+        if not hasattr(self, "descriptor_names_"):
+            names = self._chosen(available)
+        elif missing := [name for name in self.descriptor_names_ if name not in available]:
             raise ValueError(f"this transformer was fitted under RDKit {self.rdkit_version_}, and RDKit "
                              f"{rdBase.rdkitVersion} has no descriptors {missing}: fit it again")
-        return [(name, available[name]) for name in self.descriptor_names_]
+        else:
+            names = list(self.descriptor_names_)
+        return [(name, available[name]) for name in names]
 
-    def _chosen(self) -> list[tuple[str, object]]:
-        self._validate_params()
-        available = dict(Descriptors.descList)
+    def _chosen(self, available: dict) -> list[str]:
+        """The names the ``descriptors`` parameter chooses among ``available``, checked."""
         if self.descriptors is None:
-            return list(available.items())
+            return list(available)
         if isinstance(self.descriptors, (set, frozenset)):
             raise ValueError("descriptors must be a list or an array, not a set: a set's order, and so "
                              "the columns', changes from one Python process to the next")
@@ -112,7 +113,7 @@ class RDKitDescriptorsTransformer(MoleculeInputMixin, TransformerMixin, BaseEsti
             raise ValueError("descriptors is empty: name at least one, or pass None for all of them")
         if repeated := sorted({name for name in names if names.count(name) > 1}):
             raise ValueError(f"descriptors names {repeated} more than once: its columns would share a name")
-        return [(name, available[name]) for name in names]
+        return names
 
     def fit(self, X=None, y=None):
         """Check the parameters and fix the descriptors to compute; nothing is learned from ``X``.
@@ -121,7 +122,8 @@ class RDKitDescriptorsTransformer(MoleculeInputMixin, TransformerMixin, BaseEsti
         -------
         self : RDKitDescriptorsTransformer
         """
-        self.descriptor_names_ = np.asarray([name for name, _ in self._chosen()], dtype=object)
+        self._validate_params()
+        self.descriptor_names_ = np.asarray(self._chosen(dict(Descriptors.descList)), dtype=object)
         self.rdkit_version_ = rdBase.rdkitVersion
         return self
 
