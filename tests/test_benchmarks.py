@@ -269,8 +269,9 @@ def test_the_bootstrap_draws_molecules_once_for_all_tasks():
         downstream.bootstrap_std("regression", [whole], 300))
     # A task labelled on every other molecule draws the same molecules as the one labelled on all.
     even = (y[::2], whole[1][::2], np.arange(0, 100, 2))
+    draw = downstream.resampler([whole, even])
     for _ in range(20):
-        picks_all, picks_even = downstream.resample([whole, even], rng)
+        picks_all, picks_even = draw(rng)
         drawn = np.bincount(picks_all, minlength=100)
         assert np.array_equal(np.bincount(picks_even, minlength=50), drawn[::2])
 

@@ -502,26 +502,31 @@ def best_head(task: str, per_head: dict) -> str:
     return min(per_head, key=key)
 
 
-def resample(pairs, rng: np.random.Generator) -> list[np.ndarray]:
-    """One bootstrap draw of the test molecules, shared by all tasks: for each pair, the indices
-    of its molecules in the draw (one drawn twice counts twice). A pair's optional third element
-    holds its molecules' positions in the test part; without it, the pair is the whole test part.
-    Drawing molecules rather than each task's labels keeps the tasks' correlation in the spread."""
+def resampler(pairs):
+    """A function of a generator giving one bootstrap draw of the test molecules, shared by all
+    tasks: for each pair, the indices of its molecules in the draw (one drawn twice counts twice).
+    A pair's optional third element holds its molecules' positions in the test part; without it,
+    the pair is the whole test part. Drawing molecules rather than each task's labels keeps the
+    tasks' correlation in the spread."""
     positions = [np.asarray(pair[2], dtype=int) if len(pair) > 2 else np.arange(len(pair[0]))
                  for pair in pairs]
     size = max((int(p.max()) + 1 for p in positions if len(p)), default=0)
-    counts = np.bincount(rng.integers(0, size, size), minlength=size)
-    return [np.repeat(np.arange(len(p)), counts[p]) for p in positions]
+
+    def draw(rng: np.random.Generator) -> list[np.ndarray]:
+        counts = np.bincount(rng.integers(0, size, size), minlength=size)
+        return [np.repeat(np.arange(len(p)), counts[p]) for p in positions]
+    return draw
 
 
 def bootstrap_std(task: str, pairs, n: int, seed: int = 0) -> float:
     """Standard deviation of the test metric over bootstrap resamples of the test molecules."""
     rng = np.random.default_rng(seed)
+    draw = resampler(pairs)
+    pairs = [(np.asarray(y), np.asarray(prediction)) for y, prediction, *_ in pairs]
     scores = []
     for _ in range(n):
         per_task = []
-        for (y, prediction, *_), pick in zip(pairs, resample(pairs, rng), strict=True):
-            y, prediction = np.asarray(y), np.asarray(prediction)
+        for (y, prediction), pick in zip(pairs, draw(rng), strict=True):
             if task == "classification" and len(np.unique(y[pick])) < 2:
                 continue
             per_task.append(test_metric(task, y[pick], prediction[pick]))
@@ -535,14 +540,16 @@ def paired_bootstrap(task: str, pairs_a, pairs_b, n: int, seed: int = 0) -> floa
     predictions score better than B's, both scored on the same resample: how often the win, or
     the loss, holds once the test part's sampling is allowed for (0.5: a coin toss)."""
     rng = np.random.default_rng(seed)
-    wins = draws = 0
     for pair_a, pair_b in zip(pairs_a, pairs_b, strict=True):
         if len(pair_a[0]) != len(pair_b[0]):
             raise ValueError("the feature sets were scored on different test molecules")
+    draw = resampler(pairs_a)
+    triples = [(np.asarray(y), np.asarray(a), np.asarray(b))
+               for (y, a, *_), (_, b, *_) in zip(pairs_a, pairs_b, strict=True)]
+    wins = draws = 0
     for _ in range(n):
         a_scores, b_scores = [], []
-        for (y, a, *_), (_, b, *_), pick in zip(pairs_a, pairs_b, resample(pairs_a, rng), strict=True):
-            y, a, b = np.asarray(y), np.asarray(a), np.asarray(b)
+        for (y, a, b), pick in zip(triples, draw(rng), strict=True):
             if task == "classification" and len(np.unique(y[pick])) < 2:
                 continue
             a_scores.append(test_metric(task, y[pick], a[pick]))
