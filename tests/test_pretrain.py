@@ -685,6 +685,71 @@ def test_two_process_gloo_job_gathers_global_negatives_and_learns(tmp_path):
     assert "[rank1]" not in job.stderr and "Connection closed" not in job.stderr
 
 
+
+def _workers(marker: str) -> dict[int, int]:
+    """The torchrun workers whose command line holds ``marker``: pid by rank."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        ranks = [int(v[5:]) for v in environ if v.startswith(b"RANK=")]
+        if marker.encode() in cmdline and ranks:
+            found[ranks[0]] = int(entry.name)
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process in /proc")
+def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step_between_log_steps(tmp_path):
+    # Log steps are out of reach: the ranks must agree without them, and soon.
+    out = tmp_path / "ddp-stop"
+    argv = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            "-m", "sklearn_cmim.cli.pretrain", DELANEY, "--output", str(out), *TINY, "--max-steps", "100000",
+            "--log-every", "100000", "--validation-every", "100000", "--checkpoint-every-steps", "100000"]
+    job = subprocess.Popen([sys.executable, *argv], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, start_new_session=True)
+    try:
+        for line in job.stdout:  # rank 0 has built the model: training is about to start
+            if "parameters | vocabulary" in line:
+                break
+        time.sleep(3)
+        os.kill(_workers(str(out))[1], signal.SIGTERM)
+        stdout, stderr = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+            for pid in _workers(str(out)).values():  # torchrun's workers have a session of their own
+                os.kill(pid, signal.SIGKILL)
+    step = int(stdout.split("stopped by SIGTERM after step ")[1].split(";")[0])
+    assert checkpoint_steps(out / "checkpoints") == [step] and 0 < step < 100000
+    state = load_checkpoint(out / "checkpoints" / f"step-{step:08d}.pt")
+    assert state["step"] == step and len(state["ranks"]) == 2  # both ranks wrote their part of it
+    assert "[rank 0] cmim pretrain: terminated" in stderr and "[rank 1] cmim pretrain: terminated" in stderr
+
+
+def _vote(rank, world_size, directory):
+    from sklearn_cmim.training.stopping import _Vote
+
+    dist.init_process_group("gloo", init_method=f"file://{directory}/rendezvous", rank=rank,
+                            world_size=world_size)
+    vote = _Vote()
+    # Rank 1 alone is signalled before its fourth step (call 3), and the signal stays noted.
+    answers = [vote(signal.SIGTERM if rank == 1 and call >= 3 else None) for call in range(6)]
+    answers.append(vote.close())
+    torch.save(answers, f"{directory}/answers{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_the_ranks_learn_of_a_signal_one_step_late_and_all_at_the_same_step(tmp_path):
+    mp.spawn(_vote, args=(2, str(tmp_path)), nprocs=2)
+    expected = [None] * 4 + [signal.SIGTERM] * 3
+    assert [torch.load(tmp_path / f"answers{rank}.pt") for rank in (0, 1)] == [expected, expected]
+
+
 def _contrast_across_ranks(rank, world_size, directory):
     dist.init_process_group("gloo", init_method=f"file://{directory}/rendezvous", rank=rank,
                             world_size=world_size)

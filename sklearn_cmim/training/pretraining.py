@@ -159,7 +159,7 @@ class Loop:
     def train(self) -> None:
         """Step until the run ends; a stop signal (see :mod:`~sklearn_cmim.training.stopping`)
         ends it after a checkpoint, raising as the signal would."""
-        batches, clock, stop = iter(self.run.stream), self.run.clock, StopRequest()
+        batches, clock, stop = iter(self.run.stream), self.run.clock, StopRequest(self.context)
         trim = HeapTrimmer(self.device)
         clock.start()
         with stop.watching():
@@ -168,7 +168,7 @@ class Loop:
                 losses, width = self.step(batch)
                 trim()
                 self.tick()
-                signum = stop.agreed(self.context, self.run.step, self.args.log_every)
+                signum = stop.agreed()
                 last = self.run.step == self.args.max_steps or clock.expired() or signum is not None
                 self.report(losses, batch, width, last)
                 paused = time.perf_counter()
