@@ -30,7 +30,14 @@ from benchmarks.evaluation import (
     readout,
     reconstruction,
 )
-from benchmarks.performance import attention_kernel, pretrain_throughput, speed, threads, train_throughput
+from benchmarks.performance import (
+    attention_kernel,
+    heap_memory,
+    pretrain_throughput,
+    speed,
+    threads,
+    train_throughput,
+)
 from sklearn_cmim import CMIMTransformer, Standardizer
 from sklearn_cmim.chem.tokenizer import Vocabulary
 from sklearn_cmim.datasets import load_esol
@@ -680,6 +687,22 @@ def test_threads_quick_measures_every_setting_idle_and_with_a_busy_core(tmp_path
     for speeds in report["results"].values():
         assert list(speeds) == list(threads.SETTINGS) and all(finite(v) and v > 0 for v in speeds.values())
 
+
+
+@pytest.mark.slow
+def test_heap_memory_quick_runs_each_variant_in_its_own_process(tmp_path):
+    report = heap_memory.main(["--quick", "--out", str(tmp_path)])
+    assert check_report(tmp_path, "heap_memory.json", "heap-memory", []) == json.loads(json.dumps(report))
+    results = report["results"]
+    assert list(results) == list(heap_memory.VARIANTS)
+    # The quick run trims after every step; the other variants never trim, and only the last one
+    # runs under the lowered mmap threshold.
+    assert results["trimmed"]["trims"] == results["trimmed"]["steps"] == report["steps"] == 8
+    assert results["untrimmed"]["trims"] == results["mmap threshold"]["trims"] == 0
+    assert [r["mmap_threshold"] for r in results.values()] == [None, None, "65536"]
+    for result in results.values():
+        assert result["seconds_per_step"] > 0 and result["peak_rss_bytes"] >= result["median_rss_bytes"] > 0
+    assert not (tmp_path / "heap-memory-config.json").exists()
 
 # ----------------------------------------------------------------------------------- descriptors
 def test_descriptors_follow_the_errors_policy_and_are_nan_safe():

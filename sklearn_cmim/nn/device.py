@@ -158,7 +158,7 @@ class HeapTrimmer:
     Batches of varying length free and allocate tensors of ever other sizes, and glibc keeps the
     freed blocks for reuse that rarely fits: a CPU run at batch 512 with the bundled models' size
     grows by gigabytes an hour until the kernel stops it. Trimming keeps it to what the batches in
-    flight need, at no cost in speed (docs/cli.md has the measurement).
+    flight need, at a cost in speed that depends on the run (docs/cli.md has the measurements).
     """
 
     def __init__(self, device: torch.device, every: float = 5.0):
