@@ -54,6 +54,7 @@ from benchmarks.common import (
 from sklearn_cmim.cli.pretrain import build_parser
 from sklearn_cmim.cli.pretrain import main as pretrain
 from sklearn_cmim.datasets import load_esol
+from sklearn_cmim.nn.device import resolve_precision
 from sklearn_cmim.persistence import load_pretrained
 
 SETTINGS = [(64, 0.1), (64, 0.0), (128, 0.1), (128, 0.0)]  # (batch size, dropout)
@@ -66,7 +67,7 @@ def flags_for(corpus: Path, output: Path, batch_size: int, dropout: float, steps
     flags = [str(corpus), "--output", str(output), "--max-steps", str(steps),
              "--log-every", str(max(1, steps // 3)), "--batch-size", str(batch_size),
              "--dropout", str(dropout), "--validation-size", "16", "--vocab-records", "5000",
-             "--checkpoint-every-steps", str(steps), "--device", device, "--precision", "bf16",
+             "--checkpoint-every-steps", str(steps), "--device", device, "--precision", "auto",
              "--data-workers", str(data_workers), "--bias" if bias else "--no-bias"]
     if prepared is not None:
         flags += ["--prepared", str(prepared)]
@@ -175,7 +176,7 @@ def markdown(report: dict) -> str:
         f"Written by `{config['command']}`. "
         + (f"{config['device_name']}, {config['data_workers']} data workers" if gpu
            else f"{config['threads']} threads")
-        + ", bf16 autocast, "
+        + f", {config['precision']}{' autocast' if config['precision'] == 'bf16' else ''}, "
         f"{config['steps']} steps per setting on {config['source']}; the last "
         f"{config['steps'] // 3} steps are measured (the log interval that holds no warm-up). MFU: "
         "model FLOP/s over the bf16 matmul FLOP/s each process measures at start-up, as "
@@ -223,7 +224,10 @@ def main(argv=None) -> dict:
                            device="cuda", prepared=True), "defaults": False} for batch in GPU_BATCH_SIZES]
         else:
             runs = cpu_runs(corpus, defaults, args.steps, options, Path(tmp), max(1, args.repeats))
+    # What `cmim pretrain` trains in by default: bf16 autocast where the hardware has it natively.
+    precision = resolve_precision("auto", torch.device(args.device))
     report = {"config": {"command": command, "threads": torch.get_num_threads(), "steps": args.steps,
+                         "precision": precision,
                          "source": source, "architecture": architecture, "device": args.device,
                          "device_name": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
                          "data_workers": data_workers if args.device == "cuda" else 0,

@@ -79,9 +79,11 @@ def main(argv=None) -> dict:
 
     smiles, source = moses_or_esol("train.csv.gz", args.molecules)
     device = resolve_device(None)  # where the estimator trains: the peak must be that device's
-    size = 4096 if device.type == "cuda" else 2048
-    peak_bf16 = matmul_peak_flops(device, torch.bfloat16, size=size)
-    peak_fp32 = matmul_peak_flops(device, torch.float32, size=size)
+    # A short matmul in quick mode: it only has to produce a number, not the true peak (and a CPU
+    # without native bf16 takes minutes over a large one).
+    size, seconds = (512, 0.2) if args.quick else (4096 if device.type == "cuda" else 2048, 1.0)
+    peak_bf16 = matmul_peak_flops(device, torch.bfloat16, size=size, min_seconds=seconds)
+    peak_fp32 = matmul_peak_flops(device, torch.float32, size=size, min_seconds=seconds)
     print(f"{len(smiles)} molecules from {source}; {device.type}, {torch.get_num_threads()} threads")
     print(f"matmul peak: bf16 {peak_bf16 / 1e9:.0f} GFLOP/s, fp32 {peak_fp32 / 1e9:.0f} GFLOP/s")
     results = {"molecules": len(smiles), "source": source, "threads": torch.get_num_threads(),
