@@ -103,6 +103,14 @@ class ResidentMemory:
         self.thread.join()
 
 
+def peak_resident() -> int:
+    """This process's peak resident memory in bytes. The kernel's high-water mark of the process's
+    own memory (VmHWM), not ``ru_maxrss``, which a child starts at its parent's peak."""
+    with open("/proc/self/status") as status:
+        kilobytes = next(line.split()[1] for line in status if line.startswith("VmHWM:"))
+    return int(kilobytes) * 1024
+
+
 def child(variant: str, config: dict) -> dict:
     """One variant in this process: train one epoch and measure it."""
     import resource
@@ -141,7 +149,7 @@ def child(variant: str, config: dict) -> dict:
     steps = math.ceil(round(epoch["molecules_per_s"] * epoch["seconds"]) / config["batch_size"])
     return {"seconds_per_step": epoch["seconds"] / steps, "steps": steps,
             "system_cpu_s": after.ru_stime - before.ru_stime,
-            "peak_rss_bytes": after.ru_maxrss * 1024,  # Linux reports kilobytes
+            "peak_rss_bytes": peak_resident(),
             "median_rss_bytes": float(np.median(second_half)),
             "trims": len(trims), "trim_every_s": None if math.isinf(every) else every,
             "threads": torch.get_num_threads(),
