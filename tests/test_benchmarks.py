@@ -266,6 +266,28 @@ def test_the_paired_bootstrap_counts_the_resamples_each_feature_set_wins():
     assert downstream.paired_bootstrap("classification", [(labels, close)], [(labels, -close)], 50) == 1.0
 
 
+def test_the_test_metric_equals_scikit_learns_with_ties_and_refuses_what_it_refuses():
+    from sklearn.metrics import roc_auc_score, root_mean_squared_error
+    rng = np.random.default_rng(0)
+    for n in (2, 7, 150):
+        y = rng.normal(size=n)
+        prediction = np.round(y + rng.normal(size=n), 1)  # rounded: ties among the scores
+        labels = np.r_[0.0, 1.0, rng.integers(0, 2, n - 2)]
+        assert downstream.test_metric("regression", y, prediction) == pytest.approx(
+            root_mean_squared_error(y, prediction), rel=1e-12)
+        assert downstream.test_metric("classification", labels, prediction) == pytest.approx(
+            roc_auc_score(labels, prediction), rel=1e-12)
+    assert downstream.test_metric("classification", [0, 0, 1], [0.5, 0.5, 0.5]) == 0.5
+    with pytest.raises(ValueError, match="one class"):
+        downstream.test_metric("classification", [1, 1], [0.2, 0.3])
+    with pytest.raises(ValueError, match="0 and 1"):
+        downstream.test_metric("classification", [0, 2], [0.2, 0.3])
+    with pytest.raises(ValueError, match="finite"):
+        downstream.test_metric("regression", [0.0, 1.0], [0.2, np.nan])
+    with pytest.raises(ValueError, match="equal"):
+        downstream.test_metric("regression", [0.0, 1.0], [0.2])
+
+
 def test_the_bootstrap_draws_molecules_once_for_all_tasks():
     rng = np.random.default_rng(0)
     y = rng.normal(size=100)
