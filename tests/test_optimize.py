@@ -22,6 +22,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 JTVAE_SEEDS = SHARED_DATA / "optimization" / "jtvae_opt_test_plogp.txt"
 SEEDS = ["CCOc1ccccc1", "CC(=O)Nc1ccc(O)cc1", "Cc1ccccc1C(=O)O"]
 SEARCH = dict(similarity=0.4, budget=40, random_state=0)
+SMALL = dict(similarity=0.4, budget=8, popsize=8, max_iter=4, random_state=0)  # where only sameness counts
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,11 @@ def cmim():
 @pytest.fixture(scope="module")
 def results(cmim):
     return optimize_molecules(cmim, SEEDS, "qed", **SEARCH)
+
+
+@pytest.fixture(scope="module")
+def small(cmim):
+    return optimize_molecules(cmim, SEEDS, "qed", **SMALL)
 
 
 # ---------------------------------------------------------------------------------- objectives
@@ -80,19 +86,21 @@ def test_best_molecules_are_valid_similar_and_never_worse_than_the_seed(results)
     assert (results["improvement"] > 0).sum() >= 2  # the search does find better molecules
 
 
-def test_same_random_state_same_molecules_and_numpys_global_generator_untouched(cmim, results):
+def test_same_random_state_same_molecules_and_numpys_global_generator_untouched(cmim, small):
     state = np.random.get_state()  # noqa: NPY002 (the legacy global generator is the one to guard)
-    again = optimize_molecules(cmim, SEEDS, "qed", **SEARCH)
-    assert list(again["smiles"]) == list(results["smiles"])
-    np.testing.assert_array_equal(again["score"], results["score"])
+    again = optimize_molecules(cmim, SEEDS, "qed", **SMALL)
+    assert list(again["smiles"]) == list(small["smiles"])
+    np.testing.assert_array_equal(again["score"], small["score"])
+    assert all(len(h) > 1 for h in small["history"])  # generations ran: the draws were used
     after = np.random.get_state()  # noqa: NPY002
     assert all(np.array_equal(a, b) for a, b in zip(state, after, strict=True))
 
 
-def test_a_seeds_result_does_not_depend_on_the_seeds_beside_it(cmim, results):
-    alone = optimize_molecules(cmim, [SEEDS[1], SEEDS[1]], "qed", **SEARCH)
-    assert list(alone["smiles"]) == [results["smiles"][1]] * 2  # not its place, nor its neighbours
-    np.testing.assert_array_equal(alone["score"], [results["score"][1]] * 2)
+def test_a_seeds_result_does_not_depend_on_the_seeds_beside_it(cmim, small):
+    alone = optimize_molecules(cmim, [SEEDS[1], SEEDS[1]], "qed", **SMALL)
+    assert list(alone["smiles"]) == [small["smiles"][1]] * 2  # not its place, nor its neighbours
+    np.testing.assert_array_equal(alone["score"], [small["score"][1]] * 2)
+    np.testing.assert_array_equal(alone["history"][0], small["history"][1])
 
 
 def test_a_salt_is_measured_as_the_model_reads_it_unless_asked_otherwise(cmim):
