@@ -106,7 +106,9 @@ class CMIMTransformer(MoleculeInputMixin, EmbeddingMixin, DecodingMixin, SavingM
         "bf16" uses bf16 for inference too: on a CPU with native bf16, ``transform`` ran 1.4-2.7x
         as fast (2-2.7x for informative embeddings; docs/benchmarks.md), at the cost of
         embeddings that move with their batch neighbours (latent ones by about 1e-3, informative
-        ones by up to a few hundredths, on a scale of a few units). "fp32" never uses bf16.
+        ones by up to a few hundredths, on a scale of a few units). On a CPU without native
+        bf16 (no AVX512-BF16 or AMX), PyTorch emulates it hundreds of times slower than fp32, so
+        "bf16" warns there. "fp32" never uses bf16.
     n_threads : int, default=None
         torch threads for CPU work. ``None`` takes, at the start of each call, the cores that
         other programs leave idle (never more than ``torch.get_num_threads()``): torch's threads

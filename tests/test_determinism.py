@@ -5,6 +5,7 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import joblib
@@ -126,3 +127,20 @@ def test_bf16_inference_is_opt_in():
     if auto.precision_ == "bf16":  # a CPU with native bf16: asking for it changes the rounding
         bf16 = CMIMTransformer(pretrained="cmim-broad", max_epochs=0, precision="bf16").fit(smiles[:1])
         assert not np.array_equal(bf16.transform(smiles), fp32.transform(smiles))
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_by_name_warns_on_a_cpu_that_would_emulate_it(monkeypatch, native):
+    from sklearn_cmim.datasets import load_esol
+    from sklearn_cmim.nn import device
+
+    monkeypatch.setattr(device, "_cpu_has_bf16", lambda: native)
+    smiles = load_esol()[0][:8]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        CMIMTransformer(**{**TINY, "precision": "auto", "max_epochs": 1}).fit(smiles).transform(smiles)
+        assert not [w for w in caught if "emulates" in str(w.message)]  # auto never asks for it
+        CMIMTransformer(**{**TINY, "precision": "bf16", "max_epochs": 1}).fit(smiles).transform(smiles)
+    emulated = [w for w in caught if "emulates" in str(w.message)]
+    assert bool(emulated) != native
+    assert all(w.filename == __file__ for w in emulated)  # pointed at the user's own line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import sys
 import time
@@ -50,8 +51,14 @@ def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return _cpu_has_bf16()
     return False
+
+
+@functools.cache
+def _cpu_has_bf16() -> bool:
+    # Asked once: autocast() checks it for every batch.
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -64,9 +71,17 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast context for ``precision == "bf16"``, a no-op otherwise."""
+    """bf16 autocast context for ``precision == "bf16"``, a no-op otherwise.
+
+    bf16 asked for by name on a CPU without native bf16 matmuls (AVX512-BF16 or AMX) warns: PyTorch
+    then emulates them, hundreds of times slower than fp32.
+    """
     if precision != "bf16":
         return contextlib.nullcontext()
+    if device.type == "cpu" and not bf16_supported(device):
+        warnings.warn("precision='bf16' on a CPU without native bf16 matmuls (AVX512-BF16 or AMX): "
+                      "PyTorch emulates them, hundreds of times slower than fp32; precision='auto' "
+                      "runs in fp32 here", UserWarning, stacklevel=user_stacklevel())
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
